@@ -1,0 +1,237 @@
+"""The settings object: defaults < rag.toml < .env < environment (RAG_*) < CLI flags.
+
+Built once by the entry point (``load_settings``) and passed down; no other module reads the
+environment.
+
+>>> settings = load_settings(data_dir=".rag-test", retriever={"k": 3})
+>>> settings.retriever.k
+3
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from rag_pipeline.errors import ConfigurationError
+
+ENV_PREFIX = "RAG_"
+DEFAULT_REFUSAL = "抱歉，知识库中没有找到相关信息，已为您转人工客服。"
+
+
+class _Section(BaseModel):
+    # A typo in a nested setting (RAG_RETRIEVER__KK) is an error, not a silent default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EmbeddingsSettings(_Section):
+    """Which model turns text into vectors."""
+
+    provider: Literal["local", "dashscope", "openai", "huggingface", "fake"] = "local"
+    model: str | None = Field(default=None, description="None: the provider's default model")
+    base_url: str | None = None
+    dimensions: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0, description="None: provider default")
+    threads: int | None = Field(default=None, gt=0, description="local model CPU threads")
+    max_retries: int = Field(default=4, ge=0)
+    timeout: float = Field(default=60.0, gt=0)
+    cache: bool = Field(default=True, description="cache document vectors by content hash")
+
+
+class StoreSettings(_Section):
+    """Where vectors live: Chroma (persistent / memory / http) or Milvus."""
+
+    backend: Literal["chroma", "milvus"] = "chroma"
+    mode: Literal["persistent", "memory", "http"] = "persistent"
+    # Letters, digits, underscores: the names both Chroma and Milvus accept.
+    collection: str = Field(default="rag", pattern=r"^[A-Za-z][A-Za-z0-9_]{2,62}$")
+    # Chroma HTTP client
+    host: str = "localhost"
+    port: int = Field(default=8000, gt=0, lt=65536)
+    ssl: bool = False
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth_token: SecretStr | None = None
+    tenant: str = "default_tenant"
+    database: str = "default_database"
+    # Index: one metric for the whole collection; scores are normalised to 0..1 whatever it is.
+    space: Literal["cosine", "l2", "ip"] = "cosine"
+    ef_search: int = Field(default=400, gt=0)
+    ef_construction: int = Field(default=200, gt=0)
+    max_neighbors: int = Field(default=16, gt=0)
+    # Milvus
+    uri: str | None = Field(default=None, description="file path = milvus-lite, http(s):// = server")
+    token: SecretStr | None = None
+
+
+class SplitSettings(_Section):
+    """How documents are cut into chunks (characters, Chinese-aware)."""
+
+    chunk_size: int = Field(default=400, ge=10)
+    chunk_overlap: int = Field(default=60, ge=0)
+
+
+class RetrieverSettings(_Section):
+    """How chunks are found for a question."""
+
+    k: int = Field(default=4, gt=0, le=100)
+    search_type: Literal["similarity", "mmr"] = "similarity"
+    fetch_k: int = Field(default=20, gt=0)
+    lambda_mult: float = Field(default=0.5, ge=0, le=1)
+    # Relevance in 0..1 (cosine similarity clipped at 0); higher = more relevant.
+    score_threshold: float | None = Field(default=0.80, ge=0, le=1)
+    filter: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class LLMSettings(_Section):
+    """Which chat model writes the answer. provider None = pick from the keys that are set."""
+
+    provider: Literal["extractive", "dashscope", "openai"] | None = None
+    model: str | None = None
+    base_url: str | None = None
+    temperature: float = Field(default=0.1, ge=0, le=2)
+    max_tokens: int = Field(default=1024, gt=0)
+    timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+
+
+class PromptSettings(_Section):
+    """Prompt files (None = the packaged ones in prompts/) and the fixed refusal."""
+
+    system_path: Path | None = None
+    condense_path: Path | None = None
+    refusal: str = DEFAULT_REFUSAL
+
+
+class Settings(BaseSettings):
+    """All settings of rag_pipeline, in one typed object.
+
+    >>> Settings(embeddings={"provider": "fake"}).embeddings.provider
+    'fake'
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        toml_file="rag.toml",
+        # Top level ignores foreign keys in .env (OPENAI_API_KEY etc.); unknown RAG_* names are
+        # rejected by load_settings, nested sections forbid unknown keys themselves.
+        extra="ignore",
+        validate_assignment=True,
+    )
+
+    data_dir: Path = Path(".rag")
+    embeddings: EmbeddingsSettings = Field(default_factory=EmbeddingsSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    retriever: RetrieverSettings = Field(default_factory=RetrieverSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    prompts: PromptSettings = Field(default_factory=PromptSettings)
+
+    dashscope_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DASHSCOPE_API_KEY", "RAG_DASHSCOPE_API_KEY")
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "RAG_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "RAG_OPENAI_BASE_URL")
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))
+
+    # Derived paths inside the data folder.
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def record_db(self) -> Path:
+        return self.data_dir / "records.sqlite"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "embedding-cache"
+
+    def llm_provider(self) -> Literal["extractive", "dashscope", "openai"]:
+        """The chat provider in effect: the configured one, else the first whose key is set."""
+        if self.llm.provider is not None:
+            return self.llm.provider
+        if self.dashscope_api_key is not None:
+            return "dashscope"
+        if self.openai_api_key is not None:
+            return "openai"
+        return "extractive"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets shown as '***'."""
+        data = self.model_dump(mode="json")
+        for key in ("dashscope_api_key", "openai_api_key"):
+            data[key] = "***" if getattr(self, key) is not None else None
+        for key in ("auth_token", "token"):
+            data["store"][key] = "***" if getattr(self.store, key) is not None else None
+        data["llm"]["provider_in_effect"] = self.llm_provider()
+        return data
+
+
+def _unknown_env_names(environ: dict[str, str]) -> list[str]:
+    known = {name.upper() for name in Settings.model_fields} | {
+        "DASHSCOPE_API_KEY",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+    }
+    unknown = []
+    for name in environ:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        head = name[len(ENV_PREFIX) :].split("__", 1)[0]
+        if head not in known:
+            unknown.append(name)
+    return sorted(unknown)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"])
+        env = ENV_PREFIX + "__".join(str(p) for p in item["loc"]).upper()
+        lines.append(f"invalid setting {field} (env {env}): {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from every source; ``overrides`` (CLI flags) win over all of them.
+
+    Nested overrides are dicts: ``load_settings(retriever={"k": 3})`` changes only ``k``.
+    Raises ConfigurationError naming the bad setting and what is allowed.
+    """
+    unknown = _unknown_env_names(dict(os.environ))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) in the environment: {', '.join(unknown)}; known sections: "
+            + ", ".join(ENV_PREFIX + n.upper() for n in Settings.model_fields)
+        )
+    try:
+        # pydantic-settings deep-merges sources, so a nested override keeps its siblings.
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise ConfigurationError(_describe(e)) from e

@@ -1,0 +1,154 @@
+"""Documents -> chunks, cut where a Chinese (or English) reader would cut.
+
+Breaks at paragraphs, then lines (so table rows stay whole), then sentence ends 。！？；…, then
+commas, then characters; punctuation stays with its sentence. Markdown headings become the
+chunk's ``headers`` metadata and are prefixed to its text so a chunk about "运费" under
+"偏远地区" still knows where it came from. FAQ entries are never split.
+
+>>> from rag_pipeline.config import SplitSettings
+>>> chunks = split_documents(docs, SplitSettings())          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from langchain_core.documents import Document
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from rag_pipeline.config import SplitSettings
+
+CHINESE_SEPARATORS = [
+    "\n\n",
+    "\n",
+    "。",
+    "！",
+    "？",
+    "；",
+    "…",
+    "!",
+    "?",
+    ";",
+    ". ",
+    "，",
+    "、",
+    ", ",
+    " ",
+    "",
+]
+
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
+_FENCE = re.compile(r"^(```|~~~)")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A stretch of a Markdown text under one heading path, with its offset in the text."""
+
+    start: int
+    text: str
+    headers: tuple[str, ...]
+
+
+def markdown_sections(text: str) -> list[Section]:
+    """Cut Markdown at headings (not inside code fences), keeping exact character offsets.
+
+    LangChain's MarkdownHeaderTextSplitter rewrites whitespace, which would make start offsets
+    point at the wrong place, hence this small scanner.
+    """
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    start, offset, in_fence = 0, 0, False
+
+    def close(end: int) -> None:
+        body = text[start:end]
+        if body.strip():
+            sections.append(Section(start, body, tuple(title for _, title in stack)))
+
+    for line in text.splitlines(keepends=True):
+        stripped = line.rstrip("\n")
+        if _FENCE.match(stripped):
+            in_fence = not in_fence
+        match = None if in_fence else _HEADING.match(stripped)
+        if match:
+            close(offset)
+            level = len(match.group(1))
+            stack = [(lv, t) for lv, t in stack if lv < level] + [(level, match.group(2))]
+            start = offset
+        offset += len(line)
+    close(len(text))
+    return sections
+
+
+def make_text_splitter(settings: SplitSettings) -> RecursiveCharacterTextSplitter:
+    """The recursive splitter with Chinese-first separators."""
+    return RecursiveCharacterTextSplitter(
+        separators=CHINESE_SEPARATORS,
+        keep_separator="end",
+        chunk_size=settings.chunk_size,
+        chunk_overlap=min(settings.chunk_overlap, settings.chunk_size // 2),
+        add_start_index=True,
+        strip_whitespace=True,
+    )
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _header_line(headers: tuple[str, ...], title: str | None) -> str:
+    path = list(headers)
+    if title and (not path or path[0] != title):
+        path.insert(0, title)
+    return " > ".join(path)
+
+
+def _split_one(doc: Document, splitter: RecursiveCharacterTextSplitter) -> list[Document]:
+    meta = doc.metadata
+    if meta.get("doc_type") == "faq":
+        return [Document(page_content=doc.page_content, metadata={**meta, "start_index": 0})]
+    if meta.get("markup") == "markdown":
+        sections = markdown_sections(doc.page_content)
+    else:
+        sections = [Section(0, doc.page_content, ())]
+    chunks = []
+    for section in sections:
+        heading = _header_line(section.headers, meta.get("title"))
+        for piece in splitter.create_documents([section.text]):
+            body = piece.page_content
+            if _HEADING.match(body) and "\n" not in body:
+                continue  # a bare heading carries no content of its own
+            chunk_meta = {
+                **meta,
+                "start_index": section.start + piece.metadata["start_index"],
+                "headers": " > ".join(section.headers),
+            }
+            # The heading path travels with the text: it is what makes the chunk findable.
+            first_line = body.split("\n", 1)[0].lstrip("#").strip()
+            repeats = heading == first_line
+            text = f"【{heading}】\n{body}" if heading and not repeats else body
+            chunks.append(Document(page_content=text, metadata=chunk_meta))
+    return chunks
+
+
+def split_documents(docs: Iterable[Document], settings: SplitSettings) -> list[Document]:
+    """Split the Documents of one source file into chunks with full metadata.
+
+    Every chunk has ``source``, ``chunk_index`` (0.. within its source), ``start_index`` (char
+    offset in its page/document text), ``title``, ``headers`` and ``content_hash``.
+    """
+    splitter = make_text_splitter(settings)
+    chunks: list[Document] = []
+    counters: dict[str, int] = {}
+    for doc in docs:
+        for chunk in _split_one(doc, splitter):
+            source = chunk.metadata["source"]
+            chunk.metadata["chunk_index"] = counters.get(source, 0)
+            counters[source] = chunk.metadata["chunk_index"] + 1
+            chunk.metadata["content_hash"] = content_hash(chunk.page_content)
+            chunk.metadata.pop("markup", None)
+            chunks.append(chunk)
+    return chunks
