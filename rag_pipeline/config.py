@@ -68,7 +68,9 @@ class StoreSettings(_Section):
     ef_construction: int = Field(default=200, gt=0)
     max_neighbors: int = Field(default=16, gt=0)
     # Milvus
-    uri: str | None = Field(default=None, description="file path = milvus-lite, http(s):// = server")
+    uri: str | None = Field(
+        default=None, description="file path = milvus-lite, http(s):// = server"
+    )
     token: SecretStr | None = None
 
 
@@ -107,6 +109,7 @@ class PromptSettings(_Section):
     """Prompt files (None = the packaged ones in prompts/) and the fixed refusal."""
 
     system_path: Path | None = None
+    question_path: Path | None = None
     condense_path: Path | None = None
     refusal: str = DEFAULT_REFUSAL
 
@@ -157,7 +160,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            TomlConfigSettingsSource(settings_cls),
+        )
 
     # Derived paths inside the data folder.
     @property

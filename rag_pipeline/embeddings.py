@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.embeddings import Embeddings
 
-from rag_pipeline.errors import ConfigurationError, MissingAPIKeyError, MissingExtraError, ProviderError
+from rag_pipeline.errors import (
+    ConfigurationError,
+    MissingAPIKeyError,
+    MissingExtraError,
+    ProviderError,
+)
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings

@@ -146,9 +146,7 @@ def _chunks(
             progress(file.source, done, len(files))
 
 
-def delete_sources(
-    store: VectorBackend, manager: SQLRecordManager, sources: Iterable[str]
-) -> int:
+def delete_sources(store: VectorBackend, manager: SQLRecordManager, sources: Iterable[str]) -> int:
     """Remove every chunk of ``sources`` from the store and the record manager."""
     deleted = 0
     for source in sources:

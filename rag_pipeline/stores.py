@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
@@ -31,6 +32,15 @@ if TYPE_CHECKING:
 
 FINGERPRINT_KEY = "rag_fingerprint"
 Filter = dict[str, Any]
+
+
+@dataclass
+class Hit:
+    """One search result: the chunk, its relevance (0..1) and, on request, its vector."""
+
+    document: Document
+    relevance: float
+    vector: list[float] | None = None
 
 
 def relevance_function(space: str) -> Callable[[float], float]:
@@ -68,10 +78,27 @@ class VectorBackend(ABC):
         """Delete the collection and everything in it."""
 
     @abstractmethod
+    def exists(self) -> bool:
+        """Whether the collection exists (and remember it for the other calls)."""
+
+    @abstractmethod
+    def create(self, settings: Settings, fingerprint: str) -> None:
+        """Create the collection, recording the embedding fingerprint in it."""
+
+    @abstractmethod
+    def attach(self) -> None:
+        """Build ``vector_store`` on the existing collection."""
+
+    @abstractmethod
     def search(
-        self, vector: list[float], k: int, where: Filter | None = None
-    ) -> list[tuple[Document, float]]:
-        """Top-k chunks for a query vector as (document, relevance 0..1), best first."""
+        self,
+        vector: list[float],
+        k: int,
+        where: Filter | None = None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Top-k chunks for a query vector, best first, relevance in 0..1."""
 
     @abstractmethod
     def get(self, ids: list[str]) -> list[Document]: ...
@@ -85,7 +112,11 @@ class VectorBackend(ABC):
             self.vector_store.delete(ids=ids)
 
     def describe(self) -> dict[str, Any]:
-        return {"location": self.location, "count": self.count(), "fingerprint": self.stored_fingerprint()}
+        return {
+            "location": self.location,
+            "count": self.count(),
+            "fingerprint": self.stored_fingerprint(),
+        }
 
 
 def chroma_where(filter_: Filter | None) -> Filter | None:
@@ -172,24 +203,33 @@ class ChromaBackend(VectorBackend):
         self._collection = None
 
     def search(
-        self, vector: list[float], k: int, where: Filter | None = None
-    ) -> list[tuple[Document, float]]:
+        self,
+        vector: list[float],
+        k: int,
+        where: Filter | None = None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        include = ["documents", "metadatas", "distances"] + (["embeddings"] if with_vectors else [])
         result = self._collection.query(
-            query_embeddings=[vector],
-            n_results=k,
-            where=chroma_where(where),
-            include=["documents", "metadatas", "distances"],
+            query_embeddings=[vector], n_results=k, where=chroma_where(where), include=include
         )
-        hits = []
-        for id_, text, meta, distance in zip(
-            result["ids"][0],
-            result["documents"][0],
-            result["metadatas"][0],
-            result["distances"][0],
-            strict=True,
-        ):
-            hits.append((Document(id=id_, page_content=text, metadata=dict(meta or {})), self._relevance(distance)))
-        return hits
+        vectors = result["embeddings"][0] if with_vectors else [None] * len(result["ids"][0])
+        return [
+            Hit(
+                Document(id=id_, page_content=text, metadata=dict(meta or {})),
+                self._relevance(distance),
+                [float(v) for v in vec] if vec is not None else None,
+            )
+            for id_, text, meta, distance, vec in zip(
+                result["ids"][0],
+                result["documents"][0],
+                result["metadatas"][0],
+                result["distances"][0],
+                vectors,
+                strict=True,
+            )
+        ]
 
     def get(self, ids: list[str]) -> list[Document]:
         if not ids:
@@ -275,8 +315,10 @@ def open_store(
     if backend.exists():
         stored = backend.stored_fingerprint()
         configured = model.fingerprint if model.dimension is not None else None
-        if stored is not None and configured is None and not stored.startswith(
-            f"{model.provider}:{model.model}:"
+        if (
+            stored is not None
+            and configured is None
+            and not stored.startswith(f"{model.provider}:{model.model}:")
         ):
             configured = model.fingerprint
         if stored is not None and configured is not None and stored != configured:

@@ -1,0 +1,319 @@
+"""Retriever + prompt + chat model -> an answer with numbered sources, in plain LCEL.
+
+    condense follow-up -> retrieve -> number the context -> prompt -> model -> parse citations
+
+When no chunk passes the relevance threshold the chain returns the configured refusal without
+calling the model. ``Assistant`` puts the parts together from settings for the CLI and for
+users' own bots.
+
+>>> from rag_pipeline.config import load_settings
+>>> assistant = Assistant.from_settings(load_settings())          # doctest: +SKIP
+>>> answer = assistant.ask("东西坏了能退吗")                        # doctest: +SKIP
+>>> print(answer.answer, [s.source for s in answer.sources])      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from operator import itemgetter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableBranch, RunnableLambda, RunnablePassthrough
+
+from rag_pipeline.errors import ProviderError
+
+if TYPE_CHECKING:
+    from rag_pipeline.config import Settings
+
+History = Sequence[tuple[str, str]]  # (user question, assistant answer) pairs, oldest first
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+# Follow-ups that lean on the previous turn (documented rule used by the extractive model).
+_FOLLOW_UP = re.compile(
+    r"^(那|那么|还有|另外|如果|要是|它|这个|那个|and |what about|how about|also)|呢[？?]?$",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Source:
+    """A retrieved chunk as shown to the user: its number in the context, where it comes from."""
+
+    number: int
+    source: str
+    score: float
+    content: str
+    title: str | None = None
+    headers: str | None = None
+    page: int | None = None
+    id: str | None = None
+
+
+@dataclass
+class Answer:
+    """The chain's result; ``to_dict`` is the shape of ``ask --json``."""
+
+    question: str
+    standalone_question: str
+    answer: str
+    refused: bool
+    sources: list[Source] = field(default_factory=list)  # cited ones (all, if none cited)
+    context: list[Source] = field(default_factory=list)  # everything retrieved, numbered
+
+    def to_dict(self, *, with_context: bool = False) -> dict[str, Any]:
+        data = {
+            "answer": self.answer,
+            "refused": self.refused,
+            "sources": [asdict(s) for s in self.sources],
+            "question": self.question,
+            "standalone_question": self.standalone_question,
+        }
+        if with_context:
+            data["context"] = [asdict(s) for s in self.context]
+        return data
+
+
+def read_prompt(path: Path | None, default_name: str) -> str:
+    target = path or PROMPTS_DIR / default_name
+    try:
+        return target.read_text(encoding="utf-8")
+    except OSError as e:
+        from rag_pipeline.errors import ConfigurationError
+
+        raise ConfigurationError(f"cannot read prompt file {target}: {e.strerror or e}") from e
+
+
+def answer_prompt(system_text: str, question_text: str) -> ChatPromptTemplate:
+    """System instructions stay in the system message; retrieved text only in the user turn."""
+    return ChatPromptTemplate.from_messages(
+        [
+            ("system", system_text.replace("{", "{{").replace("}", "}}")),
+            ("human", question_text),
+        ]
+    )
+
+
+def to_source(number: int, doc: Document) -> Source:
+    meta = doc.metadata
+    return Source(
+        number=number,
+        source=str(meta.get("source", "?")),
+        score=float(meta.get("score", 0.0)),
+        content=doc.page_content,
+        title=meta.get("title"),
+        headers=meta.get("headers") or None,
+        page=meta.get("page"),
+        id=doc.id,
+    )
+
+
+def format_context(docs: Sequence[Document]) -> str:
+    """Numbered passages for the prompt; the delimiter cannot be closed from inside a doc."""
+    blocks = []
+    for number, doc in enumerate(docs, start=1):
+        where = doc.metadata.get("source", "?")
+        heading = doc.metadata.get("headers") or doc.metadata.get("title") or ""
+        label = f"[{number}] 来源：{where}" + (f"｜{heading}" if heading else "")
+        text = doc.page_content.replace("<context>", "&lt;context&gt;").replace(
+            "</context>", "&lt;/context&gt;"
+        )
+        blocks.append(f"{label}\n{text}")
+    return "\n\n".join(blocks)
+
+
+def cited(answer: str, docs: Sequence[Document]) -> list[Source]:
+    """The sources the answer cites as [n]; every retrieved one when it cites none."""
+    numbers = sorted({int(n) for n in _CITATION.findall(answer) if 1 <= int(n) <= len(docs)})
+    if not numbers:
+        numbers = list(range(1, len(docs) + 1))
+    return [to_source(n, docs[n - 1]) for n in numbers]
+
+
+def rule_based_condense(inputs: dict[str, Any]) -> str:
+    """Make a follow-up standalone without a model: prefix the previous user question when
+    the new one is short (<= 8 chars) or starts/ends like a follow-up (那…, 还有…, …呢？)."""
+    question: str = inputs["question"].strip()
+    history: History = inputs.get("history") or []
+    if not history:
+        return question
+    if len(question) <= 8 or _FOLLOW_UP.search(question):
+        return f"{history[-1][0].strip()} {question}"
+    return question
+
+
+def _render_history(history: History) -> str:
+    return "\n".join(f"用户：{q}\n客服：{a}" for q, a in history[-6:])
+
+
+def prepare_step(
+    retriever: BaseRetriever, condense: Runnable[dict[str, Any], str] | None = None
+) -> Runnable[dict[str, Any], dict[str, Any]]:
+    """Adds ``standalone_question``, the retrieved ``docs`` and the numbered ``context``."""
+    return (
+        RunnablePassthrough.assign(
+            standalone_question=condense or RunnableLambda(rule_based_condense)
+        )
+        | RunnablePassthrough.assign(docs=itemgetter("standalone_question") | retriever)
+        | RunnablePassthrough.assign(context=lambda x: format_context(x["docs"]))
+    )
+
+
+def _prompt_inputs(x: dict[str, Any]) -> dict[str, Any]:
+    return {"context": x["context"], "question": x["standalone_question"]}
+
+
+def build_rag_chain(
+    retriever: BaseRetriever,
+    model: BaseChatModel,
+    prompt: ChatPromptTemplate,
+    *,
+    refusal: str,
+    condense: Runnable[dict[str, Any], str] | None = None,
+) -> Runnable[dict[str, Any], Answer]:
+    """The whole chain: input ``{"question": str, "history": [(q, a), ...]}`` -> Answer.
+
+    ``condense`` turns a follow-up into a standalone question (default: the documented rule).
+    """
+    generate = prompt | model | StrOutputParser()
+    respond = RunnableBranch(
+        (lambda x: not x["docs"], RunnableLambda(lambda x: {**x, "answer": refusal})),
+        RunnablePassthrough.assign(answer=RunnableLambda(_prompt_inputs) | generate),
+    )
+    return prepare_step(retriever, condense) | respond | RunnableLambda(_to_answer)
+
+
+def _to_answer(x: dict[str, Any]) -> Answer:
+    docs: list[Document] = x["docs"]
+    refused = not docs
+    return Answer(
+        question=x["question"],
+        standalone_question=x["standalone_question"],
+        answer=x["answer"],
+        refused=refused,
+        sources=[] if refused else cited(x["answer"], docs),
+        context=[to_source(n, d) for n, d in enumerate(docs, start=1)],
+    )
+
+
+class Assistant:
+    """A ready-to-use question answerer over the configured collection.
+
+    >>> assistant = Assistant.from_settings(settings)                  # doctest: +SKIP
+    >>> for piece in assistant.stream("运费怎么算"):                     # doctest: +SKIP
+    ...     print(piece if isinstance(piece, str) else piece.sources)
+    """
+
+    def __init__(
+        self,
+        retriever: BaseRetriever,
+        model: BaseChatModel,
+        prompt: ChatPromptTemplate,
+        *,
+        refusal: str,
+        condense: Runnable[dict[str, Any], str] | None = None,
+        key_variable: str = "OPENAI_API_KEY",
+    ) -> None:
+        self.retriever = retriever
+        self.model = model
+        self.prompt = prompt
+        self.refusal = refusal
+        self.condense = condense
+        self.key_variable = key_variable
+        self.chain = build_rag_chain(retriever, model, prompt, refusal=refusal, condense=condense)
+        self.prepare = prepare_step(retriever, condense)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, store: Any = None, model: Any = None
+    ) -> Assistant:
+        """Open the store (must have been ingested) and build every part from ``settings``."""
+        from rag_pipeline.embeddings import build_embedding_model
+        from rag_pipeline.llms import ExtractiveChatModel, build_chat_model, key_variable
+        from rag_pipeline.retrieval import build_retriever
+        from rag_pipeline.stores import open_store
+
+        embedding_model = model or build_embedding_model(settings)
+        store = store or open_store(settings, embedding_model, create=False)
+        retriever = build_retriever(settings, store, embedding_model.embeddings)
+        chat = build_chat_model(settings)
+        prompt = answer_prompt(
+            read_prompt(settings.prompts.system_path, "system.md"),
+            read_prompt(settings.prompts.question_path, "question.md"),
+        )
+        condense = None
+        if not isinstance(chat, ExtractiveChatModel):
+            condense_prompt = PromptTemplate.from_template(
+                read_prompt(settings.prompts.condense_path, "condense.md")
+            )
+            llm_condense = (
+                (lambda x: {"history": _render_history(x["history"]), "question": x["question"]})
+                | condense_prompt
+                | chat
+                | StrOutputParser()
+                | (lambda s: s.strip() or "")
+            )
+            condense = RunnableBranch(
+                (lambda x: bool(x.get("history")), llm_condense),
+                RunnableLambda(lambda x: x["question"]),
+            )
+        return cls(
+            retriever,
+            chat,
+            prompt,
+            refusal=settings.prompts.refusal,
+            condense=condense,
+            key_variable=key_variable(settings),
+        )
+
+    def _provider_errors(self, error: Exception) -> ProviderError | None:
+        import openai
+
+        if isinstance(error, openai.AuthenticationError):
+            return ProviderError(
+                f"the chat model rejected the API key (HTTP 401): check {self.key_variable}"
+            )
+        if isinstance(error, openai.APIStatusError):
+            return ProviderError(f"the chat model API failed: HTTP {error.status_code}")
+        if isinstance(error, openai.APIConnectionError):
+            return ProviderError(f"the chat model API is unreachable after retries: {error}")
+        return None
+
+    def ask(self, question: str, history: History | None = None) -> Answer:
+        """Answer one question (with optional earlier turns)."""
+        try:
+            return self.chain.invoke({"question": question, "history": list(history or [])})
+        except Exception as e:
+            wrapped = self._provider_errors(e)
+            if wrapped is not None:
+                raise wrapped from e
+            raise
+
+    def stream(self, question: str, history: History | None = None) -> Iterator[str | Answer]:
+        """Yield the answer text piece by piece, then the final Answer."""
+        inputs = {"question": question, "history": list(history or [])}
+        pieces: list[str] = []
+        try:
+            prepared = self.prepare.invoke(inputs)
+            if prepared["docs"]:
+                generate = self.prompt | self.model | StrOutputParser()
+                for piece in generate.stream(_prompt_inputs(prepared)):
+                    pieces.append(piece)
+                    yield piece
+            else:
+                pieces.append(self.refusal)
+                yield self.refusal
+        except Exception as e:
+            wrapped = self._provider_errors(e)
+            if wrapped is not None:
+                raise wrapped from e
+            raise
+        yield _to_answer({**prepared, "answer": "".join(pieces)})

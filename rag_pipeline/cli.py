@@ -1,0 +1,289 @@
+"""The ``rag`` command: ingest, ask, chat, info, config.
+
+Exit codes: 0 success; 1 a remote API failed; 2 usage or configuration error (including "nothing
+ingested yet" and an embedding-model mismatch); 3 ingest finished but some files failed.
+Library errors become one line on stderr; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rag_pipeline.errors import (
+    ConfigurationError,
+    EmbeddingMismatchError,
+    EmptyIndexError,
+    RagError,
+)
+
+if TYPE_CHECKING:
+    from rag_pipeline.chain import Answer
+    from rag_pipeline.config import Settings
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="data folder (default .rag; RAG_DATA_DIR)")
+    parser.add_argument("--collection", help="collection name (RAG_STORE__COLLECTION)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rag", description="Retrieval-augmented answers over your own documents."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="load, split, embed and store files (incremental)")
+    p.add_argument("paths", nargs="*", type=Path, help="files or folders (default: corpus/)")
+    p.add_argument("--rebuild", action="store_true", help="drop and re-create the collection")
+    p.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="keep chunks of files that were deleted from an ingested folder",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _common(p)
+
+    p = sub.add_parser("ask", help="answer one question with sources")
+    p.add_argument("question")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.add_argument("--k", type=int, help="chunks to retrieve (RAG_RETRIEVER__K)")
+    p.add_argument("--threshold", type=float, help="relevance threshold 0..1")
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only chunks whose metadata KEY equals VALUE (repeatable), e.g. source=faq.csv",
+    )
+    p.add_argument("--show-context", action="store_true", help="also print every retrieved chunk")
+    _common(p)
+
+    p = sub.add_parser("chat", help="interactive conversation (/sources, /reset, /exit)")
+    p.add_argument("--k", type=int)
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE")
+    _common(p)
+
+    p = sub.add_parser("info", help="show the collection: backend, size, embedding model, sources")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("config", help="print the effective settings (secrets masked)")
+    _common(p)
+    return parser
+
+
+def _parse_filters(items: Sequence[str]) -> dict[str, Any]:
+    filters: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(f"--filter {item!r}: expected KEY=VALUE, e.g. source=faq.csv")
+        text = value.strip()
+        filters[key.strip()] = int(text) if text.lstrip("-").isdigit() else text
+    return filters
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from rag_pipeline.config import load_settings
+
+    overrides: dict[str, Any] = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    if args.collection:
+        overrides["store"] = {"collection": args.collection}
+    retriever: dict[str, Any] = {}
+    if getattr(args, "k", None) is not None:
+        retriever["k"] = args.k
+    if getattr(args, "threshold", None) is not None:
+        retriever["score_threshold"] = args.threshold
+    if getattr(args, "filter", None):
+        retriever["filter"] = _parse_filters(args.filter)
+    if retriever:
+        overrides["retriever"] = retriever
+    return load_settings(**overrides)
+
+
+def _progress_bar(total_hint: str) -> Any:
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(source: str, done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="file", desc=total_hint, file=sys.stderr)
+        bar.set_postfix_str(source[-40:], refresh=False)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from rag_pipeline.indexing import ingest
+
+    settings = _settings(args)
+    paths = args.paths or [Path("corpus")]
+    if not args.paths and not Path("corpus").is_dir():
+        raise ConfigurationError("no corpus/ folder here: pass the files or folders to ingest")
+    report = ingest(
+        paths,
+        settings,
+        rebuild=args.rebuild,
+        prune=not args.no_prune,
+        progress=_progress_bar("ingest"),
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(
+            f"{report.files_ingested}/{report.files_seen} files ingested in {report.seconds:.1f}s: "
+            f"{report.chunks_added} chunks added, {report.chunks_unchanged} unchanged, "
+            f"{report.chunks_deleted} deleted"
+        )
+        for failure in report.files_failed:
+            print(f"  failed  {failure['path']}: {failure['reason']}")
+        for skipped in report.files_skipped:
+            print(f"  skipped {skipped['path']}: {skipped['reason']}")
+    return EXIT_PARTIAL if report.files_failed else EXIT_OK
+
+
+def _print_sources(answer: Answer, *, show_context: bool) -> None:
+    if answer.refused:
+        return
+    print("\n来源 / Sources:")
+    for s in answer.sources:
+        where = s.source + (f" p.{s.page}" if s.page else "")
+        heading = f" | {s.headers or s.title}" if (s.headers or s.title) else ""
+        print(f"  [{s.number}] {where}{heading} (relevance {s.score:.2f})")
+    if show_context:
+        print("\n检索到的上下文 / Retrieved context:")
+        for s in answer.context:
+            print(f"--- [{s.number}] {s.source} (relevance {s.score:.2f})\n{s.content}")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from rag_pipeline.chain import Assistant
+
+    settings = _settings(args)
+    answer = Assistant.from_settings(settings).ask(args.question)
+    if args.json:
+        print(json.dumps(answer.to_dict(with_context=args.show_context), ensure_ascii=False))
+    else:
+        print(answer.answer)
+        _print_sources(answer, show_context=args.show_context)
+    return EXIT_OK
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from rag_pipeline.chain import Answer, Assistant
+
+    assistant = Assistant.from_settings(_settings(args))
+    history: list[tuple[str, str]] = []
+    last: Answer | None = None
+    print("输入问题开始对话；/sources 查看上一答案的来源，/reset 清空对话，/exit 退出。")
+    while True:
+        try:
+            line = input("\n你> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return EXIT_OK
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            return EXIT_OK
+        if line == "/reset":
+            history, last = [], None
+            print("（对话已清空）")
+            continue
+        if line == "/sources":
+            if last is None:
+                print("（还没有回答）")
+            else:
+                _print_sources(last, show_context=False)
+            continue
+        print("客服> ", end="", flush=True)
+        for piece in assistant.stream(line, history):
+            if isinstance(piece, str):
+                print(piece, end="", flush=True)
+            else:
+                last = piece
+        print()
+        if last is not None:
+            history.append((last.standalone_question, last.answer))
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from rag_pipeline.embeddings import build_embedding_model
+    from rag_pipeline.stores import open_store
+
+    settings = _settings(args)
+    model = build_embedding_model(settings)
+    store = open_store(settings, model, create=False)
+    info = {
+        "backend": settings.store.backend,
+        "mode": settings.store.mode if settings.store.backend == "chroma" else None,
+        "collection": settings.store.collection,
+        **store.describe(),
+        "configured_embeddings": model.fingerprint,
+        "sources": store.sources(),
+    }
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+    else:
+        for key, value in info.items():
+            if key != "sources":
+                print(f"{key:>22}: {value}")
+        print(f"{'sources':>22}:")
+        for source, count in info["sources"].items():
+            print(f"{count:>26}  {source}")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(_settings(args).masked(), ensure_ascii=False, indent=2))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "ask": cmd_ask,
+    "chat": cmd_chat,
+    "info": cmd_info,
+    "config": cmd_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+    # Parsers log every oddity of a broken file; the report already says what failed and why.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigurationError, EmptyIndexError, EmbeddingMismatchError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except RagError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
