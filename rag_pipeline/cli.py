@@ -188,7 +188,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from rag_pipeline.chain import Answer, Assistant
+    from rag_pipeline.chain import Assistant
 
     assistant = Assistant.from_settings(_settings(args))
     history: list[tuple[str, str]] = []
