@@ -131,6 +131,7 @@ class Settings(BaseSettings):
         # rejected by load_settings, nested sections forbid unknown keys themselves.
         extra="ignore",
         validate_assignment=True,
+        populate_by_name=True,  # Settings(openai_api_key=...) as well as OPENAI_API_KEY
     )
 
     data_dir: Path = Path(".rag")

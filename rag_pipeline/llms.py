@@ -17,6 +17,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import Field
 
 from rag_pipeline.errors import MissingAPIKeyError
 
@@ -115,6 +116,7 @@ class ExtractiveChatModel(BaseChatModel):
     True
     """
 
+    model_name: str = Field(default="rag-extractive", alias="model")
     max_sentences: int = 3
 
     @property

@@ -31,6 +31,7 @@ SUPPORTED_SUFFIXES = (
     TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | {".pdf", ".docx", ".csv", ".jsonl"}
 )
 IGNORE_FILE = ".ragignore"
+_CJK_OR_COMMA = re.compile(r"[\u3400-\u9fff，、（“]")
 
 # Column names accepted as the question / answer / alternatives of an FAQ table.
 FAQ_QUESTION_KEYS = ("question", "问题", "q")
@@ -266,6 +267,27 @@ def _load_docx(file: SourceFile, data: bytes) -> list[Document]:
     return [_doc(text, file, title=title, markup="markdown")]
 
 
+def _unwrap_pdf_lines(text: str) -> str:
+    """Undo layout wrapping: PDF extraction ends a line wherever the page wrapped it, often
+    mid-sentence in Chinese. A near-full-width line ending and the next starting with Chinese
+    text is joined; short lines (headings) and list items keep their break."""
+    lines = text.split("\n")
+    width = max((len(line) for line in lines), default=0)
+    out: list[str] = []
+    for line in lines:
+        previous = out[-1] if out else ""
+        if (
+            previous
+            and len(previous) >= 0.8 * width
+            and _CJK_OR_COMMA.match(previous[-1])
+            and _CJK_OR_COMMA.match(line[:1] or " ")
+        ):
+            out[-1] = previous + line
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def _load_pdf(file: SourceFile, data: bytes) -> list[Document]:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
@@ -281,7 +303,13 @@ def _load_pdf(file: SourceFile, data: bytes) -> list[Document]:
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as e:
         raise LoadError(f"not a readable PDF ({type(e).__name__}: {e})") from e
     docs = [
-        _doc(text.strip(), file, title=title or file.path.stem, page=number, markup="text")
+        _doc(
+            _unwrap_pdf_lines(text.strip()),
+            file,
+            title=title or file.path.stem,
+            page=number,
+            markup="text",
+        )
         for number, text in enumerate(pages, start=1)
         if text.strip()
     ]

@@ -1,0 +1,433 @@
+"""Self-tests for :mod:`tests.stubs.model_api`: real clients over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import dashscope
+import openai
+import pytest
+from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import SecretStr
+
+from .model_api import (
+    DASHSCOPE_TEXT_EMBEDDING_PATH,
+    HOST,
+    STREAM_CHUNK_CHARS,
+    ModelAPIStub,
+    default_chat_reply,
+    stub_embedding,
+)
+
+QUESTION = "请问你们的退货政策是什么？购买后多少天内可以无理由退货，需要满足哪些条件？"
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": "你是客服助手。"},
+    {"role": "user", "content": QUESTION},
+]
+EXPECTED_REPLY = "根据资料[1]，" + QUESTION[:30]
+
+
+@pytest.fixture
+def stub() -> Iterator[ModelAPIStub]:
+    """A running stub, stopped after the test."""
+    with ModelAPIStub() as running:
+        yield running
+
+
+@pytest.fixture
+def client(stub: ModelAPIStub) -> OpenAI:
+    """An official openai client pointed at the stub."""
+    return OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0)
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(
+        sum(x * x for x in a) * sum(y * y for y in b)
+    )
+
+
+def _raw_request(
+    stub: ModelAPIStub, method: str, path: str, body: Any = None, api_key: str = "sk-test"
+) -> tuple[int, dict[str, str], Any]:
+    """Send one request with http.client; return status, headers and decoded JSON."""
+    conn = http.client.HTTPConnection(HOST, stub.port, timeout=10)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, dict(response.getheaders()), json.loads(data)
+    finally:
+        conn.close()
+
+
+# -- basics ----------------------------------------------------------------------------
+
+
+def test_urls_and_default_reply(stub: ModelAPIStub) -> None:
+    assert stub.base_url == f"http://127.0.0.1:{stub.port}/v1"
+    assert stub.dashscope_base_url == f"http://127.0.0.1:{stub.port}/api/v1"
+    assert default_chat_reply(cast(list[dict[str, Any]], MESSAGES)) == EXPECTED_REPLY
+    assert "[1]" in EXPECTED_REPLY
+
+
+def test_not_running_has_no_url() -> None:
+    with pytest.raises(RuntimeError):
+        _ = ModelAPIStub().base_url
+
+
+def test_unknown_endpoint_is_404_json(stub: ModelAPIStub) -> None:
+    status, _headers, body = _raw_request(stub, "GET", "/v1/models")
+    assert status == 404
+    assert body["error"]["code"] == "not_found"
+    status, _headers, body = _raw_request(stub, "POST", "/api/v1/services/nope", {"x": 1})
+    assert status == 404
+    assert body["code"] == "NotFound" and body["request_id"]
+
+
+def test_invalid_json_is_400(stub: ModelAPIStub) -> None:
+    conn = http.client.HTTPConnection(HOST, stub.port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            body=b"{not json",
+            headers={"Authorization": "Bearer sk-test"},
+        )
+        response = conn.getresponse()
+        assert response.status == 400
+        assert json.loads(response.read())["error"]["type"] == "invalid_request_error"
+    finally:
+        conn.close()
+    assert stub.requests[0].body is None
+
+
+def test_stop_closes_port_and_open_connections() -> None:
+    with ModelAPIStub() as stub:
+        port = stub.port
+        # leave a keep-alive connection open across the stop
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        conn.request("GET", "/v1/nothing", headers={"Authorization": "Bearer sk-test"})
+        conn.getresponse().read()
+        started = time.monotonic()
+    assert time.monotonic() - started < 2
+    conn.close()
+    assert not any(t.name == f"ModelAPIStub:{port}" for t in threading.enumerate())
+    with pytest.raises(OSError), socket.create_connection((HOST, port), timeout=2):
+        pass
+
+
+# -- openai SDK ------------------------------------------------------------------------
+
+
+def test_openai_chat_non_stream(stub: ModelAPIStub, client: OpenAI) -> None:
+    completion = client.chat.completions.create(model="qwen-plus", messages=MESSAGES)
+    assert completion.object == "chat.completion"
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.model == "qwen-plus"
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content == EXPECTED_REPLY
+    assert choice.finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.total_tokens == (
+        completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
+    [recorded] = stub.chat_requests()
+    assert recorded.body["messages"] == MESSAGES
+    assert recorded.headers["authorization"] == "Bearer sk-test"
+    assert stub.embedding_requests() == []
+
+
+def test_openai_chat_custom_reply(stub: ModelAPIStub, client: OpenAI) -> None:
+    stub.chat_reply = lambda messages: f"{len(messages)} messages"
+    completion = client.chat.completions.create(model="qwen-plus", messages=MESSAGES)
+    assert completion.choices[0].message.content == "2 messages"
+
+
+def test_openai_chat_stream(stub: ModelAPIStub, client: OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="qwen-plus",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices]
+    pieces = [d for d in deltas if d]
+    assert len(pieces) >= 3
+    assert all(len(p) <= STREAM_CHUNK_CHARS for p in pieces)
+    assert "".join(pieces) == EXPECTED_REPLY
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finish[-1] == "stop" and set(finish[:-1]) == {None}
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == len(EXPECTED_REPLY)
+
+
+def test_openai_chat_stream_without_usage(client: OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model="qwen-plus", messages=MESSAGES, stream=True))
+    assert all(c.choices for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == EXPECTED_REPLY
+
+
+def test_openai_embeddings(stub: ModelAPIStub, client: OpenAI) -> None:
+    texts = ["退货政策", "发票怎么开"]
+    first = client.embeddings.create(model="text-embedding-v4", input=texts, dimensions=16)
+    second = client.embeddings.create(model="text-embedding-v4", input=texts, dimensions=16)
+    assert first.object == "list" and first.model == "text-embedding-v4"
+    assert [d.index for d in first.data] == [0, 1]
+    assert first.usage.prompt_tokens == sum(len(t) for t in texts)
+    for item, again, text in zip(first.data, second.data, texts, strict=True):
+        assert len(item.embedding) == 16
+        assert item.embedding == again.embedding
+        assert math.isclose(math.sqrt(sum(v * v for v in item.embedding)), 1.0, rel_tol=1e-5)
+        expected = stub_embedding(text, 16)
+        assert all(
+            math.isclose(a, b, abs_tol=1e-6) for a, b in zip(item.embedding, expected, strict=True)
+        )
+    assert first.data[0].embedding != first.data[1].embedding
+    # the SDK asks for base64 unless told otherwise; the stub answers float32 base64
+    assert stub.embedding_requests()[0].body["encoding_format"] == "base64"
+
+
+def test_openai_embeddings_float_default_dim_and_tokens(client: OpenAI) -> None:
+    single = client.embeddings.create(
+        model="text-embedding-v4", input="退货政策", encoding_format="float"
+    )
+    assert len(single.data) == 1
+    assert single.data[0].embedding == stub_embedding("退货政策", 8)
+    tokens = client.embeddings.create(model="text-embedding-v4", input=[[1, 2, 3], [4, 5]])
+    assert len(tokens.data) == 2 and tokens.usage.total_tokens == 5
+
+
+def test_embeddings_similarity_tracks_shared_characters(client: OpenAI) -> None:
+    texts = ["退货政策", "退货政策是什么", "发票开具流程"]
+    data = client.embeddings.create(model="text-embedding-v4", input=texts, dimensions=256).data
+    query, related, unrelated = (d.embedding for d in data)
+    assert _cosine(query, related) > _cosine(query, unrelated)
+
+
+def test_openai_wrong_key_is_authentication_error(stub: ModelAPIStub) -> None:
+    bad = OpenAI(base_url=stub.base_url, api_key="sk-wrong", max_retries=2)
+    with pytest.raises(openai.AuthenticationError) as info:
+        bad.chat.completions.create(model="qwen-plus", messages=MESSAGES)
+    assert info.value.status_code == 401
+    assert info.value.code == "invalid_api_key"
+    assert "Incorrect API key provided" in info.value.message
+    assert len(stub.requests) == 1  # 401 is not retried
+
+
+def test_openai_bad_request_is_400(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="qwen-plus", messages=[])
+
+
+def test_fail_next_429_then_retry_succeeds(stub: ModelAPIStub) -> None:
+    retrying = OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=2)
+    stub.fail_next(429, retry_after=0.01)
+    completion = retrying.chat.completions.create(model="qwen-plus", messages=MESSAGES)
+    assert completion.choices[0].message.content == EXPECTED_REPLY
+    assert len(stub.requests) == 2
+    assert [r.headers["x-stainless-retry-count"] for r in stub.chat_requests()] == ["0", "1"]
+
+
+def test_fail_next_exhausts_retries(stub: ModelAPIStub) -> None:
+    retrying = OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=2)
+    stub.fail_next(503, times=3, retry_after=0.01)
+    with pytest.raises(openai.InternalServerError) as info:
+        retrying.embeddings.create(model="text-embedding-v4", input="x")
+    assert info.value.status_code == 503
+    assert len(stub.embedding_requests()) == 3
+
+
+def test_fail_next_error_body_and_retry_after_header(stub: ModelAPIStub) -> None:
+    stub.fail_next(429, retry_after=2)
+    status, headers, body = _raw_request(stub, "POST", "/v1/embeddings", {"model": "m"})
+    assert status == 429
+    assert headers["Retry-After"] == "2"
+    assert set(body["error"]) >= {"message", "type", "code"}
+    assert body["error"]["code"] == "rate_limit_exceeded"
+    stub.fail_next(500)
+    status, headers, body = _raw_request(stub, "POST", DASHSCOPE_TEXT_EMBEDDING_PATH, {})
+    assert status == 500
+    assert "Retry-After" not in headers
+    assert body["code"] == "InternalError" and body["message"] and body["request_id"]
+
+
+def test_reset(stub: ModelAPIStub, client: OpenAI) -> None:
+    client.embeddings.create(model="text-embedding-v4", input="x")
+    stub.fail_next(500, times=5)
+    stub.reset()
+    assert stub.requests == []
+    client.embeddings.create(model="text-embedding-v4", input="x")
+    assert len(stub.requests) == 1
+
+
+def test_chat_reply_errors_become_500_without_retry(stub: ModelAPIStub) -> None:
+    def broken(messages: list[dict[str, Any]]) -> str:
+        raise RuntimeError("boom")
+
+    stub.chat_reply = broken
+    retrying = OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=2)
+    with pytest.raises(openai.InternalServerError, match="boom"):
+        retrying.chat.completions.create(model="qwen-plus", messages=MESSAGES)
+    assert len(stub.requests) == 1
+
+
+# -- langchain-openai ------------------------------------------------------------------
+
+
+def test_langchain_chat_openai_invoke_and_stream(stub: ModelAPIStub) -> None:
+    llm = ChatOpenAI(
+        base_url=stub.base_url, api_key=SecretStr("sk-test"), model="qwen-plus", max_retries=0
+    )
+    message = llm.invoke(QUESTION)
+    assert message.content == EXPECTED_REPLY
+    assert message.usage_metadata is not None
+    chunks = list(llm.stream(QUESTION))
+    assert len([c for c in chunks if c.content]) >= 3
+    assert "".join(str(c.content) for c in chunks) == EXPECTED_REPLY
+    streamed = ChatOpenAI(
+        base_url=stub.base_url, api_key=SecretStr("sk-test"), model="qwen-plus", stream_usage=True
+    )
+    total = None
+    for chunk in streamed.stream(QUESTION):
+        total = chunk if total is None else total + chunk
+    assert total is not None and total.usage_metadata is not None
+    assert total.usage_metadata["output_tokens"] == len(EXPECTED_REPLY)
+    assert len(stub.chat_requests()) == 3
+
+
+def test_langchain_openai_embeddings(stub: ModelAPIStub) -> None:
+    embeddings = OpenAIEmbeddings(
+        base_url=stub.base_url,
+        api_key=SecretStr("sk-test"),
+        model="text-embedding-v4",
+        check_embedding_ctx_length=False,
+    )
+    docs = embeddings.embed_documents(["退货政策", "发票怎么开"])
+    query = embeddings.embed_query("退货政策")
+    assert len(docs) == 2 and all(len(v) == 8 for v in docs)
+    assert all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(docs[0], query, strict=True))
+    sized = OpenAIEmbeddings(
+        base_url=stub.base_url,
+        api_key=SecretStr("sk-test"),
+        model="text-embedding-v4",
+        dimensions=32,
+        check_embedding_ctx_length=False,
+    )
+    assert len(sized.embed_query("x")) == 32
+    assert len(stub.embedding_requests()) == 3
+
+
+# -- dashscope SDK ---------------------------------------------------------------------
+
+
+def test_dashscope_text_embedding(stub: ModelAPIStub) -> None:
+    global_url = dashscope.base_http_api_url
+    texts = ["退货政策", "发票怎么开", "会员积分"]
+    response = dashscope.TextEmbedding.call(
+        model="text-embedding-v4",
+        input=texts,
+        api_key="sk-test",
+        dimension=16,
+        text_type="document",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 200, response
+    assert response.request_id
+    embeddings = sorted(response.output["embeddings"], key=lambda e: e["text_index"])
+    assert [e["text_index"] for e in embeddings] == [0, 1, 2]
+    for item, text in zip(embeddings, texts, strict=True):
+        assert item["embedding"] == stub_embedding(text, 16)
+    assert response.usage["total_tokens"] == sum(len(t) for t in texts)
+    [recorded] = stub.embedding_requests()
+    assert recorded.path == DASHSCOPE_TEXT_EMBEDDING_PATH
+    assert recorded.headers["authorization"] == "Bearer sk-test"
+    assert recorded.body == {
+        "model": "text-embedding-v4",
+        "input": {"texts": texts},
+        "parameters": {"dimension": 16, "text_type": "document"},
+    }
+    assert dashscope.base_http_api_url == global_url  # nothing global was touched
+
+
+def test_dashscope_default_dimension_and_single_string(stub: ModelAPIStub) -> None:
+    response = dashscope.TextEmbedding.call(
+        model="text-embedding-v4",
+        input="退货政策",
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 200
+    [item] = response.output["embeddings"]
+    assert len(item["embedding"]) == 8
+
+
+def test_dashscope_batch_limit(stub: ModelAPIStub) -> None:
+    response = dashscope.TextEmbedding.call(
+        model="text-embedding-v4",
+        input=[f"文本{i}" for i in range(11)],
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 400
+    assert response.code == "InvalidParameter"
+    assert response.message == "batch size is invalid, it should not be larger than 10."
+    assert response.request_id
+    assert response.output is None
+
+
+@pytest.mark.parametrize(
+    ("model", "count", "status"),
+    [
+        ("text-embedding-v3", 10, 200),
+        ("text-embedding-v3", 11, 400),
+        ("text-embedding-v2", 25, 200),
+        ("text-embedding-v1", 26, 400),
+    ],
+)
+def test_dashscope_batch_limits_per_model(
+    stub: ModelAPIStub, model: str, count: int, status: int
+) -> None:
+    response = dashscope.TextEmbedding.call(
+        model=model,
+        input=[str(i) for i in range(count)],
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == status
+
+
+def test_dashscope_wrong_key_and_injected_failure(stub: ModelAPIStub) -> None:
+    response = dashscope.TextEmbedding.call(
+        model="text-embedding-v4",
+        input=["x"],
+        api_key="sk-wrong",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 401
+    assert response.code == "InvalidApiKey"
+    stub.fail_next(429)
+    response = dashscope.TextEmbedding.call(
+        model="text-embedding-v4",
+        input=["x"],
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 429
+    assert response.code == "Throttling.RateQuota"
+    assert len(stub.embedding_requests()) == 2

@@ -1,0 +1,92 @@
+import math
+from pathlib import Path
+
+import pytest
+from langchain_tests.integration_tests import EmbeddingsIntegrationTests
+
+from rag_pipeline.config import Settings
+from rag_pipeline.embeddings import (
+    HashingEmbeddings,
+    LocalE5Embeddings,
+    build_embedding_model,
+)
+from rag_pipeline.errors import ConfigurationError, MissingAPIKeyError
+
+
+class TestLocalE5Standard(EmbeddingsIntegrationTests):
+    """LangChain's standard suite, run for real on the bundled offline model."""
+
+    @property
+    def embeddings_class(self) -> type[LocalE5Embeddings]:
+        return LocalE5Embeddings
+
+    @property
+    def embedding_model_params(self) -> dict:
+        return {"threads": 2}
+
+
+class TestHashingStandard(EmbeddingsIntegrationTests):
+    @property
+    def embeddings_class(self) -> type[HashingEmbeddings]:
+        return HashingEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict:
+        return {"dimension": 64}
+
+
+def _cos(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def test_local_model_uses_e5_prefixes_and_ranks_by_meaning() -> None:
+    emb = LocalE5Embeddings()
+    question = emb.embed_query("快递多久能到")
+    passages = emb.embed_documents(["订单一般在2到4天内送达。", "会员积分可以抵扣现金。"])
+    assert len(question) == 384
+    assert math.isclose(_cos(question, question), 1.0, abs_tol=1e-3)
+    assert _cos(question, passages[0]) > _cos(question, passages[1])
+    # query: and passage: prefixes give different vectors for the same text
+    assert emb.embed_query("退货") != emb.embed_documents(["退货"])[0]
+
+
+def test_hashing_embeddings_are_deterministic_and_share_characters() -> None:
+    emb = HashingEmbeddings(128)
+    a, b, c = emb.embed_documents(["运费怎么算", "运费标准", "会员积分"])
+    assert emb.embed_query("运费怎么算") == a
+    assert _cos(a, b) > _cos(a, c)
+
+
+def test_fingerprints_identify_provider_model_and_dimension() -> None:
+    assert build_embedding_model(Settings()).fingerprint == "local:multilingual-e5-small-q4:384"
+    fake = build_embedding_model(Settings(embeddings={"provider": "fake", "dimensions": 32}))
+    assert fake.fingerprint == "fake:hashed-char-ngrams:32"
+
+
+@pytest.mark.parametrize(
+    ("provider", "variable"), [("dashscope", "DASHSCOPE_API_KEY"), ("openai", "OPENAI_API_KEY")]
+)
+def test_missing_key_names_the_variable(provider: str, variable: str) -> None:
+    with pytest.raises(MissingAPIKeyError, match=variable):
+        build_embedding_model(Settings(embeddings={"provider": provider}))
+
+
+def test_remote_constructors_do_not_touch_the_network() -> None:
+    settings = Settings(
+        embeddings={"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"},
+        openai_api_key="sk-test",
+    )
+    model = build_embedding_model(settings)
+    assert model.dimension is None  # unknown model: probed on first use, not at construction
+
+
+def test_huggingface_needs_a_local_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="local folder"):
+        build_embedding_model(
+            Settings(embeddings={"provider": "huggingface", "model": "BAAI/bge-small-zh"})
+        )
+
+
+def test_local_provider_rejects_other_models() -> None:
+    with pytest.raises(ConfigurationError, match="huggingface"):
+        build_embedding_model(Settings(embeddings={"model": "bge-m3"}))
