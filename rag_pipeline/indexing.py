@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from rag_pipeline.config import Settings
 
 ProgressCallback = Callable[[str, int, int], None]  # (source, files done, files total)
+INDEX_GROUP_SIZE = 64  # chunks handed to index() at once (whole files only)
 
 
 @dataclass
@@ -120,14 +121,20 @@ def _forget_everything(manager: SQLRecordManager, manifest: SourceManifest) -> N
     manifest.clear()
 
 
-def _chunks(
+def _file_groups(
     files: list[SourceFile],
     settings: Settings,
     report: IngestReport,
     loaded: list[SourceFile],
-    progress: ProgressCallback | None,
-) -> Iterator[Document]:
-    """Load and split file by file, lazily, so embedding starts before everything is read."""
+    group_size: int,
+) -> Iterator[tuple[list[Document], int]]:
+    """Chunks of whole files, about ``group_size`` at a time, with the count of files done.
+
+    LangChain's incremental cleanup runs after each batch and removes a source's records that
+    were not touched yet in this run, so a file whose chunks straddled two batches would lose
+    its second half and re-embed it. Groups therefore never split a file.
+    """
+    group: list[Document] = []
     for done, file in enumerate(files, start=1):
         try:
             chunks = split_documents(load_file(file), settings.split)
@@ -141,9 +148,10 @@ def _chunks(
             )
         else:
             loaded.append(file)
-            yield from chunks
-        if progress is not None:
-            progress(file.source, done, len(files))
+            group.extend(chunks)
+        if len(group) >= group_size or done == len(files):
+            yield group, done
+            group = []
 
 
 def delete_sources(store: VectorBackend, manager: SQLRecordManager, sources: Iterable[str]) -> int:
@@ -175,33 +183,35 @@ def ingest(
     report = IngestReport(files_seen=len(found.files), files_skipped=found.skipped)
 
     embedding_function = cached(model, settings.cache_dir) if settings.embeddings.cache else None
-    store = open_store(settings, model, create=True, embedding_function=embedding_function)
+    store = open_store(
+        settings, model, create=True, embedding_function=embedding_function, rebuild=rebuild
+    )
     manager = record_manager(settings, store.namespace)
     manifest = SourceManifest(settings.record_db, store.namespace)
-    if rebuild:
-        store.drop()
-        _forget_everything(manager, manifest)
-        store = open_store(settings, model, create=True, embedding_function=embedding_function)
-    elif store.count() == 0 and manager.list_keys(limit=1):
-        # The store was emptied behind our back (in-memory store, deleted folder): the records
-        # would make ingest skip everything, so they go too.
+    if store.count() == 0 and manager.list_keys(limit=1):
+        # An empty store with records: rebuilt, or emptied behind our back (in-memory store,
+        # deleted folder). The records would make ingest skip everything, so they go too.
         _forget_everything(manager, manifest)
 
     loaded: list[SourceFile] = []
-    result = index(
-        _chunks(found.files, settings, report, loaded, progress),
-        manager,
-        store.vector_store,
-        cleanup="incremental",
-        source_id_key="source",
-        key_encoder="sha256",
-        batch_size=64,
-    )
+    for group, done in _file_groups(found.files, settings, report, loaded, INDEX_GROUP_SIZE):
+        if group:
+            result = index(
+                group,
+                manager,
+                store.vector_store,
+                cleanup="incremental",
+                source_id_key="source",
+                key_encoder="sha256",
+                batch_size=len(group),
+            )
+            report.chunks_added += result["num_added"]
+            report.chunks_updated += result["num_updated"]
+            report.chunks_unchanged += result["num_skipped"]
+            report.chunks_deleted += result["num_deleted"]
+        if progress is not None:
+            progress(loaded[-1].source if loaded else "", done, len(found.files))
     report.files_ingested = len(loaded)
-    report.chunks_added = result["num_added"]
-    report.chunks_updated = result["num_updated"]
-    report.chunks_unchanged = result["num_skipped"]
-    report.chunks_deleted = result["num_deleted"]
     manifest.add(loaded)
 
     if prune:

@@ -304,14 +304,18 @@ def open_store(
     *,
     create: bool,
     embedding_function: Embeddings | None = None,
+    rebuild: bool = False,
 ) -> VectorBackend:
     """Open the configured collection, checking that it was built with ``model``.
 
     ``create``: make the collection when missing (ingest); otherwise a missing or empty
     collection is an EmptyIndexError telling the user to ingest first (ask).
     ``embedding_function`` defaults to ``model.embeddings`` (ingest passes the cached one).
+    ``rebuild``: drop the collection first (even one built with another model).
     """
     backend = _backend(settings, embedding_function or model.embeddings)
+    if rebuild and backend.exists():
+        backend.drop()  # whatever model built it: --rebuild is the way out of a mismatch
     if backend.exists():
         stored = backend.stored_fingerprint()
         configured = model.fingerprint if model.dimension is not None else None

@@ -1,0 +1,518 @@
+"""The Milvus backend: a milvus-lite database file or a Milvus server, behind ``VectorBackend``.
+
+``settings.store.uri`` chooses where: a path ending in ``.db`` (default ``DATA_DIR/milvus.db``)
+is a milvus-lite database, served in-process by the ``milvus-lite`` package; ``http(s)://``
+is a Milvus server (``settings.store.token`` = ``user:password`` or an API key).
+
+The collection has three fixed fields (``pk`` = our string ids, ``text``, ``vector``) and a
+dynamic field that holds each chunk's metadata as JSON, so chunks with different metadata keys
+share one collection. The embedding fingerprint is a collection property (``rag_fingerprint``).
+Chunks are upserted, never blindly inserted: a Milvus server keeps duplicate primary keys.
+
+>>> from rag_pipeline.config import Settings
+>>> settings = Settings(embeddings={"provider": "fake"}, store={"backend": "milvus"})
+>>> backend = MilvusBackend(settings, None)                    # doctest: +SKIP
+>>> milvus_expr({"source": "faq.csv", "page": 2})
+'source == "faq.csv" and page == 2'
+
+Nothing here imports ``pymilvus`` or ``langchain_milvus`` until a backend is built; without the
+``milvus`` extra that raises ``MissingExtraError``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+
+from rag_pipeline.errors import ConfigurationError, MissingExtraError
+from rag_pipeline.stores import FINGERPRINT_KEY, Filter, Hit, VectorBackend, relevance_function
+
+if TYPE_CHECKING:
+    from rag_pipeline.config import Settings
+
+PK_FIELD = "pk"
+TEXT_FIELD = "text"
+VECTOR_FIELD = "vector"
+RESERVED_FIELDS = frozenset({PK_FIELD, TEXT_FIELD, VECTOR_FIELD})
+PK_MAX_LENGTH = 512  # our ids are sha256 hex (64 chars); LangChain's uuid ids are shorter
+TEXT_MAX_LENGTH = 65_535  # bytes: Milvus' VARCHAR limit
+METRICS = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
+BATCH = 1000
+SERVER_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_COMPARISONS = {"$eq": "==", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def _missing(e: ImportError) -> MissingExtraError:
+    return MissingExtraError("the Milvus backend", "milvus", str(e))
+
+
+def is_server_uri(uri: str) -> bool:
+    """Whether ``uri`` names a Milvus server (anything else is a milvus-lite file)."""
+    scheme = urlsplit(uri).scheme.lower()
+    return scheme in SERVER_SCHEMES
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without a ``user:password@`` part, fit for messages and record namespaces."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+# ---------------------------------------------------------------------------------------------
+# Filters: our flat {key: value} (or Chroma-style operators) -> a Milvus boolean expression
+# ---------------------------------------------------------------------------------------------
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):  # before int: bool is an int
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigurationError(f"filter value {value!r} is not a finite number")
+        return repr(value)
+    if isinstance(value, str):
+        # A JSON string is a valid Milvus string literal: double quotes, backslash escapes.
+        return json.dumps(value, ensure_ascii=False)
+    raise ConfigurationError(
+        f"filter value {value!r} ({type(value).__name__}) is not a string, number or boolean"
+    )
+
+
+def _field(key: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise ConfigurationError(f"filter key {key!r} is not a metadata name")
+    if _IDENTIFIER.match(key):
+        return key  # a schema field, or else a key of the dynamic field
+    return f"$meta[{json.dumps(key, ensure_ascii=False)}]"
+
+
+def _clause(key: str, value: Any) -> str:
+    if key in ("$and", "$or"):
+        if not isinstance(value, list) or not value:
+            raise ConfigurationError(f"filter {key} needs a non-empty list of filters")
+        joiner = " and " if key == "$and" else " or "
+        return joiner.join(f"({milvus_expr(part)})" for part in value)
+    if key.startswith("$"):
+        raise ConfigurationError(f"unsupported filter operator {key!r}")
+    field = _field(key)
+    if not isinstance(value, dict):
+        return f"{field} == {_literal(value)}"
+    parts = []
+    for op, operand in value.items():
+        if op in _COMPARISONS:
+            parts.append(f"{field} {_COMPARISONS[op]} {_literal(operand)}")
+        elif op in ("$in", "$nin"):
+            if not isinstance(operand, list | tuple):
+                raise ConfigurationError(f"filter {op} on {key!r} needs a list")
+            items = ", ".join(_literal(v) for v in operand)
+            parts.append(f"{field} {'in' if op == '$in' else 'not in'} [{items}]")
+        else:
+            raise ConfigurationError(f"unsupported filter operator {op!r} on {key!r}")
+    if not parts:
+        raise ConfigurationError(f"empty filter on {key!r}")
+    return " and ".join(parts)
+
+
+def milvus_expr(filter_: Filter | None) -> str:
+    """Our metadata filter as a Milvus boolean expression ("" = no filter).
+
+    ``{"source": "faq.csv", "row": 3}`` (flat, keys ANDed) is the usual form; Chroma-style
+    operators (``$eq $ne $gt $gte $lt $lte $in $nin``, ``$and``/``$or`` lists) work too.
+    Strings are quoted and escaped, so a value cannot change the expression.
+
+    >>> milvus_expr({"source": 'a "b".md'})
+    'source == "a \\\\"b\\\\".md"'
+    >>> milvus_expr({"$or": [{"doc_type": "faq"}, {"page": {"$gte": 2}}]})
+    '(doc_type == "faq") or (page >= 2)'
+    """
+    if not filter_:
+        return ""
+    clauses = [_clause(key, value) for key, value in filter_.items()]
+    if len(clauses) == 1:
+        return clauses[0]
+    return " and ".join(c if _simple(c) else f"({c})" for c in clauses)
+
+
+def _simple(clause: str) -> bool:
+    return " and " not in clause and " or " not in clause
+
+
+# ---------------------------------------------------------------------------------------------
+# The LangChain vector store: langchain_milvus.Milvus with upserts and our relevance
+# ---------------------------------------------------------------------------------------------
+
+
+def _clean_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Metadata keys that would overwrite a schema field are stored as ``metadata_<key>``."""
+    return {(f"metadata_{k}" if k in RESERVED_FIELDS else k): v for k, v in metadata.items()}
+
+
+@cache
+def milvus_store_class() -> type:
+    """``langchain_milvus.Milvus`` adapted to this package (built on first use).
+
+    - ``add_documents(docs, ids=...)`` upserts: re-adding an id replaces the chunk instead of
+      storing a duplicate (a Milvus server does not deduplicate primary keys on insert);
+    - ``delete(ids=...)`` lets pymilvus quote the ids;
+    - relevance scores use the backend's 0..1 mapping (``_rag_relevance``).
+    """
+    try:
+        from langchain_milvus import Milvus
+    except ImportError as e:
+        raise _missing(e) from e
+
+    class RagMilvus(Milvus):  # type: ignore[misc]
+        _rag_relevance: Callable[[float], float] | None = None
+
+        def _select_relevance_score_fn(self) -> Callable[[float], float]:
+            if self._rag_relevance is not None:
+                return self._rag_relevance
+            return super()._select_relevance_score_fn()  # type: ignore[no-any-return]
+
+        def add_embeddings(
+            self,
+            texts: list[str],
+            embeddings: list[list[float]],
+            metadatas: list[dict] | None = None,
+            timeout: float | None = None,
+            batch_size: int = BATCH,
+            *,
+            ids: list[str] | None = None,
+            **kwargs: Any,
+        ) -> list[str]:
+            if self.auto_id or not ids or self._is_multi_embedding:
+                return super().add_embeddings(  # type: ignore[no-any-return]
+                    texts,
+                    embeddings,
+                    metadatas,
+                    timeout,
+                    batch_size,
+                    ids=ids,
+                    **kwargs,
+                )
+            texts = list(texts)
+            rows = self._prepare_insert_list(
+                texts=texts,
+                embeddings=[list(embeddings)],  # field-wise: one column per vector field
+                metadatas=[_clean_metadata(m) for m in metadatas] if metadatas else None,
+                ids=list(ids),
+                force_ids=True,
+            )
+            for start in range(0, len(rows), batch_size):
+                self.client.upsert(
+                    self.collection_name,
+                    rows[start : start + batch_size],
+                    timeout=self.timeout or timeout,
+                    **kwargs,
+                )
+            return list(ids)
+
+        def delete(
+            self, ids: list[str] | None = None, expr: str | None = None, **kwargs: Any
+        ) -> bool | None:
+            if not ids:
+                return super().delete(ids=ids, expr=expr, **kwargs)  # type: ignore[no-any-return]
+            for batch in _batched(ids, BATCH):
+                self.client.delete(self.collection_name, ids=list(batch), **kwargs)
+            return True
+
+    return RagMilvus
+
+
+def _batched(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _faiss_available() -> bool:
+    """Whether milvus-lite can build HNSW indexes here (it needs faiss-cpu)."""
+    try:
+        from milvus_lite.index.factory import is_faiss_available
+    except ImportError:  # pragma: no cover - older milvus-lite: assume the native build
+        return True
+    return bool(is_faiss_available())
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend
+# ---------------------------------------------------------------------------------------------
+
+
+class MilvusBackend(VectorBackend):
+    """One Milvus collection: milvus-lite (``uri`` = a ``.db`` path) or a server (``http(s)://``).
+
+    Each backend object has its own ``MilvusClient`` (pymilvus shares the connection between
+    clients of the same address). A milvus-lite database is served by a gRPC server thread in
+    this process, shared by every client of the same path and stopped at exit; it holds a lock
+    on the database folder, so another *process* cannot open it meanwhile (see ``close``).
+    """
+
+    def __init__(self, settings: Settings, embedding_function: Embeddings | None) -> None:
+        cfg = settings.store
+        uri = cfg.uri or str(settings.data_dir / "milvus.db")
+        self.name = cfg.collection
+        self.space = cfg.space
+        self.lite = not is_server_uri(uri)
+        self._token = cfg.token.get_secret_value() if cfg.token is not None else ""
+        if self.lite:
+            path = Path(uri).expanduser()
+            if path.suffix != ".db":
+                raise ConfigurationError(
+                    f"RAG_STORE__URI={uri!r}: a milvus-lite database path must end in .db "
+                    "(or give a Milvus server as http://host:19530)"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.uri = str(path)
+            self.location = str(path)
+        else:
+            self.uri = uri
+            self.location = redact_uri(uri)
+        self.namespace = f"milvus/{self.location}/{self.name}"
+        self._embedding_function = embedding_function
+        self._ef_search = cfg.ef_search
+        self._metric = METRICS[cfg.space]  # replaced by the index's metric once attached
+        self.vector_store = None  # type: ignore[assignment]
+        self.client: Any = self._connect()
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        try:
+            from pymilvus import MilvusClient
+
+            if self.lite:
+                import milvus_lite  # noqa: F401  (pymilvus needs it for .db paths)
+        except ImportError as e:
+            raise _missing(e) from e
+        try:
+            return MilvusClient(uri=self.uri, token=self._token)
+        except Exception as e:
+            detail = f"{type(e).__name__}: {e}"
+            if self._token:
+                detail = detail.replace(self._token, "***")
+            if self.lite:
+                raise ConfigurationError(
+                    f"cannot open the milvus-lite database {self.location} ({detail}). "
+                    "milvus-lite allows one process at a time: stop the other process using it "
+                    "(another `rag` command, a notebook) or set RAG_STORE__URI to another file"
+                ) from e
+            raise ConfigurationError(
+                f"cannot reach the Milvus server at {self.location} ({detail}): start it, or "
+                "fix RAG_STORE__URI / RAG_STORE__TOKEN"
+            ) from e
+
+    def close(self) -> None:
+        """Close this backend's clients (the milvus-lite server itself stays up: see
+        ``release_lite``)."""
+        store = self.vector_store
+        if store is not None:
+            store.client.close()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def __enter__(self) -> MilvusBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- VectorBackend -----------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return bool(self.client.has_collection(self.name))
+
+    def create(self, settings: Settings, fingerprint: str) -> None:
+        from pymilvus import DataType
+
+        cfg = settings.store
+        dimension = int(fingerprint.rsplit(":", 1)[1])
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=True)
+        schema.add_field(PK_FIELD, DataType.VARCHAR, is_primary=True, max_length=PK_MAX_LENGTH)
+        schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=TEXT_MAX_LENGTH)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
+        self.client.create_collection(
+            self.name,
+            schema=schema,
+            consistency_level="Strong",  # a count or search right after ingest sees everything
+            properties={FINGERPRINT_KEY: fingerprint, "created_by": "rag_pipeline"},
+        )
+        self._metric = METRICS[cfg.space]
+        index = self.client.prepare_index_params()
+        if self.lite and not _faiss_available():
+            # milvus-lite without faiss-cpu: AUTOINDEX = exact brute force.
+            index.add_index(VECTOR_FIELD, index_type="AUTOINDEX", metric_type=self._metric)
+        else:
+            index.add_index(
+                VECTOR_FIELD,
+                index_type="HNSW",
+                metric_type=self._metric,
+                params={"M": cfg.max_neighbors, "efConstruction": cfg.ef_construction},
+            )
+        self.client.create_index(self.name, index)
+        self.client.load_collection(self.name)
+
+    def attach(self) -> None:
+        if self._embedding_function is None:
+            raise ConfigurationError("the Milvus backend needs an embedding function")
+        described = self.client.describe_collection(self.name)
+        fields = {f["name"] for f in described.get("fields", [])}
+        if not RESERVED_FIELDS <= fields or not described.get("enable_dynamic_field", False):
+            raise ConfigurationError(
+                f"Milvus collection {self.name!r} at {self.location} was not created by "
+                f"rag_pipeline (fields {sorted(fields)}); choose another RAG_STORE__COLLECTION"
+            )
+        index = self._vector_index()
+        if index is not None:
+            self._metric = str(index.get("metric_type", self._metric)).upper()
+        store = milvus_store_class()(
+            embedding_function=self._embedding_function,
+            collection_name=self.name,
+            connection_args={"uri": self.uri, "token": self._token},
+            consistency_level="Strong",
+            search_params={"metric_type": self._metric, "params": self._search_params(4)},
+            primary_field=PK_FIELD,
+            text_field=TEXT_FIELD,
+            vector_field=VECTOR_FIELD,
+            enable_dynamic_field=True,
+            auto_id=False,
+        )  # also loads the collection (a reopened milvus-lite collection starts released)
+        store._rag_relevance = self._relevance
+        self.vector_store = store
+
+    def count(self) -> int:
+        rows = self.client.query(self.name, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def stored_fingerprint(self) -> str | None:
+        properties = self.client.describe_collection(self.name).get("properties") or {}
+        value = properties.get(FINGERPRINT_KEY)
+        return str(value) if value is not None else None
+
+    def drop(self) -> None:
+        if self.client.has_collection(self.name):
+            self.client.drop_collection(self.name)  # also clears pymilvus' schema cache
+
+    def search(
+        self,
+        vector: list[float],
+        k: int,
+        where: Filter | None = None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        output = [TEXT_FIELD, "$meta"] + ([VECTOR_FIELD] if with_vectors else [])
+        result = self.client.search(
+            self.name,
+            data=[vector],
+            anns_field=VECTOR_FIELD,
+            limit=k,
+            filter=milvus_expr(where),
+            output_fields=output,
+            search_params={"metric_type": self._metric, "params": self._search_params(k)},
+        )
+        hits = []
+        for hit in result[0] if result else []:
+            entity = dict(hit["entity"])
+            vec = entity.pop(VECTOR_FIELD, None)
+            document = self._document(hit.get(PK_FIELD, getattr(hit, "id", None)), entity)
+            hits.append(
+                Hit(
+                    document,
+                    self._relevance(float(hit["distance"])),
+                    [float(v) for v in vec] if with_vectors and vec is not None else None,
+                )
+            )
+        return hits
+
+    def get(self, ids: list[str]) -> list[Document]:
+        by_id: dict[str, Document] = {}
+        for batch in _batched(ids, BATCH):
+            for row in self.client.get(
+                self.name, ids=list(batch), output_fields=[TEXT_FIELD, "$meta"]
+            ):
+                row = dict(row)
+                by_id[row[PK_FIELD]] = self._document(row[PK_FIELD], row)
+        return [by_id[i] for i in ids if i in by_id]
+
+    def sources(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self._scan(["source"]):
+            value = row.get("source")
+            source = "?" if value is None else str(value)
+            counts[source] = counts.get(source, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def delete(self, ids: list[str]) -> None:
+        for batch in _batched(ids, BATCH):
+            self.client.delete(self.name, ids=list(batch))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "metric": self._metric}
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _relevance(self, score: float) -> float:
+        """Milvus COSINE/IP return a similarity (higher = closer), L2 a squared distance."""
+        if self._metric == "L2":
+            return relevance_function("l2")(score)
+        return max(0.0, min(1.0, score))
+
+    def _search_params(self, k: int) -> dict[str, Any]:
+        return {"ef": max(self._ef_search, k)}  # HNSW needs ef >= k; others ignore it
+
+    def _vector_index(self) -> dict[str, Any] | None:
+        names = self.client.list_indexes(self.name, field_name=VECTOR_FIELD)
+        if not names:
+            return None
+        return dict(self.client.describe_index(self.name, names[0]))
+
+    def _document(self, id_: Any, entity: dict[str, Any]) -> Document:
+        entity = dict(entity)
+        text = entity.pop(TEXT_FIELD, "")
+        entity.pop(PK_FIELD, None)
+        entity.pop(VECTOR_FIELD, None)
+        entity.pop("$meta", None)
+        return Document(id=str(id_), page_content=text or "", metadata=entity)
+
+    def _scan(self, fields: list[str]) -> Iterator[dict[str, Any]]:
+        """Every row's ``fields`` (plus ``pk``)."""
+        if self.lite:
+            # milvus-lite has no result-window limit; its query iterator logs a warning.
+            yield from self.client.query(self.name, filter="", output_fields=fields)
+            return
+        iterator = self.client.query_iterator(
+            self.name, batch_size=BATCH, filter="", output_fields=fields
+        )
+        try:
+            while batch := iterator.next():
+                yield from batch
+        finally:
+            iterator.close()
+
+
+def release_lite(path: str | Path) -> None:
+    """Stop this process's milvus-lite server for ``path`` and release its lock, so that another
+    process can open the database. Clients still connected to it stop working."""
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:
+        return
+    server_manager_instance.release_server(str(Path(path).expanduser()))

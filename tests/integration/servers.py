@@ -1,0 +1,178 @@
+"""Real servers for integration tests: a ``chroma run`` subprocess on a free local port.
+
+>>> with chroma_server(tmp_path / "chroma") as server:          # doctest: +SKIP
+...     settings = Settings(store={"mode": "http", "host": server.host, "port": server.port})
+...     server.restart()                                         # same data, same port
+
+The server's output goes to ``<path>.log`` next to the data folder; a server that does not
+answer in time fails with the tail of that log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def chroma_executable() -> str:
+    """The ``chroma`` CLI of this interpreter's environment (else the one on PATH)."""
+    names = ("chroma.exe", "chroma") if os.name == "nt" else ("chroma",)
+    for name in names:
+        candidate = Path(sys.executable).parent / name
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which("chroma")
+    if found is None:
+        raise FileNotFoundError("the `chroma` CLI (package chromadb) is not installed")
+    return found
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+class ChromaServer:
+    """One ``chroma run --path PATH --host 127.0.0.1 --port PORT`` process."""
+
+    def __init__(self, path: Path, port: int | None = None, host: str = HOST) -> None:
+        self.path = path
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = path.parent / f"{path.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start the server and wait until it answers a heartbeat."""
+        if self.process is not None:
+            raise RuntimeError(f"the Chroma server at {self.url} is already running")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+        command = [
+            chroma_executable(),
+            "run",
+            "--path",
+            str(self.path),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
+        self._log.write(f"\n$ {' '.join(command)}\n".encode())
+        self._log.flush()
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            # Its own process group: stopping it also stops anything it spawned.
+            start_new_session=os.name != "nt",
+        )
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"`chroma run` exited with code {self.process.returncode} before answering "
+                    f"on {self.url}; log {self.log_path}:\n{log_tail(self.log_path)}"
+                )
+            try:
+                client = chromadb.HttpClient(
+                    host=self.host,
+                    port=self.port,
+                    settings=ChromaSettings(anonymized_telemetry=False),
+                )
+                client.heartbeat()
+                return
+            except Exception as e:  # not listening yet
+                last_error = e
+                time.sleep(0.2)
+        raise TimeoutError(
+            f"the Chroma server at {self.url} did not answer within {timeout:.0f} s "
+            f"(last error: {last_error!r}); log {self.log_path}:\n{log_tail(self.log_path)}"
+        )
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Terminate the server (kill it if it does not exit within ``timeout``)."""
+        process, self.process = self.process, None
+        try:
+            if process is not None and process.poll() is None:
+                self._signal(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    self._signal(process, signal.SIGKILL if os.name != "nt" else signal.SIGTERM)
+                    process.wait(timeout=timeout)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    @staticmethod
+    def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
+        try:
+            if os.name != "nt":
+                os.killpg(process.pid, signum)  # the group this helper created for it
+            elif signum == signal.SIGTERM:
+                process.terminate()
+            else:  # pragma: no cover
+                process.kill()
+        except ProcessLookupError:
+            pass
+
+    def restart(self, timeout: float = START_TIMEOUT) -> None:
+        """Stop, then start again on the same path and port."""
+        self.stop()
+        self.start(timeout)
+
+
+@contextmanager
+def chroma_server(path: Path, timeout: float = START_TIMEOUT) -> Iterator[ChromaServer]:
+    """A running Chroma server persisting to ``path``; always stopped on exit."""
+    server = ChromaServer(path)
+    try:
+        server.start(timeout)
+        yield server
+    finally:
+        server.stop()

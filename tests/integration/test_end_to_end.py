@@ -1,0 +1,100 @@
+"""The user's path through real subprocesses: ingest the sample corpus, then ask questions."""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+from rag_pipeline.config import Settings
+from rag_pipeline.embeddings import build_embedding_model
+from rag_pipeline.stores import open_store
+from tests.conftest import CORPUS
+from tests.integration.conftest import SampleIndex, run_script
+
+QUESTIONS = [json.loads(line) for line in (CORPUS / "questions.jsonl").open(encoding="utf-8")]
+
+
+def test_ingest_twice_second_run_adds_nothing(sample_index: SampleIndex) -> None:
+    first, second = sample_index.first, sample_index.second
+    assert first["files_failed"] == [] and first["files_ingested"] == first["files_seen"] >= 26
+    assert first["chunks_added"] > 100
+    assert second["chunks_added"] == 0 and second["chunks_deleted"] == 0
+    assert second["chunks_unchanged"] == first["chunks_added"]
+    assert set(first) == {
+        "files_seen",
+        "files_ingested",
+        "files_failed",
+        "files_skipped",
+        "chunks_added",
+        "chunks_updated",
+        "chunks_deleted",
+        "chunks_unchanged",
+        "seconds",
+    }
+
+
+def test_local_model_finds_an_expected_source_in_the_top_5(sample_index: SampleIndex) -> None:
+    settings = Settings(data_dir=sample_index.data_dir)
+    model = build_embedding_model(settings)
+    store = open_store(settings, model, create=False)
+    found = 0
+    for q in QUESTIONS:
+        hits = store.search(model.embeddings.embed_query(q["question"]), 5)
+        found += bool({h.document.metadata["source"] for h in hits} & set(q["sources"]))
+    assert found / len(QUESTIONS) >= 0.90
+
+
+def _ask(data_dir: str, question: str) -> dict:
+    done = run_script("ask.py", "--data-dir", data_dir, "--json", question)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_ask_json_cites_an_expected_source_for_90_percent(sample_index: SampleIndex) -> None:
+    data_dir = str(sample_index.data_dir)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda q: _ask(data_dir, q["question"]), QUESTIONS))
+    good = 0
+    for q, answer in zip(QUESTIONS, answers, strict=True):
+        assert set(answer) >= {"answer", "refused", "sources", "question", "standalone_question"}
+        assert answer["question"] == q["question"]
+        cited = {s["source"] for s in answer["sources"]}
+        good += (not answer["refused"]) and bool(cited & set(q["sources"]))
+        for source in answer["sources"]:
+            assert 0.0 <= source["score"] <= 1.0 and source["content"]
+    assert good / len(QUESTIONS) >= 0.90
+
+
+def test_out_of_scope_question_is_refused(sample_index: SampleIndex) -> None:
+    answer = _ask(str(sample_index.data_dir), "今天天气怎么样")
+    assert answer["refused"] is True
+    assert answer["sources"] == []
+    assert answer["answer"].startswith("抱歉")
+
+
+def test_human_output_prints_answer_then_numbered_sources(sample_index: SampleIndex) -> None:
+    done = run_script("ask.py", "--data-dir", str(sample_index.data_dir), "满多少钱包邮")
+    assert done.returncode == 0, done.stderr
+    answer, _, sources = done.stdout.partition("来源 / Sources:")
+    assert "[1]" in answer and "抽取式回答" in answer
+    assert "[1] " in sources and "relevance" in sources
+
+
+def test_ask_before_ingest_exits_2_with_a_clear_message(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    done = run_script("ask.py", "--data-dir", str(tmp_path / "empty"), "怎么退货")
+    assert done.returncode == 2
+    assert "ingest" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_filter_restricts_sources(sample_index: SampleIndex) -> None:
+    done = run_script(
+        "ask.py",
+        "--data-dir",
+        str(sample_index.data_dir),
+        "--json",
+        "--filter",
+        "source=faq.csv",
+        "--threshold",
+        "0",
+        "运费怎么算",
+    )
+    answer = json.loads(done.stdout)
+    assert answer["sources"] and {s["source"] for s in answer["sources"]} == {"faq.csv"}
