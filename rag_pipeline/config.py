@@ -85,11 +85,17 @@ class RetrieverSettings(_Section):
     """How chunks are found for a question."""
 
     k: int = Field(default=4, gt=0, le=100)
-    search_type: Literal["similarity", "mmr"] = "similarity"
-    fetch_k: int = Field(default=20, gt=0)
+    search_type: Literal["similarity", "mmr", "hybrid"] = "hybrid"
+    fetch_k: int = Field(default=20, gt=0, description="MMR candidates")
     lambda_mult: float = Field(default=0.5, ge=0, le=1)
-    # Relevance in 0..1 (cosine similarity clipped at 0); higher = more relevant.
+    # Relevance in 0..1, higher = more relevant: cosine similarity clipped at 0 for similarity
+    # and mmr; for hybrid (dense + g * keyword coverage) / (1 + g). Below it: refusal.
     score_threshold: float | None = Field(default=0.80, ge=0, le=1)
+    # Hybrid: candidates per side, fusion weights, keyword weight g in the relevance above.
+    candidates: int = Field(default=20, gt=0)
+    dense_weight: float = Field(default=0.5, ge=0)
+    keyword_weight: float = Field(default=0.5, ge=0)
+    gate_keyword_weight: float = Field(default=0.2, ge=0)
     filter: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
@@ -176,6 +182,10 @@ class Settings(BaseSettings):
     @property
     def record_db(self) -> Path:
         return self.data_dir / "records.sqlite"
+
+    @property
+    def keyword_db(self) -> Path:
+        return self.data_dir / "keyword.sqlite"
 
     @property
     def cache_dir(self) -> Path:

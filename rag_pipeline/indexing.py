@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.documents import Document
 
 from rag_pipeline.embeddings import EmbeddingModel, build_embedding_model, cached
+from rag_pipeline.keyword import KeywordIndex, KeywordMirror
 from rag_pipeline.loading import LoadError, SourceFile, discover, load_file
 from rag_pipeline.splitting import split_documents
 from rag_pipeline.stores import VectorBackend, open_store
@@ -154,6 +155,22 @@ def _file_groups(
             group = []
 
 
+def sync_keyword_index(
+    store: VectorBackend, manager: SQLRecordManager, keyword: KeywordIndex
+) -> None:
+    """Make the keyword index hold exactly the chunks the record manager says are stored
+    (after a rebuild, a wiped store, or an index built before the keyword index existed)."""
+    recorded = set(manager.list_keys())
+    indexed = keyword.ids()
+    if indexed - recorded:
+        keyword.delete(sorted(indexed - recorded))
+    missing = sorted(recorded - indexed)
+    for start in range(0, len(missing), 500):
+        batch = missing[start : start + 500]
+        docs = store.get(batch)
+        keyword.add(docs, [d.id or "" for d in docs])
+
+
 def delete_sources(store: VectorBackend, manager: SQLRecordManager, sources: Iterable[str]) -> int:
     """Remove every chunk of ``sources`` from the store and the record manager."""
     deleted = 0
@@ -188,10 +205,13 @@ def ingest(
     )
     manager = record_manager(settings, store.namespace)
     manifest = SourceManifest(settings.record_db, store.namespace)
+    keyword = KeywordIndex(settings.keyword_db, store.namespace)
     if store.count() == 0 and manager.list_keys(limit=1):
         # An empty store with records: rebuilt, or emptied behind our back (in-memory store,
         # deleted folder). The records would make ingest skip everything, so they go too.
         _forget_everything(manager, manifest)
+    sync_keyword_index(store, manager, keyword)
+    store.vector_store = KeywordMirror(store.vector_store, keyword)
 
     loaded: list[SourceFile] = []
     for group, done in _file_groups(found.files, settings, report, loaded, INDEX_GROUP_SIZE):

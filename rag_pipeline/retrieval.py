@@ -19,6 +19,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
+from rag_pipeline.keyword import KeywordSearcher
 from rag_pipeline.stores import Hit, VectorBackend
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class DenseRetriever(BaseRetriever):
     store: VectorBackend
     embeddings: Embeddings
     k: int = 4
-    search_type: Literal["similarity", "mmr"] = "similarity"
+    search_type: Literal["similarity", "mmr"] = "similarity"  # hybrid: see HybridRetriever
     fetch_k: int = 20
     lambda_mult: float = 0.5
     score_threshold: float | None = None
@@ -79,18 +80,126 @@ class DenseRetriever(BaseRetriever):
         return docs
 
 
+class KeywordRetriever(BaseRetriever):
+    """BM25 over the persisted keyword index; ``metadata["keyword_coverage"]`` in 0..1.
+
+    >>> retriever = KeywordRetriever(searcher=KeywordIndex(path, ns).load(), k=5)  # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    searcher: KeywordSearcher
+    k: int = 4
+    filter: dict[str, Any] = {}
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        docs = []
+        for hit in self.searcher.search(query, self.k, self.filter or None):
+            hit.document.metadata["keyword_coverage"] = round(hit.coverage, 4)
+            docs.append(hit.document)
+        return docs
+
+
+class HybridRetriever(BaseRetriever):
+    """Dense + keyword retrieval fused by weighted reciprocal rank (LangChain's
+    ``EnsembleRetriever``), behind a refusal gate.
+
+    Hybrid relevance = (dense relevance + g * keyword coverage) / (1 + g), in 0..1, with
+    g = ``gate_keyword_weight``. e5 similarities of unrelated texts are high (0.8+), so dense
+    relevance alone cannot tell "about something else" from "about us"; the share of the
+    question's distinctive words found in the knowledge base can. When the best hybrid
+    relevance is below ``score_threshold`` nothing is returned and the chain refuses.
+    Each returned chunk has ``score`` (its hybrid relevance) and ``keyword_coverage``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    dense: DenseRetriever
+    keyword: KeywordRetriever
+    k: int = 4
+    dense_weight: float = 0.5
+    keyword_weight: float = 0.5
+    score_threshold: float | None = None
+    gate_keyword_weight: float = 0.2
+
+    def relevance(self, dense: float, coverage: float) -> float:
+        g = self.gate_keyword_weight
+        return (dense + g * coverage) / (1 + g)
+
+    def fuse(self, dense_docs: list[Document], keyword_docs: list[Document]) -> list[Document]:
+        """Weighted reciprocal-rank fusion of the two lists, each chunk once."""
+        from langchain_classic.retrievers import EnsembleRetriever
+
+        for doc in (*dense_docs, *keyword_docs):
+            doc.metadata["chunk_id"] = doc.id
+        ensemble = EnsembleRetriever(
+            retrievers=[self.dense, self.keyword],
+            weights=[self.dense_weight, self.keyword_weight],
+            id_key="chunk_id",
+        )
+        coverage = {d.id: d.metadata["keyword_coverage"] for d in keyword_docs}
+        dense_relevance = {d.id: d.metadata["dense_relevance"] for d in dense_docs}
+        fused = ensemble.weighted_reciprocal_rank([dense_docs, keyword_docs])
+        for doc in fused:
+            doc.metadata.pop("chunk_id", None)
+            cov = coverage.get(doc.id, 0.0)
+            doc.metadata["keyword_coverage"] = cov
+            doc.metadata["dense_relevance"] = dense_relevance.get(doc.id, 0.0)
+            doc.metadata["score"] = round(self.relevance(dense_relevance.get(doc.id, 0.0), cov), 4)
+        return fused
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        dense_hits = self.dense.search(query)
+        keyword_docs = self.keyword.invoke(query)
+        best_dense = max((h.relevance for h in dense_hits), default=0.0)
+        best_coverage = max((d.metadata["keyword_coverage"] for d in keyword_docs), default=0.0)
+        if (
+            self.score_threshold is not None
+            and self.relevance(best_dense, best_coverage) < self.score_threshold
+        ):
+            return []
+        dense_docs = []
+        for hit in dense_hits:
+            hit.document.metadata["dense_relevance"] = round(hit.relevance, 4)
+            dense_docs.append(hit.document)
+        return self.fuse(dense_docs, keyword_docs)[: self.k]
+
+
 def build_retriever(
-    settings: Settings, store: VectorBackend, embeddings: Embeddings
-) -> DenseRetriever:
-    """The retriever the settings describe."""
+    settings: Settings,
+    store: VectorBackend,
+    embeddings: Embeddings,
+    keyword: KeywordSearcher | None = None,
+) -> BaseRetriever:
+    """The retriever the settings describe (``hybrid`` needs the keyword searcher)."""
     cfg = settings.retriever
-    return DenseRetriever(
+    dense = DenseRetriever(
         store=store,
         embeddings=embeddings,
         k=cfg.k,
-        search_type=cfg.search_type,
+        search_type=cfg.search_type if cfg.search_type != "hybrid" else "similarity",
         fetch_k=cfg.fetch_k,
         lambda_mult=cfg.lambda_mult,
         score_threshold=cfg.score_threshold,
         filter=dict(cfg.filter),
+    )
+    if cfg.search_type != "hybrid":
+        return dense
+    if keyword is None:
+        from rag_pipeline.keyword import KeywordIndex
+
+        keyword = KeywordIndex(settings.keyword_db, store.namespace).load()
+    dense.k, dense.score_threshold = cfg.candidates, None
+    return HybridRetriever(
+        dense=dense,
+        keyword=KeywordRetriever(searcher=keyword, k=cfg.candidates, filter=dict(cfg.filter)),
+        k=cfg.k,
+        dense_weight=cfg.dense_weight,
+        keyword_weight=cfg.keyword_weight,
+        score_threshold=cfg.score_threshold,
+        gate_keyword_weight=cfg.gate_keyword_weight,
     )

@@ -1,0 +1,220 @@
+"""Keyword (BM25) index beside the vector store, for exact terms dense retrieval misses.
+
+Tokens are Chinese character unigrams and bigrams (Simplified and Traditional alike, no
+dictionary to load), lower-cased English words, and whole codes such as ``rp-2024-07`` or
+``hx-kb-3021``. The index lives in SQLite in the data folder, one namespace per collection, and
+is updated by ingest with the same chunk ids as the vector store (``KeywordMirror`` wraps the
+store that LangChain's ``index()`` writes to), so it is never rebuilt per question.
+
+Besides BM25, a search reports each chunk's *coverage*: the share of the question's IDF weight
+that the chunk contains (0..1). A question whose distinctive words appear nowhere in the
+knowledge base has low coverage everywhere, which is what the refusal gate looks at.
+
+>>> searcher = KeywordIndex(path, "chroma/rag").load()            # doctest: +SKIP
+>>> searcher.search("RP-2024-07 什么时候生效", k=5)                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
+
+_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
+_WORD = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+)*")
+# Function words that carry no topic; dropping them keeps coverage about content.
+_STOP = frozenset(
+    "的 了 吗 呢 吧 啊 呀 是 我 你 他 她 它 们 在 有 和 与 或 就 都 也 还 要 会 能 可 以 "
+    "怎么 怎样 什么 为什么 如何 可以 能否 是否 这个 那个 一下 一个 请问 多少 哪里 哪些 "
+    "a an the is are was be to of in on for and or do does did how what why when where "
+    "which who can could i my me you your it this that with at by from".split()
+)
+K1, B = 1.2, 0.75
+
+
+def tokenize(text: str) -> list[str]:
+    """Keyword tokens of ``text`` (with repeats, for term frequencies)."""
+    text = text.lower()
+    tokens: list[str] = []
+    for run in _CJK_RUN.findall(text):
+        tokens.extend(run)
+        tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
+    for word in _WORD.findall(text):
+        tokens.append(word)
+        parts = re.split(r"[-_.]", word)
+        if len(parts) > 1:
+            tokens.extend(parts)
+    return [t for t in tokens if t not in _STOP]
+
+
+@dataclass
+class KeywordHit:
+    document: Document
+    bm25: float
+    coverage: float
+
+
+class KeywordSearcher:
+    """An in-memory BM25 over the chunks of one collection (built from ``KeywordIndex.load``)."""
+
+    def __init__(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
+        self.ids: list[str] = []
+        self.contents: list[str] = []
+        self.metadatas: list[dict[str, Any]] = []
+        self.lengths: list[int] = []
+        self.postings: dict[str, list[tuple[int, int]]] = {}
+        for number, (id_, content, metadata, terms) in enumerate(rows):
+            counts: dict[str, int] = json.loads(terms)
+            self.ids.append(id_)
+            self.contents.append(content)
+            self.metadatas.append(json.loads(metadata))
+            self.lengths.append(sum(counts.values()))
+            for term, tf in counts.items():
+                self.postings.setdefault(term, []).append((number, tf))
+        self.size = len(self.ids)
+        self.average_length = (sum(self.lengths) / self.size) if self.size else 1.0
+
+    def idf(self, term: str) -> float:
+        df = len(self.postings.get(term, ()))
+        return math.log(1.0 + (self.size - df + 0.5) / (df + 0.5))
+
+    def search(self, query: str, k: int, where: dict[str, Any] | None = None) -> list[KeywordHit]:
+        terms = set(tokenize(query))
+        if not terms or not self.size:
+            return []
+        weights = {t: self.idf(t) for t in terms}
+        total_weight = sum(weights.values())
+        scores: dict[int, float] = {}
+        matched: dict[int, float] = {}
+        for term, idf in weights.items():
+            for doc, tf in self.postings.get(term, ()):
+                norm = K1 * (1 - B + B * self.lengths[doc] / self.average_length)
+                scores[doc] = scores.get(doc, 0.0) + idf * tf * (K1 + 1) / (tf + norm)
+                matched[doc] = matched.get(doc, 0.0) + idf
+        ranked = sorted(scores, key=lambda d: -scores[d])
+        hits = []
+        for doc in ranked:
+            meta = self.metadatas[doc]
+            if where and any(meta.get(key) != value for key, value in where.items()):
+                continue
+            document = Document(
+                id=self.ids[doc], page_content=self.contents[doc], metadata=dict(meta)
+            )
+            hits.append(KeywordHit(document, scores[doc], matched[doc] / total_weight))
+            if len(hits) == k:
+                break
+        return hits
+
+
+class KeywordIndex:
+    """The persisted keyword index of one collection (SQLite, in the data folder)."""
+
+    def __init__(self, path: Path, namespace: str) -> None:
+        self.path = path
+        self.namespace = namespace
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS keyword_chunks ("
+                "namespace TEXT NOT NULL, id TEXT NOT NULL, content TEXT NOT NULL, "
+                "metadata TEXT NOT NULL, terms TEXT NOT NULL, PRIMARY KEY (namespace, id))"
+            )
+
+    def add(self, documents: Sequence[Document], ids: Sequence[str]) -> None:
+        rows = [
+            (
+                self.namespace,
+                id_,
+                doc.page_content,
+                json.dumps(doc.metadata, ensure_ascii=False),
+                json.dumps(Counter(tokenize(doc.page_content)), ensure_ascii=False),
+            )
+            for doc, id_ in zip(documents, ids, strict=True)
+        ]
+        with closing(sqlite3.connect(self.path)) as db, db:
+            db.executemany("INSERT OR REPLACE INTO keyword_chunks VALUES (?, ?, ?, ?, ?)", rows)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        with closing(sqlite3.connect(self.path)) as db, db:
+            db.executemany(
+                "DELETE FROM keyword_chunks WHERE namespace = ? AND id = ?",
+                [(self.namespace, i) for i in ids],
+            )
+
+    def clear(self) -> None:
+        with closing(sqlite3.connect(self.path)) as db, db:
+            db.execute("DELETE FROM keyword_chunks WHERE namespace = ?", (self.namespace,))
+
+    def ids(self) -> set[str]:
+        with closing(sqlite3.connect(self.path)) as db:
+            rows = db.execute(
+                "SELECT id FROM keyword_chunks WHERE namespace = ?", (self.namespace,)
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def load(self) -> KeywordSearcher:
+        with closing(sqlite3.connect(self.path)) as db:
+            rows = db.execute(
+                "SELECT id, content, metadata, terms FROM keyword_chunks WHERE namespace = ? "
+                "ORDER BY id",
+                (self.namespace,),
+            ).fetchall()
+        return KeywordSearcher(rows)
+
+
+class KeywordMirror(VectorStore):
+    """A vector store that also writes every added/deleted chunk to the keyword index.
+
+    LangChain's ``index()`` only adds and deletes, so wrapping the store it writes to keeps both
+    indexes on the same ids through every add, replace, prune and cleanup.
+    """
+
+    def __init__(self, inner: VectorStore, keyword: KeywordIndex) -> None:
+        self.inner = inner
+        self.keyword = keyword
+
+    @property
+    def embeddings(self) -> Embeddings | None:
+        return self.inner.embeddings
+
+    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        ids = self.inner.add_documents(documents, **kwargs)
+        self.keyword.add(documents, ids)
+        return ids
+
+    def add_texts(
+        self, texts: Iterable[str], metadatas: list[dict] | None = None, **kwargs: Any
+    ) -> list[str]:
+        texts = list(texts)
+        docs = [
+            Document(page_content=t, metadata=(metadatas or [{}] * len(texts))[i])
+            for i, t in enumerate(texts)
+        ]
+        return self.add_documents(docs, **kwargs)
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
+        result = self.inner.delete(ids=ids, **kwargs)
+        if ids:
+            self.keyword.delete(ids)
+        return result
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        return self.inner.get_by_ids(ids)
+
+    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+        return self.inner.similarity_search(query, k=k, **kwargs)
+
+    @classmethod
+    def from_texts(cls, *args: Any, **kwargs: Any) -> KeywordMirror:
+        raise NotImplementedError("wrap an existing store: KeywordMirror(store, keyword_index)")
