@@ -72,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE")
     _common(p)
 
+    p = sub.add_parser("eval", help="measure retrieval quality on QA sets or your own corpus")
+    p.add_argument("datasets", nargs="+", type=Path, help="dataset folders, pooled into one index")
+    p.add_argument(
+        "--compare",
+        default="",
+        help="more configurations, comma-separated: dense,bm25,hybrid,mmr,vanilla or embedding "
+        "models such as local, openai:text-embedding-3-small, huggingface:/path/to/model",
+    )
+    p.add_argument("--limit", type=int, help="at most N queries per dataset")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    _common(p)
+
     p = sub.add_parser("info", help="show the collection: backend, size, embedding model, sources")
     p.add_argument("--json", action="store_true")
     _common(p)
@@ -225,6 +237,28 @@ def cmd_chat(args: argparse.Namespace) -> int:
             history.append((last.standalone_question, last.answer))
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rag_pipeline.evaluation import evaluate, format_table
+
+    settings = _settings(args)
+    # Scratch index beside, never inside, the main one (default .rag-eval/).
+    scratch = args.data_dir or Path(".rag-eval")
+    compare = [c.strip() for c in args.compare.split(",") if c.strip()]
+    result = evaluate(
+        args.datasets,
+        settings,
+        compare,
+        scratch=scratch,
+        limit=args.limit,
+        progress=_progress_bar("eval"),
+    )
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(format_table(result))
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from rag_pipeline.embeddings import build_embedding_model
     from rag_pipeline.stores import open_store
@@ -261,6 +295,7 @@ COMMANDS = {
     "ingest": cmd_ingest,
     "ask": cmd_ask,
     "chat": cmd_chat,
+    "eval": cmd_eval,
     "info": cmd_info,
     "config": cmd_config,
 }

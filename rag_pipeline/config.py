@@ -79,6 +79,9 @@ class SplitSettings(_Section):
 
     chunk_size: int = Field(default=400, ge=10)
     chunk_overlap: int = Field(default=60, ge=0)
+    # chinese: our separators, Markdown sections, heading path on each chunk;
+    # langchain: RecursiveCharacterTextSplitter's defaults (the tutorial baseline).
+    strategy: Literal["chinese", "langchain"] = "chinese"
 
 
 class RetrieverSettings(_Section):

@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from langchain_core.documents import Document
@@ -189,7 +189,7 @@ def milvus_store_class() -> type:
         def add_embeddings(
             self,
             texts: list[str],
-            embeddings: list[list[float]],
+            embeddings: list[list[float]] | list[list[list[float]]],
             metadatas: list[dict] | None = None,
             timeout: float | None = None,
             batch_size: int = BATCH,
@@ -207,10 +207,10 @@ def milvus_store_class() -> type:
                     ids=ids,
                     **kwargs,
                 )
-            texts = list(texts)
+            column = cast("list[list[float]]", list(embeddings))
             rows = self._prepare_insert_list(
-                texts=texts,
-                embeddings=[list(embeddings)],  # field-wise: one column per vector field
+                texts=list(texts),
+                embeddings=[column],  # field-wise: one column per vector field
                 metadatas=[_clean_metadata(m) for m in metadatas] if metadatas else None,
                 ids=list(ids),
                 force_ids=True,
@@ -261,7 +261,8 @@ class MilvusBackend(VectorBackend):
     Each backend object has its own ``MilvusClient`` (pymilvus shares the connection between
     clients of the same address). A milvus-lite database is served by a gRPC server thread in
     this process, shared by every client of the same path and stopped at exit; it holds a lock
-    on the database folder, so another *process* cannot open it meanwhile (see ``close``).
+    on the database folder, so another *process* cannot open it meanwhile (``release_lite``
+    hands it over).
     """
 
     def __init__(self, settings: Settings, embedding_function: Embeddings | None) -> None:
@@ -321,7 +322,7 @@ class MilvusBackend(VectorBackend):
     def close(self) -> None:
         """Close this backend's clients (the milvus-lite server itself stays up: see
         ``release_lite``)."""
-        store = self.vector_store
+        store: Any = self.vector_store
         if store is not None:
             store.client.close()
         if self.client is not None:
@@ -463,9 +464,6 @@ class MilvusBackend(VectorBackend):
     def delete(self, ids: list[str]) -> None:
         for batch in _batched(ids, BATCH):
             self.client.delete(self.name, ids=list(batch))
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "metric": self._metric}
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -134,17 +134,33 @@ def _split_one(doc: Document, splitter: RecursiveCharacterTextSplitter) -> list[
     return chunks
 
 
+def _split_plain(doc: Document, splitter: RecursiveCharacterTextSplitter) -> list[Document]:
+    return [
+        Document(page_content=piece.page_content, metadata={**doc.metadata, **piece.metadata})
+        for piece in splitter.create_documents([doc.page_content])
+    ]
+
+
 def split_documents(docs: Iterable[Document], settings: SplitSettings) -> list[Document]:
     """Split the Documents of one source file into chunks with full metadata.
 
     Every chunk has ``source``, ``chunk_index`` (0.. within its source), ``start_index`` (char
     offset in its page/document text), ``title``, ``headers`` and ``content_hash``.
     """
-    splitter = make_text_splitter(settings)
+    if settings.strategy == "langchain":
+        splitter = RecursiveCharacterTextSplitter(
+            chunk_size=settings.chunk_size,
+            chunk_overlap=settings.chunk_overlap,
+            add_start_index=True,
+        )
+        split_one = _split_plain
+    else:
+        splitter = make_text_splitter(settings)
+        split_one = _split_one
     chunks: list[Document] = []
     counters: dict[str, int] = {}
     for doc in docs:
-        for chunk in _split_one(doc, splitter):
+        for chunk in split_one(doc, splitter):
             source = chunk.metadata["source"]
             chunk.metadata["chunk_index"] = counters.get(source, 0)
             counters[source] = chunk.metadata["chunk_index"] + 1

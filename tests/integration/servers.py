@@ -34,6 +34,18 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """Whether nothing listens on ``port`` (connections lingering in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if os.name != "nt":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def chroma_executable() -> str:
     """The ``chroma`` CLI of this interpreter's environment (else the one on PATH)."""
     names = ("chroma.exe", "chroma") if os.name == "nt" else ("chroma",)
@@ -74,7 +86,13 @@ class ChromaServer:
         """Start the server and wait until it answers a heartbeat."""
         if self.process is not None:
             raise RuntimeError(f"the Chroma server at {self.url} is already running")
-        self.path.mkdir(parents=True, exist_ok=True)
+        # Someone else on the port would answer our heartbeats: refuse to start instead.
+        deadline = time.monotonic() + 2.0  # a server we just stopped may still be exiting
+        while not port_is_free(self.port, self.host):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot start a Chroma server: port {self.port} is in use")
+            time.sleep(0.2)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
         command = [

@@ -1,0 +1,322 @@
+"""Retrieval evaluation: ``rag eval DATASET_DIR [...]`` on your own data or public QA sets.
+
+A dataset folder is either
+- a QA set: ``corpus.jsonl`` (``id, title, text``) + ``queries.jsonl`` (``id, question,
+  answers, positive_ids``); a retrieved chunk is relevant when its passage id is positive; or
+- a knowledge base like ``corpus/`` with ``questions.jsonl`` (``question, sources,
+  answer_contains``); a chunk is relevant when its file is one of the question's sources.
+
+Several folders are pooled into one index. Everything goes through the normal ingest path into
+a scratch data folder (vectors cached by content hash, so a second run embeds nothing) and every
+query through the same retriever code that ``ask`` uses, without the refusal threshold.
+
+>>> data = [Path("../shared/eval/cmrc2018")]
+>>> report = evaluate(data, load_settings(), ["dense", "hybrid"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.documents import Document
+
+from rag_pipeline.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from rag_pipeline.config import Settings
+
+CUTOFF = 10
+RETRIEVAL_CONFIGS = ("hybrid", "dense", "bm25", "mmr", "vanilla")
+EMBEDDING_PREFIXES = ("local", "fake", "openai", "dashscope", "huggingface")
+
+
+@dataclass
+class EvalQuery:
+    id: str
+    question: str
+    relevant: set[str]  # passage ids or source paths
+    answers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalSet:
+    """The folders to index (under a scratch root) and the pooled queries."""
+
+    corpus_dirs: list[Path]
+    queries: list[EvalQuery]
+    key: str  # the metadata key that identifies a relevant chunk: record_id or source
+
+
+# ------------------------------------------------------------------------------- metrics
+
+
+def dedupe(keys: Sequence[str]) -> list[str]:
+    seen: set[str] = set()
+    return [k for k in keys if not (k in seen or seen.add(k))]  # type: ignore[func-returns-value]
+
+
+def hit_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    return float(any(key in relevant for key in ranked[:k]))
+
+
+def reciprocal_rank(ranked: Sequence[str], relevant: set[str], k: int = CUTOFF) -> float:
+    for rank, key in enumerate(ranked[:k], start=1):
+        if key in relevant:
+            return 1.0 / rank
+    return 0.0
+
+
+def recall_at(ranked: Sequence[str], relevant: set[str], k: int = CUTOFF) -> float:
+    return len(set(ranked[:k]) & relevant) / len(relevant) if relevant else 0.0
+
+
+def ndcg_at(ranked: Sequence[str], relevant: set[str], k: int = CUTOFF) -> float:
+    dcg = sum(1.0 / math.log2(i + 1) for i, key in enumerate(ranked[:k], 1) if key in relevant)
+    ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(relevant), k) + 1))
+    return dcg / ideal if ideal else 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return ordered[index]
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", "", text).lower()
+
+
+def summarise(
+    rankings: list[list[str]],
+    contexts: list[str],
+    latencies: list[float],
+    queries: list[EvalQuery],
+) -> dict[str, float]:
+    """The figures of one configuration over all queries."""
+    n = len(queries) or 1
+
+    def mean(fn: Callable[[list[str], EvalQuery], float]) -> float:
+        return round(sum(fn(r, q) for r, q in zip(rankings, queries, strict=True)) / n, 4)
+
+    with_answers = [(c, q) for c, q in zip(contexts, queries, strict=True) if q.answers]
+    answer_recall = (
+        sum(any(_normalise(a) in _normalise(c) for a in q.answers) for c, q in with_answers)
+        / len(with_answers)
+        if with_answers
+        else 0.0
+    )
+    return {
+        "n_queries": len(queries),
+        "hit@1": mean(lambda r, q: hit_at(r, q.relevant, 1)),
+        "hit@3": mean(lambda r, q: hit_at(r, q.relevant, 3)),
+        "hit@5": mean(lambda r, q: hit_at(r, q.relevant, 5)),
+        "hit@10": mean(lambda r, q: hit_at(r, q.relevant, 10)),
+        "mrr@10": mean(lambda r, q: reciprocal_rank(r, q.relevant)),
+        "recall@10": mean(lambda r, q: recall_at(r, q.relevant)),
+        "ndcg@10": mean(lambda r, q: ndcg_at(r, q.relevant)),
+        "latency_ms_p50": round(percentile(latencies, 0.5) * 1000, 2),
+        "latency_ms_p95": round(percentile(latencies, 0.95) * 1000, 2),
+        "answer_recall": round(answer_recall, 4),
+    }
+
+
+# ------------------------------------------------------------------------------- datasets
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_eval_set(dirs: Sequence[Path], limit: int | None = None) -> EvalSet:
+    """Read one or several dataset folders (all of the same kind) into an EvalSet."""
+    kinds = set()
+    queries: list[EvalQuery] = []
+    for folder in dirs:
+        folder = Path(folder)
+        if (folder / "queries.jsonl").is_file() and (folder / "corpus.jsonl").is_file():
+            kinds.add("qa")
+            rows = _read_jsonl(folder / "queries.jsonl")[:limit]
+            queries += [
+                EvalQuery(
+                    r["id"], r["question"], set(r["positive_ids"]), list(r.get("answers", []))
+                )
+                for r in rows
+            ]
+        elif (folder / "questions.jsonl").is_file():
+            kinds.add("kb")
+            rows = _read_jsonl(folder / "questions.jsonl")[:limit]
+            queries += [
+                EvalQuery(
+                    str(r.get("id", i)),
+                    r["question"],
+                    {f"{folder.name}/{s}" if len(dirs) > 1 else s for s in r["sources"]},
+                    [r["answer_contains"]] if r.get("answer_contains") else [],
+                )
+                for i, r in enumerate(rows)
+            ]
+        else:
+            raise ConfigurationError(
+                f"{folder}: not a dataset folder; expected corpus.jsonl + queries.jsonl, "
+                "or a knowledge base with questions.jsonl"
+            )
+    if len(kinds) > 1:
+        raise ConfigurationError("cannot pool QA sets and knowledge-base folders in one run")
+    key = "record_id" if kinds == {"qa"} else "source"
+    return EvalSet([Path(d).resolve() for d in dirs], queries, key)
+
+
+def _stage_corpus(eval_set: EvalSet, scratch: Path) -> list[Path]:
+    """The paths to ingest. QA sets are linked under one scratch root, one folder per dataset,
+    so their corpus.jsonl files get distinct source names."""
+    if eval_set.key == "source" and len(eval_set.corpus_dirs) == 1:
+        return eval_set.corpus_dirs
+    root = scratch / "corpus"
+    for folder in eval_set.corpus_dirs:
+        # Real folders with linked files: a linked folder would not be walked.
+        target = root / folder.name
+        names = (
+            ["corpus.jsonl"]
+            if eval_set.key == "record_id"
+            else [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
+        )
+        for name in names:
+            link = target / name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(folder / name)
+    return [root]
+
+
+# ------------------------------------------------------------------------------- configs
+
+
+def _config_settings(base: Settings, name: str, scratch: Path) -> tuple[Settings, str]:
+    """Settings for one --compare entry and the retrieval mode to run on them."""
+    collection = "eval_" + re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:50]
+    overrides: dict[str, Any] = {
+        "data_dir": scratch / "data",
+        "store": {**base.store.model_dump(), "collection": collection},
+        "retriever": {**base.retriever.model_dump(), "score_threshold": None, "k": CUTOFF},
+    }
+    mode = name
+    if name == "vanilla":
+        # The LangChain tutorial setup: RecursiveCharacterTextSplitter(1000, 200), default
+        # separators, dense top-4.
+        overrides["split"] = {"chunk_size": 1000, "chunk_overlap": 200, "strategy": "langchain"}
+        overrides["retriever"]["k"] = 4
+        mode = "dense"
+    elif name in ("hybrid", "dense", "bm25", "mmr"):
+        overrides["store"]["collection"] = "eval_default"
+    else:
+        provider, _, model = name.partition(":")
+        if provider not in EMBEDDING_PREFIXES:
+            raise ConfigurationError(
+                f"--compare {name!r}: expected one of {', '.join(RETRIEVAL_CONFIGS)} or an "
+                "embedding model such as local, openai:text-embedding-3-small, "
+                "dashscope:text-embedding-v4, huggingface:/path/to/model"
+            )
+        overrides["embeddings"] = {
+            **base.embeddings.model_dump(),
+            "provider": provider,
+            "model": model or None,
+        }
+        mode = "hybrid" if base.retriever.search_type == "hybrid" else "dense"
+    return type(base)(**{**base.model_dump(), **overrides}), mode
+
+
+def _run_config(
+    name: str,
+    base: Settings,
+    eval_set: EvalSet,
+    scratch: Path,
+    progress: Callable[[str, int, int], None] | None,
+) -> dict[str, float]:
+    from rag_pipeline.embeddings import build_embedding_model
+    from rag_pipeline.indexing import ingest
+    from rag_pipeline.keyword import KeywordIndex
+    from rag_pipeline.retrieval import KeywordRetriever, build_retriever
+    from rag_pipeline.stores import open_store
+
+    settings, mode = _config_settings(base, name, scratch)
+    model = build_embedding_model(settings)
+    report = ingest(_stage_corpus(eval_set, scratch), settings, model=model)
+    if report.files_failed:
+        raise ConfigurationError(f"eval corpus files failed to load: {report.files_failed}")
+    store = open_store(settings, model, create=False)
+    if mode == "bm25":
+        searcher = KeywordIndex(settings.keyword_db, store.namespace).load()
+        retriever: Any = KeywordRetriever(searcher=searcher, k=settings.retriever.k)
+    else:
+        search_type = {"dense": "similarity", "mmr": "mmr", "hybrid": "hybrid"}[mode]
+        settings.retriever.search_type = search_type  # type: ignore[assignment]
+        retriever = build_retriever(settings, store, model.embeddings)
+    answer_k = base.retriever.k if name != "vanilla" else 4
+    rankings, contexts, latencies = [], [], []
+    total = len(eval_set.queries)
+    for done, query in enumerate(eval_set.queries, start=1):
+        started = time.perf_counter()
+        docs: list[Document] = retriever.invoke(query.question)
+        latencies.append(time.perf_counter() - started)
+        rankings.append(dedupe([str(d.metadata.get(eval_set.key, "")) for d in docs]))
+        contexts.append("\n".join(d.page_content for d in docs[:answer_k]))
+        if progress is not None:
+            progress(name, done, total)
+    figures = summarise(rankings, contexts, latencies, eval_set.queries)
+    figures["chunks"] = store.count()
+    return figures
+
+
+def evaluate(
+    dirs: Sequence[Path],
+    settings: Settings,
+    compare: Sequence[str] = (),
+    *,
+    scratch: Path | None = None,
+    limit: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Figures of the default configuration at the top level, others under ``compare``."""
+    eval_set = load_eval_set(dirs, limit)
+    scratch = scratch or settings.data_dir
+    default = settings.retriever.search_type
+    default_name = "dense" if default == "similarity" else default
+    result: dict[str, Any] = _run_config(default_name, settings, eval_set, scratch, progress)
+    result["config"] = default_name
+    result["compare"] = {}
+    for name in compare:
+        if name == default_name:
+            result["compare"][name] = {k: v for k, v in result.items() if k not in ("compare",)}
+            continue
+        result["compare"][name] = _run_config(name, settings, eval_set, scratch, progress)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    columns = [
+        "hit@1",
+        "hit@3",
+        "hit@5",
+        "hit@10",
+        "mrr@10",
+        "recall@10",
+        "ndcg@10",
+        "answer_recall",
+        "latency_ms_p50",
+        "latency_ms_p95",
+    ]
+    rows = {result["config"] + " (default)": result, **result.get("compare", {})}
+    header = f"{'config':<28}" + "".join(f"{c:>15}" for c in columns)
+    lines = [f"{result['n_queries']} queries", header]
+    for name, figures in rows.items():
+        lines.append(f"{name:<28}" + "".join(f"{figures[c]:>15}" for c in columns))
+    return "\n".join(lines)

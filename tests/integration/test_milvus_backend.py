@@ -1,0 +1,371 @@
+"""The Milvus backend against a real milvus-lite database in tmp_path, through ``ingest``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pymilvus")
+pytest.importorskip("milvus_lite")
+pytest.importorskip("langchain_milvus")
+
+from rag_pipeline.config import Settings  # noqa: E402
+from rag_pipeline.embeddings import HashingEmbeddings, build_embedding_model  # noqa: E402
+from rag_pipeline.errors import (  # noqa: E402
+    ConfigurationError,
+    EmbeddingMismatchError,
+    EmptyIndexError,
+    MissingExtraError,
+)
+from rag_pipeline.indexing import IngestReport, ingest, record_manager  # noqa: E402
+from rag_pipeline.milvus import MilvusBackend, milvus_expr, redact_uri, release_lite  # noqa: E402
+from rag_pipeline.retrieval import build_retriever  # noqa: E402
+from rag_pipeline.stores import VectorBackend, open_store  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Paragraphs stay under chunk_size, so every file splits the same way each run. "元" occurs in
+# every chunk of shipping.txt: replacing it keeps the chunk boundaries and changes every chunk.
+CORPUS = {
+    "returns.md": (
+        "# 退货政策\n\n## 七天无理由退货\n\n签收后7天内可申请无理由退货，商品需保持完好，"
+        "配件和赠品需一并寄回。\n\n## 退款时效\n\n退款将在仓库验收后3个工作日内原路退回，"
+        "信用卡退款以银行入账时间为准。"
+    ),
+    "shipping.txt": (
+        "配送说明：订单满99元包邮，不满99元收取运费8元，偏远地区另计。\n\n"
+        "加急配送另收15元，当天16点前下单当天发货，次日送达主要城市。\n\n"
+        "偏远地区运费每单加收20元，一般需要5到7天送达，节假日顺延。"
+    ),
+    "payment.md": (
+        "# 支付方式\n\n支持微信支付、支付宝、银联卡和花呗分期。\n\n"
+        "## 发票\n\n电子发票在确认收货后自动开具，可在订单详情中下载。"
+    ),
+    "notes/o'brien warranty.txt": (
+        "保修说明：家电类商品享受一年免费保修，人为损坏不在保修范围内。"
+    ),
+    "faq.csv": (
+        "question,answer,alternatives\n"
+        "怎么修改收货地址,在订单发货前可以在“我的订单”中修改收货地址。,地址填错了怎么办|能改地址吗\n"
+        "支持哪些支付方式,支持微信支付、支付宝和银行卡。,可以用什么付款\n"
+    ),
+}
+SPLIT = {"chunk_size": 80, "chunk_overlap": 0}
+
+
+def milvus_settings(tmp_path: Path, **embeddings: Any) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        embeddings={"provider": "fake", **embeddings},
+        store={"backend": "milvus", "uri": str(tmp_path / "m.db"), "collection": "test_docs"},
+        split=SPLIT,
+    )
+
+
+def write_corpus(folder: Path) -> Path:
+    for name, text in CORPUS.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return folder
+
+
+def reopen(settings: Settings) -> VectorBackend:
+    return open_store(settings, build_embedding_model(settings), create=False)
+
+
+def ids_by_source(store: VectorBackend) -> dict[str, set[str]]:
+    """Every chunk id per source, found through a filtered search per source."""
+    return {
+        source: {
+            hit.document.id
+            for hit in store.search(
+                HashingEmbeddings(256).embed_query(source), 100, {"source": source}
+            )
+        }
+        for source in store.sources()
+    }
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture
+def ingested(tmp_path: Path, corpus: Path) -> tuple[Settings, IngestReport]:
+    settings = milvus_settings(tmp_path)
+    return settings, ingest([corpus], settings)
+
+
+def test_first_ingest_stores_every_chunk(ingested: tuple[Settings, IngestReport]) -> None:
+    settings, report = ingested
+    assert report.files_failed == []
+    assert report.files_ingested == len(CORPUS)
+    n = report.chunks_added
+    assert n > len(CORPUS)  # several files split into more than one chunk
+    assert report.chunks_deleted == report.chunks_updated == report.chunks_unchanged == 0
+
+    store = reopen(settings)
+    assert isinstance(store, MilvusBackend)
+    assert store.count() == n
+    per_source = store.sources()
+    assert set(per_source) == set(CORPUS)
+    assert sum(per_source.values()) == n
+    assert store.stored_fingerprint() == "fake:hashed-char-ngrams:256"
+    assert store.namespace == f"milvus/{settings.store.uri}/test_docs"
+    # One record per chunk, under the backend's namespace.
+    assert len(record_manager(settings, store.namespace).list_keys()) == n
+
+
+def test_reingest_adds_nothing(ingested: tuple[Settings, IngestReport], corpus: Path) -> None:
+    settings, first = ingested
+    again = ingest([corpus], settings)
+    assert again.chunks_added == again.chunks_deleted == again.chunks_updated == 0
+    assert again.chunks_unchanged == first.chunks_added
+    assert reopen(settings).count() == first.chunks_added
+
+
+def test_edited_file_replaces_exactly_its_chunks(
+    ingested: tuple[Settings, IngestReport], corpus: Path
+) -> None:
+    settings, first = ingested
+    n = first.chunks_added
+    before = ids_by_source(reopen(settings))
+    k = len(before["shipping.txt"])
+    assert k >= 2
+
+    path = corpus / "shipping.txt"
+    path.write_text(path.read_text(encoding="utf-8").replace("元", "块"), encoding="utf-8")
+    report = ingest([corpus], settings)
+
+    assert report.chunks_added == report.chunks_deleted == k
+    assert report.chunks_unchanged == n - k
+    store = reopen(settings)
+    assert store.count() == n
+    after = ids_by_source(store)
+    assert after["shipping.txt"].isdisjoint(before["shipping.txt"])
+    assert len(after["shipping.txt"]) == k
+    assert {s: i for s, i in after.items() if s != "shipping.txt"} == {
+        s: i for s, i in before.items() if s != "shipping.txt"
+    }
+    assert store.get(sorted(before["shipping.txt"])) == []
+    assert all("块" in d.page_content for d in store.get(sorted(after["shipping.txt"])))
+
+
+def test_deleted_file_removes_exactly_its_chunks(
+    ingested: tuple[Settings, IngestReport], corpus: Path
+) -> None:
+    settings, first = ingested
+    before = ids_by_source(reopen(settings))
+    k = len(before["payment.md"])
+
+    (corpus / "payment.md").unlink()
+    report = ingest([corpus], settings)
+
+    assert report.chunks_added == 0
+    assert report.chunks_deleted == k
+    store = reopen(settings)
+    assert store.count() == first.chunks_added - k
+    after = ids_by_source(store)
+    assert "payment.md" not in after
+    assert after == {s: i for s, i in before.items() if s != "payment.md"}
+
+
+def test_retrieval_finds_a_chunk_first_with_score_near_one(
+    ingested: tuple[Settings, IngestReport],
+) -> None:
+    settings, _ = ingested
+    store = reopen(settings)
+    embeddings = HashingEmbeddings(256)
+    hits = store.search(embeddings.embed_query("退款时效"), 3)
+    assert [h.relevance for h in hits] == sorted((h.relevance for h in hits), reverse=True)
+    assert all(0.0 <= h.relevance <= 1.0 for h in hits)
+    target = hits[0].document
+
+    docs = build_retriever(settings, store, embeddings).invoke(target.page_content)
+    assert docs[0].id == target.id
+    assert docs[0].page_content == target.page_content
+    assert docs[0].metadata["score"] == pytest.approx(1.0, abs=1e-3)
+    assert docs[0].metadata["source"] == target.metadata["source"]
+
+
+def test_filters(ingested: tuple[Settings, IngestReport]) -> None:
+    settings, _ = ingested
+    store = reopen(settings)
+    vector = HashingEmbeddings(256).embed_query("支付")
+    per_source = store.sources()
+
+    for source in ("faq.csv", "notes/o'brien warranty.txt"):
+        hits = store.search(vector, 50, {"source": source})
+        assert {h.document.metadata["source"] for h in hits} == {source}
+        assert len(hits) == per_source[source]
+
+    # Several keys are ANDed; ints compare as ints.
+    hits = store.search(vector, 50, {"source": "returns.md", "chunk_index": 0})
+    assert [(h.document.metadata["source"], h.document.metadata["chunk_index"]) for h in hits] == [
+        ("returns.md", 0)
+    ]
+    # Quotes and backslashes are data, not syntax.
+    assert store.search(vector, 50, {"source": 'x" or source != "y\\'}) == []
+    # A key no chunk has matches nothing (and is not an error).
+    assert store.search(vector, 50, {"no_such_key": "x"}) == []
+    # The retriever's configured filter reaches the store.
+    faq = settings.model_copy(
+        update={
+            "retriever": settings.retriever.model_copy(
+                update={"filter": {"source": "faq.csv"}, "score_threshold": None}
+            )
+        }
+    )
+    docs = build_retriever(faq, store, HashingEmbeddings(256)).invoke("支付")
+    assert docs and {d.metadata["source"] for d in docs} == {"faq.csv"}
+
+
+def test_heterogeneous_metadata_round_trips_like_chroma(
+    tmp_path: Path, ingested: tuple[Settings, IngestReport], corpus: Path
+) -> None:
+    """The same corpus in Chroma and in Milvus: same ids, texts and metadata (types included)."""
+    settings, _ = ingested
+    chroma = Settings(
+        data_dir=tmp_path / "chroma-data", embeddings={"provider": "fake"}, split=SPLIT
+    )
+    ingest([corpus], chroma)
+    stores = [reopen(settings), reopen(chroma)]
+    keys = [
+        sorted(record_manager(s, store.namespace).list_keys())
+        for s, store in zip((settings, chroma), stores, strict=True)
+    ]
+    assert keys[0] == keys[1]
+    milvus_docs, chroma_docs = (store.get(keys[0]) for store in stores)
+    assert len(milvus_docs) == len(keys[0])
+    for m, c in zip(milvus_docs, chroma_docs, strict=True):
+        assert (m.id, m.page_content, m.metadata) == (c.id, c.page_content, c.metadata)
+        assert {k: type(v) for k, v in m.metadata.items()} == {
+            k: type(v) for k, v in c.metadata.items()
+        }
+    key_sets = {frozenset(d.metadata) for d in milvus_docs}
+    assert len(key_sets) > 1  # FAQ rows and Markdown sections carry different keys
+
+
+def test_other_embeddings_are_refused(
+    ingested: tuple[Settings, IngestReport], corpus: Path, tmp_path: Path
+) -> None:
+    other = milvus_settings(tmp_path, dimensions=64)
+    with pytest.raises(EmbeddingMismatchError) as info:
+        reopen(other)
+    assert info.value.stored == "fake:hashed-char-ngrams:256"
+    assert info.value.configured == "fake:hashed-char-ngrams:64"
+    with pytest.raises(EmbeddingMismatchError):
+        ingest([corpus], other)
+
+
+def test_rebuild_leaves_exactly_the_corpus(
+    ingested: tuple[Settings, IngestReport], corpus: Path
+) -> None:
+    settings, first = ingested
+    n = first.chunks_added
+    report = ingest([corpus], settings, rebuild=True)
+    assert report.chunks_added == n
+    assert reopen(settings).count() == n
+    assert ingest([corpus], settings).chunks_unchanged == n
+
+
+def test_missing_collection_and_repeated_opening(tmp_path: Path, corpus: Path) -> None:
+    settings = milvus_settings(tmp_path)
+    with pytest.raises(EmptyIndexError):
+        reopen(settings)
+    n = ingest([corpus], settings).chunks_added
+    for _ in range(3):
+        store = reopen(settings)
+        assert store.count() == n
+        assert isinstance(store, MilvusBackend)
+        store.close()
+    # Default location: DATA_DIR/milvus.db.
+    default = Settings(
+        data_dir=tmp_path / "d2", embeddings={"provider": "fake"}, store={"backend": "milvus"}
+    )
+    with MilvusBackend(default, HashingEmbeddings(256)) as backend:
+        assert backend.location == str(tmp_path / "d2" / "milvus.db")
+        assert not backend.exists()
+
+
+def test_expressions() -> None:
+    assert milvus_expr(None) == ""
+    assert milvus_expr({"source": "faq.csv"}) == 'source == "faq.csv"'
+    assert milvus_expr({"source": "a.md", "page": 2, "ok": True}) == (
+        'source == "a.md" and page == 2 and ok == true'
+    )
+    assert milvus_expr({"source": 'a"b\\c'}) == 'source == "a\\"b\\\\c"'
+    assert milvus_expr({"doc_type": {"$in": ["faq", "policy"]}}) == (
+        'doc_type in ["faq", "policy"]'
+    )
+    assert milvus_expr({"odd key": 1}) == '$meta["odd key"] == 1'
+    assert redact_uri("https://user:pw@host:19530/db") == "https://host:19530/db"
+
+
+def test_module_imports_without_pymilvus() -> None:
+    code = (
+        "import sys, rag_pipeline.milvus, rag_pipeline.stores; "
+        "assert not [m for m in sys.modules if m.startswith(('pymilvus', 'langchain_milvus'))]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_missing_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pymilvus", None)  # import pymilvus -> ImportError
+    with pytest.raises(MissingExtraError, match=r"rag-pipeline\[milvus\]"):
+        MilvusBackend(milvus_settings(tmp_path), HashingEmbeddings(256))
+
+
+def test_lite_path_must_end_in_db(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        embeddings={"provider": "fake"},
+        store={"backend": "milvus", "uri": str(tmp_path / "m.sqlite")},
+    )
+    with pytest.raises(ConfigurationError, match=r"\.db"):
+        MilvusBackend(settings, HashingEmbeddings(256))
+
+
+COUNT_IN_ANOTHER_PROCESS = """
+import sys
+from pathlib import Path
+from rag_pipeline.config import Settings
+from rag_pipeline.embeddings import build_embedding_model
+from rag_pipeline.errors import ConfigurationError
+from rag_pipeline.stores import open_store
+tmp = Path(sys.argv[1])
+store = {"backend": "milvus", "uri": str(tmp / "m.db"), "collection": "test_docs"}
+settings = Settings(data_dir=tmp / "data", embeddings={"provider": "fake"}, store=store)
+try:
+    print(open_store(settings, build_embedding_model(settings), create=False).count())
+except ConfigurationError as e:
+    print("ConfigurationError:", e)
+"""
+
+
+def test_one_process_at_a_time(ingested: tuple[Settings, IngestReport], tmp_path: Path) -> None:
+    """milvus-lite locks its database folder: another process gets a clear error until this
+    one releases it."""
+    _, first = ingested
+
+    def count_elsewhere() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", COUNT_IN_ANOTHER_PROCESS, str(tmp_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    locked = count_elsewhere()
+    assert locked.startswith("ConfigurationError:") and "one process at a time" in locked
+    release_lite(tmp_path / "m.db")
+    assert count_elsewhere() == str(first.chunks_added)
