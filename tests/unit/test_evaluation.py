@@ -1,0 +1,63 @@
+import math
+
+from rag_pipeline.evaluation import (
+    EvalQuery,
+    dedupe,
+    hit_at,
+    ndcg_at,
+    percentile,
+    recall_at,
+    reciprocal_rank,
+    summarise,
+)
+
+RANKED = ["d3", "d1", "d7", "d2"]
+
+
+def test_hit_at_k() -> None:
+    assert hit_at(RANKED, {"d1"}, 1) == 0.0
+    assert hit_at(RANKED, {"d1"}, 2) == 1.0
+    assert hit_at(RANKED, {"d9"}, 10) == 0.0
+
+
+def test_reciprocal_rank_uses_the_first_relevant() -> None:
+    assert reciprocal_rank(RANKED, {"d7", "d2"}) == 1 / 3
+    assert reciprocal_rank(RANKED, {"d2"}, k=3) == 0.0
+
+
+def test_recall_counts_every_relevant() -> None:
+    assert recall_at(RANKED, {"d1", "d2", "d9", "d8"}) == 0.5
+
+
+def test_ndcg_by_hand() -> None:
+    # relevant at ranks 2 and 4: DCG = 1/log2(3) + 1/log2(5); ideal: 1/log2(2) + 1/log2(3)
+    expected = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+    assert math.isclose(ndcg_at(RANKED, {"d1", "d2"}), expected)
+    assert ndcg_at(["a"], {"a"}) == 1.0
+
+
+def test_dedupe_keeps_first_occurrence() -> None:
+    assert dedupe(["a", "b", "a", "c", "b"]) == ["a", "b", "c"]
+
+
+def test_percentile_nearest_rank() -> None:
+    assert percentile([5, 1, 4, 2, 3], 0.5) == 3
+    assert percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
+
+
+def test_summary_with_answer_recall() -> None:
+    queries = [
+        EvalQuery("q1", "?", {"d1"}, ["七天 无理由"]),
+        EvalQuery("q2", "?", {"d2"}, ["不存在的答案"]),
+    ]
+    figures = summarise(
+        [["d1", "d5"], ["d5", "d2"]],
+        ["签收后七天无理由退货", "别的内容"],
+        [0.010, 0.030],
+        queries,
+    )
+    assert figures["n_queries"] == 2
+    assert figures["hit@1"] == 0.5 and figures["hit@3"] == 1.0
+    assert figures["mrr@10"] == 0.75
+    assert figures["answer_recall"] == 0.5  # whitespace-insensitive match for q1 only
+    assert figures["latency_ms_p50"] == 10.0
