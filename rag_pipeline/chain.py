@@ -171,6 +171,26 @@ def _prompt_inputs(x: dict[str, Any]) -> dict[str, Any]:
     return {"context": x["context"], "question": x["standalone_question"]}
 
 
+def _bigrams(text: str) -> set[str]:
+    chars = [c for c in text.lower() if c.isalnum()]
+    return {a + b for a, b in zip(chars, chars[1:], strict=False)} or set(chars)
+
+
+def faq_direct_answer(question: str, docs: Sequence[Document], threshold: float) -> str | None:
+    """The answer of the top FAQ entry when the question is a near-exact match of its question
+    or one of its phrasings (character-bigram Jaccard >= ``threshold``), else None."""
+    if not docs or docs[0].metadata.get("doc_type") != "faq":
+        return None
+    meta = docs[0].metadata
+    phrasings = [meta.get("faq_question", ""), *str(meta.get("faq_alternatives") or "").split("|")]
+    asked = _bigrams(question)
+    for phrasing in filter(None, phrasings):
+        known = _bigrams(phrasing)
+        if asked and known and len(asked & known) / len(asked | known) >= threshold:
+            return f"{meta['faq_answer']} [1]"
+    return None
+
+
 def build_rag_chain(
     retriever: BaseRetriever,
     model: BaseChatModel,
@@ -178,14 +198,23 @@ def build_rag_chain(
     *,
     refusal: str,
     condense: Runnable[dict[str, Any], str] | None = None,
+    faq_direct: float | None = None,
 ) -> Runnable[dict[str, Any], Answer]:
     """The whole chain: input ``{"question": str, "history": [(q, a), ...]}`` -> Answer.
 
     ``condense`` turns a follow-up into a standalone question (default: the documented rule).
+    ``faq_direct``: answer a near-exact FAQ question match from the FAQ without the model.
     """
     generate = prompt | model | StrOutputParser()
+
+    def direct(x: dict[str, Any]) -> str | None:
+        if faq_direct is None:
+            return None
+        return faq_direct_answer(x["standalone_question"], x["docs"], faq_direct)
+
     respond = RunnableBranch(
         (lambda x: not x["docs"], RunnableLambda(lambda x: {**x, "answer": refusal})),
+        (lambda x: direct(x) is not None, RunnableLambda(lambda x: {**x, "answer": direct(x)})),
         RunnablePassthrough.assign(answer=RunnableLambda(_prompt_inputs) | generate),
     )
     return prepare_step(retriever, condense) | respond | RunnableLambda(_to_answer)
@@ -221,6 +250,7 @@ class Assistant:
         refusal: str,
         condense: Runnable[dict[str, Any], str] | None = None,
         key_variable: str = "OPENAI_API_KEY",
+        faq_direct: float | None = None,
     ) -> None:
         self.retriever = retriever
         self.model = model
@@ -228,7 +258,10 @@ class Assistant:
         self.refusal = refusal
         self.condense = condense
         self.key_variable = key_variable
-        self.chain = build_rag_chain(retriever, model, prompt, refusal=refusal, condense=condense)
+        self.faq_direct = faq_direct
+        self.chain = build_rag_chain(
+            retriever, model, prompt, refusal=refusal, condense=condense, faq_direct=faq_direct
+        )
         self.prepare = prepare_step(retriever, condense)
 
     @classmethod
@@ -272,6 +305,7 @@ class Assistant:
             refusal=settings.prompts.refusal,
             condense=condense,
             key_variable=key_variable(settings),
+            faq_direct=settings.retriever.faq_direct_match,
         )
 
     def _provider_errors(self, error: Exception) -> ProviderError | None:
@@ -303,7 +337,17 @@ class Assistant:
         pieces: list[str] = []
         try:
             prepared = self.prepare.invoke(inputs)
-            if prepared["docs"]:
+            direct = (
+                faq_direct_answer(
+                    prepared["standalone_question"], prepared["docs"], self.faq_direct
+                )
+                if self.faq_direct is not None
+                else None
+            )
+            if direct is not None:
+                pieces.append(direct)
+                yield direct
+            elif prepared["docs"]:
                 generate = self.prompt | self.model | StrOutputParser()
                 for piece in generate.stream(_prompt_inputs(prepared)):
                     pieces.append(piece)

@@ -99,6 +99,9 @@ class RetrieverSettings(_Section):
     dense_weight: float = Field(default=0.5, ge=0)
     keyword_weight: float = Field(default=0.5, ge=0)
     gate_keyword_weight: float = Field(default=0.2, ge=0)
+    # A question this close (character-bigram Jaccard) to an FAQ question is answered from the
+    # FAQ directly, without the chat model; None turns that off.
+    faq_direct_match: float | None = Field(default=0.8, ge=0, le=1)
     filter: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 

@@ -179,3 +179,17 @@ def test_dashscope_native_embeddings_respect_the_batch_limit(
     batches = [r for r in stub.embedding_requests() if r.body and "input" in r.body]
     assert all(len(r.body["input"]["texts"]) <= 10 for r in batches)
     assert batches[-1].body["parameters"]["text_type"] == "document"
+
+
+def test_near_exact_faq_question_is_answered_from_the_faq(
+    tmp_path: Path, stub: ModelAPIStub
+) -> None:
+    assistant = _assistant(tmp_path, _settings(tmp_path, "openai", stub))
+    answer = assistant.ask("地址填错了怎么办？")  # an alternative phrasing in faq.csv
+    assert answer.answer == "在订单发货前可以在“我的订单”中修改收货地址。 [1]"
+    assert [s.source for s in answer.sources] == ["faq.csv"]
+    assert stub.chat_requests() == []
+    streamed = list(assistant.stream("地址填错了怎么办"))
+    assert streamed[0] == answer.answer and stub.chat_requests() == []
+    assistant.ask("收货地址在发货以后还能不能改，改了要不要钱")  # not near-exact: the model answers
+    assert len(stub.chat_requests()) == 1
