@@ -66,52 +66,83 @@ class KeywordHit:
 
 
 class KeywordSearcher:
-    """An in-memory BM25 over the chunks of one collection (built from ``KeywordIndex.load``)."""
+    """An in-memory BM25 over the chunks of one collection (built from ``KeywordIndex.load``).
+
+    Postings are numpy arrays with each posting's BM25 term weight precomputed, so a query
+    costs one vectorised add per query term, not a Python loop over every posting.
+    """
 
     def __init__(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
+        import numpy as np
+
         self.ids: list[str] = []
         self.contents: list[str] = []
         self.metadatas: list[dict[str, Any]] = []
-        self.lengths: list[int] = []
-        self.postings: dict[str, list[tuple[int, int]]] = {}
+        term_numbers: dict[str, int] = {}
+        terms_of, docs_of, tfs_of, lengths = [], [], [], []
         for number, (id_, content, metadata, terms) in enumerate(rows):
             counts: dict[str, int] = json.loads(terms)
             self.ids.append(id_)
             self.contents.append(content)
             self.metadatas.append(json.loads(metadata))
-            self.lengths.append(sum(counts.values()))
+            lengths.append(sum(counts.values()))
             for term, tf in counts.items():
-                self.postings.setdefault(term, []).append((number, tf))
+                terms_of.append(term_numbers.setdefault(term, len(term_numbers)))
+                docs_of.append(number)
+                tfs_of.append(tf)
         self.size = len(self.ids)
-        self.average_length = (sum(self.lengths) / self.size) if self.size else 1.0
+        # One flat array of postings sorted by term; each term owns a slice of it.
+        term_arr = np.asarray(terms_of, dtype=np.int32)
+        order = np.argsort(term_arr, kind="stable")
+        self._docs = np.asarray(docs_of, dtype=np.int32)[order]
+        tf = np.asarray(tfs_of, dtype=np.float32)[order]
+        length = np.asarray(lengths, dtype=np.float32)
+        average = float(length.mean()) if self.size else 1.0
+        norm = K1 * (1 - B + B * length / average)
+        self._weights = tf * (K1 + 1) / (tf + norm[self._docs]) if self.size else tf
+        bounds = np.concatenate(
+            ([0], np.cumsum(np.bincount(term_arr, minlength=len(term_numbers))))
+        )
+        self.postings: dict[str, tuple[int, int]] = {
+            term: (int(bounds[n]), int(bounds[n + 1])) for term, n in term_numbers.items()
+        }
 
     def idf(self, term: str) -> float:
-        df = len(self.postings.get(term, ()))
+        start, end = self.postings.get(term, (0, 0))
+        df = end - start
         return math.log(1.0 + (self.size - df + 0.5) / (df + 0.5))
 
     def search(self, query: str, k: int, where: dict[str, Any] | None = None) -> list[KeywordHit]:
+        import numpy as np
+
         terms = set(tokenize(query))
         if not terms or not self.size:
             return []
-        weights = {t: self.idf(t) for t in terms}
-        total_weight = sum(weights.values())
-        scores: dict[int, float] = {}
-        matched: dict[int, float] = {}
-        for term, idf in weights.items():
-            for doc, tf in self.postings.get(term, ()):
-                norm = K1 * (1 - B + B * self.lengths[doc] / self.average_length)
-                scores[doc] = scores.get(doc, 0.0) + idf * tf * (K1 + 1) / (tf + norm)
-                matched[doc] = matched.get(doc, 0.0) + idf
-        ranked = sorted(scores, key=lambda d: -scores[d])
+        scores = np.zeros(self.size, dtype=np.float32)
+        matched = np.zeros(self.size, dtype=np.float32)
+        total_weight = 0.0
+        for term in terms:
+            idf = self.idf(term)
+            total_weight += idf
+            start, end = self.postings.get(term, (0, 0))
+            if end > start:
+                doc_idx = self._docs[start:end]  # a term occurs once per doc: no repeats
+                scores[doc_idx] += idf * self._weights[start:end]
+                matched[doc_idx] += idf
+        candidates = np.flatnonzero(scores)
+        # Filters can drop hits, so rank every candidate then stop at k.
+        ranked = candidates[np.argsort(-scores[candidates], kind="stable")]
         hits = []
-        for doc in ranked:
+        for doc in ranked.tolist():
             meta = self.metadatas[doc]
             if where and any(meta.get(key) != value for key, value in where.items()):
                 continue
             document = Document(
                 id=self.ids[doc], page_content=self.contents[doc], metadata=dict(meta)
             )
-            hits.append(KeywordHit(document, scores[doc], matched[doc] / total_weight))
+            hits.append(
+                KeywordHit(document, float(scores[doc]), float(matched[doc]) / total_weight)
+            )
             if len(hits) == k:
                 break
         return hits

@@ -150,3 +150,34 @@ def test_paraphrased_faq_question_retrieves_its_entry_first(sample_index: Sample
         assert top.metadata["source"] == "faq.csv", paraphrase
         assert top.metadata["faq_question"] == question
         assert "答：" in top.page_content  # the whole answer comes with it
+
+
+def test_chat_session_keeps_history_and_commands(sample_index: SampleIndex) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.integration.conftest import clean_env
+
+    script = "七天无理由退货怎么申请\n那运费呢？\n/sources\n/reset\n/sources\n/exit\n"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rag_pipeline.cli",
+            "chat",
+            "--data-dir",
+            str(sample_index.data_dir),
+        ],
+        input=script,
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.count("客服> ") == 2 and "[1]" in out
+    assert "来源 / Sources:" in out  # /sources after the follow-up
+    assert "（对话已清空）" in out and "（还没有回答）" in out  # /reset forgot the last answer
