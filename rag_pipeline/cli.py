@@ -1,4 +1,4 @@
-"""The ``rag`` command: ingest, ask, chat, info, config.
+"""The ``rag`` command: ingest, ask, chat, eval, info, config, collections, migrate.
 
 Exit codes: 0 success; 1 a remote API failed; 2 usage or configuration error (including "nothing
 ingested yet" and an embedding-model mismatch); 3 ingest finished but some files failed.
@@ -65,11 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="only chunks whose metadata KEY equals VALUE (repeatable), e.g. source=faq.csv",
     )
     p.add_argument("--show-context", action="store_true", help="also print every retrieved chunk")
+    _where_document_option(p)
     _common(p)
 
     p = sub.add_parser("chat", help="interactive conversation (/sources, /reset, /exit)")
     p.add_argument("--k", type=int)
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE")
+    _where_document_option(p)
     _common(p)
 
     p = sub.add_parser("eval", help="measure retrieval quality on QA sets or your own corpus")
@@ -90,7 +92,81 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the effective settings (secrets masked)")
     _common(p)
+
+    _add_collections_parser(sub)
+    _add_migrate_parser(sub)
     return parser
+
+
+def _where_document_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--where-document-contains",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="only chunks whose text contains TEXT (repeatable: all must occur), e.g. 运费; "
+        "RAG_RETRIEVER__WHERE_DOCUMENT takes a full filter",
+    )
+
+
+def _add_collections_parser(sub: Any) -> None:
+    p = sub.add_parser("collections", help="list, peek into, count, rename or delete collections")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = actions.add_parser("list", help="every collection at the configured location")
+    c.add_argument("--json", action="store_true")
+    _common(c)
+    c = actions.add_parser("peek", help="show a few chunks of the collection")
+    c.add_argument("n", nargs="?", type=int, default=5, help="how many (default 5)")
+    c.add_argument("--json", action="store_true")
+    _common(c)
+    c = actions.add_parser("count", help="number of chunks in the collection")
+    c.add_argument("--json", action="store_true")
+    _common(c)
+    c = actions.add_parser(
+        "rename", help="rename the collection, keeping its records and keyword index"
+    )
+    c.add_argument("new_name", help="letters, digits, underscores; 3-63 characters")
+    c.add_argument("--json", action="store_true")
+    _common(c)
+    c = actions.add_parser("delete", help="drop the collection and its records (needs --yes)")
+    c.add_argument("--yes", action="store_true", help="confirm: there is no undo")
+    c.add_argument("--json", action="store_true")
+    _common(c)
+
+
+def _add_migrate_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "migrate",
+        help="copy the collection (vectors included, nothing re-embedded) to another store",
+        description="Copy chunk ids, texts, metadata and vectors of the configured collection "
+        "to another store, with its record manager, source manifest and keyword index, so a "
+        "later `rag ingest` there is incremental. Unset --to-* values are the source's; "
+        "records and keyword index go to the target's data folder (default: the source's).",
+    )
+    p.add_argument("--to-backend", choices=["chroma", "milvus"], help="target backend")
+    p.add_argument("--to-mode", choices=["persistent", "memory", "http"], help="Chroma mode")
+    p.add_argument(
+        "--to-uri",
+        help="Milvus: a milvus-lite .db path or http://host:19530 (default DATA_DIR/milvus.db)",
+    )
+    p.add_argument("--to-collection", help="target collection name")
+    p.add_argument("--to-host", help="Chroma http: server host")
+    p.add_argument("--to-port", type=int, help="Chroma http: server port")
+    p.add_argument("--to-data-dir", type=Path, help="target data folder")
+    p.add_argument(
+        "--to-settings",
+        type=Path,
+        metavar="FILE",
+        help="a rag.toml whose [store] table (and data_dir) describe the target; --to-* win",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="drop an existing non-empty target (or one built with other embeddings) first",
+    )
+    p.add_argument("--batch-size", type=int, default=500, help="chunks per batch (default 500)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _common(p)
 
 
 def _parse_filters(items: Sequence[str]) -> dict[str, Any]:
@@ -119,6 +195,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         retriever["score_threshold"] = args.threshold
     if getattr(args, "filter", None):
         retriever["filter"] = _parse_filters(args.filter)
+    contains = getattr(args, "where_document_contains", None)
+    if contains:
+        clauses = [{"$contains": text} for text in contains]
+        retriever["where_document"] = clauses[0] if len(clauses) == 1 else {"$and": clauses}
     if retriever:
         overrides["retriever"] = retriever
     return load_settings(**overrides)
@@ -291,6 +371,104 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def cmd_collections(args: argparse.Namespace) -> int:
+    from rag_pipeline import collections
+
+    settings = _settings(args)
+    if args.action == "delete" and not args.yes:
+        collections.delete(settings, confirm=False)  # raises: says to pass --yes
+    if args.action == "list":
+        listing = collections.list_collections(settings)
+        if args.json:
+            _print_json(listing)
+            return EXIT_OK
+        print(f"{listing['backend']} at {listing['location']}:")
+        for row in listing["collections"]:
+            mark = "*" if row["current"] else " "
+            size = "?" if row["count"] is None else row["count"]
+            note = row.get("error") or row["fingerprint"] or "(no embedding fingerprint)"
+            print(f" {mark} {row['name']:<30} {size:>8} chunks  {note}")
+        if not listing["collections"]:
+            print("  (no collections: `rag ingest PATH` creates one)")
+    elif args.action == "peek":
+        chunks = collections.peek(settings, args.n)
+        if args.json:
+            _print_json(chunks)
+            return EXIT_OK
+        for chunk in chunks:
+            text = chunk["text"].replace("\n", " ")
+            if len(text) > collections.PEEK_TEXT:
+                text = text[: collections.PEEK_TEXT] + "…"
+            print(f"{chunk['id']}  {chunk['metadata'].get('source', '?')}\n    {text}")
+    elif args.action == "count":
+        counted = collections.count(settings)
+        if args.json:
+            _print_json(counted)
+        else:
+            print(counted["count"])
+    elif args.action == "rename":
+        renamed = collections.rename(settings, args.new_name)
+        if args.json:
+            _print_json(renamed)
+            return EXIT_OK
+        moved = renamed["moved"]
+        print(
+            f"renamed {renamed['collection']!r} to {renamed['renamed_to']!r} at "
+            f"{renamed['location']} ({renamed['count']} chunks; moved {moved['records']} "
+            f"records, {moved['sources']} sources, {moved['keyword_chunks']} keyword rows)"
+        )
+        print(f"next: {renamed['next']}")
+    else:
+        deleted = collections.delete(settings, confirm=True)
+        if args.json:
+            _print_json(deleted)
+            return EXIT_OK
+        removed = deleted["removed"]
+        state = "deleted" if deleted["existed"] else "did not exist;"
+        print(
+            f"collection {deleted['collection']!r} at {deleted['location']} {state} "
+            f"({deleted['deleted_chunks']} chunks, {removed['records']} records, "
+            f"{removed['sources']} sources, {removed['keyword_chunks']} keyword rows removed)"
+        )
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from rag_pipeline.collections import migrate, target_settings
+
+    settings = _settings(args)
+    target = target_settings(
+        settings,
+        backend=args.to_backend,
+        mode=args.to_mode,
+        uri=args.to_uri,
+        collection=args.to_collection,
+        host=args.to_host,
+        port=args.to_port,
+        data_dir=args.to_data_dir,
+        settings_file=args.to_settings,
+    )
+    report = migrate(settings, target, replace=args.replace, batch_size=args.batch_size)
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_OK
+    src, dst = report.source, report.target
+    print(
+        f"copied {report.chunks_copied} chunks in {report.batches} batches "
+        f"({report.seconds:.1f}s, nothing re-embedded)\n"
+        f"  from {src['backend']} {src['location']} / {src['collection']}\n"
+        f"  to   {dst['backend']} {dst['location']} / {dst['collection']} "
+        f"({dst['count']} chunks, {report.fingerprint})"
+    )
+    if report.replaced:
+        print("  the target's previous contents were dropped (--replace)")
+    return EXIT_OK
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "ask": cmd_ask,
@@ -298,6 +476,8 @@ COMMANDS = {
     "eval": cmd_eval,
     "info": cmd_info,
     "config": cmd_config,
+    "collections": cmd_collections,
+    "migrate": cmd_migrate,
 }
 
 

@@ -94,15 +94,21 @@ class RetrieverSettings(_Section):
     # Relevance in 0..1, higher = more relevant: cosine similarity clipped at 0 for similarity
     # and mmr; for hybrid (dense + g * keyword coverage) / (1 + g). Below it: refusal.
     score_threshold: float | None = Field(default=0.80, ge=0, le=1)
-    # Hybrid: candidates per side, fusion weights, keyword weight g in the relevance above.
-    candidates: int = Field(default=20, gt=0)
-    dense_weight: float = Field(default=0.5, ge=0)
-    keyword_weight: float = Field(default=0.5, ge=0)
+    # Hybrid: candidates per side; fusion "score" (weighted normalised scores, measured best,
+    # docs/tuning.md) or "rrf" (weighted reciprocal rank); keyword weight g in the relevance.
+    candidates: int = Field(default=30, gt=0)
+    fusion: Literal["score", "rrf"] = "score"
+    dense_weight: float = Field(default=0.25, ge=0)
+    keyword_weight: float = Field(default=0.75, ge=0)
+    coverage_weight: float = Field(default=0.2, ge=0)
     gate_keyword_weight: float = Field(default=0.2, ge=0)
     # A question this close (character-bigram Jaccard) to an FAQ question is answered from the
     # FAQ directly, without the chat model; None turns that off.
     faq_direct_match: float | None = Field(default=0.8, ge=0, le=1)
     filter: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # Content filter in Chroma's where_document syntax, e.g. {"$contains": "运费"}; also
+    # $not_contains and $and / $or lists. Applied by every backend and by the keyword side.
+    where_document: dict[str, Any] = Field(default_factory=dict)
 
 
 class LLMSettings(_Section):

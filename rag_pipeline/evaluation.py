@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from rag_pipeline.config import Settings
 
 CUTOFF = 10
-RETRIEVAL_CONFIGS = ("hybrid", "dense", "bm25", "mmr", "vanilla")
+RETRIEVAL_CONFIGS = ("hybrid", "dense", "bm25", "mmr", "rrf", "vanilla")
 EMBEDDING_PREFIXES = ("local", "fake", "openai", "dashscope", "huggingface")
 
 
@@ -215,8 +215,11 @@ def _config_settings(base: Settings, name: str, scratch: Path) -> tuple[Settings
         overrides["split"] = {"chunk_size": 1000, "chunk_overlap": 200, "strategy": "langchain"}
         overrides["retriever"]["k"] = 4
         mode = "dense"
-    elif name in ("hybrid", "dense", "bm25", "mmr"):
+    elif name in ("hybrid", "dense", "bm25", "mmr", "rrf"):
         overrides["store"]["collection"] = "eval_default"
+        if name == "rrf":  # hybrid with reciprocal rank fusion instead of score fusion
+            overrides["retriever"]["fusion"] = "rrf"
+            mode = "hybrid"
     else:
         provider, _, model = name.partition(":")
         if provider not in EMBEDDING_PREFIXES:

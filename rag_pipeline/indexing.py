@@ -171,12 +171,18 @@ def sync_keyword_index(
         keyword.add(docs, [d.id or "" for d in docs])
 
 
-def delete_sources(store: VectorBackend, manager: SQLRecordManager, sources: Iterable[str]) -> int:
-    """Remove every chunk of ``sources`` from the store and the record manager."""
+def delete_sources(
+    store: VectorBackend,
+    manager: SQLRecordManager,
+    keyword: KeywordIndex,
+    sources: Iterable[str],
+) -> int:
+    """Remove every chunk of ``sources`` from the store, the keyword index and the records."""
     deleted = 0
     for source in sources:
         keys = manager.list_keys(group_ids=[source])
         store.delete(keys)
+        keyword.delete(keys)
         manager.delete_keys(keys)
         deleted += len(keys)
     return deleted
@@ -238,7 +244,7 @@ def ingest(
         for root in found.roots:
             present = {f.source for f in found.files if f.root == root}
             gone = manifest.under(root) - present
-            report.chunks_deleted += delete_sources(store, manager, sorted(gone))
+            report.chunks_deleted += delete_sources(store, manager, keyword, sorted(gone))
             manifest.remove(gone)
     report.seconds = round(time.perf_counter() - started, 3)
     return report

@@ -33,13 +33,22 @@ from langchain_core.vectorstores import VectorStore
 
 _CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+)*")
-# Function words that carry no topic; dropping them keeps coverage about content.
-_STOP = frozenset(
+# Function words carry no topic. In Chinese they also act as separators, so "是什么" in a
+# question produces no unigrams or bigrams (什, 么, 是什) that would match every FAQ entry.
+_CJK_STOP = sorted(
     "的 了 吗 呢 吧 啊 呀 是 我 你 他 她 它 们 在 有 和 与 或 就 都 也 还 要 会 能 可 以 "
     "怎么 怎样 什么 为什么 如何 可以 能否 是否 这个 那个 一下 一个 请问 多少 哪里 哪些 "
+    "这 那 吗 么".split(),
+    key=len,
+    reverse=True,
+)
+_CJK_STOP_SPLIT = re.compile("|".join(map(re.escape, _CJK_STOP)))
+_STOP = frozenset(
     "a an the is are was be to of in on for and or do does did how what why when where "
     "which who can could i my me you your it this that with at by from".split()
 )
+# Bump when tokenize() changes: indexes of an older version are rebuilt from the store.
+TOKENIZER_VERSION = 2
 K1, B = 1.2, 0.75
 
 
@@ -48,14 +57,17 @@ def tokenize(text: str) -> list[str]:
     text = text.lower()
     tokens: list[str] = []
     for run in _CJK_RUN.findall(text):
-        tokens.extend(run)
-        tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
+        for piece in _CJK_STOP_SPLIT.split(run):
+            tokens.extend(piece)
+            tokens.extend(piece[i : i + 2] for i in range(len(piece) - 1))
     for word in _WORD.findall(text):
+        if word in _STOP:
+            continue
         tokens.append(word)
         parts = re.split(r"[-_.]", word)
         if len(parts) > 1:
             tokens.extend(parts)
-    return [t for t in tokens if t not in _STOP]
+    return tokens
 
 
 @dataclass
@@ -153,7 +165,7 @@ class KeywordIndex:
 
     def __init__(self, path: Path, namespace: str) -> None:
         self.path = path
-        self.namespace = namespace
+        self.namespace = f"{namespace}#tokens-v{TOKENIZER_VERSION}"
         path.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(path)) as db, db:
             db.execute(
@@ -183,9 +195,30 @@ class KeywordIndex:
                 [(self.namespace, i) for i in ids],
             )
 
-    def clear(self) -> None:
+    def clear(self) -> int:
+        """Remove every chunk of this collection; returns how many went."""
         with closing(sqlite3.connect(self.path)) as db, db:
-            db.execute("DELETE FROM keyword_chunks WHERE namespace = ?", (self.namespace,))
+            cursor = db.execute("DELETE FROM keyword_chunks WHERE namespace = ?", (self.namespace,))
+        return cursor.rowcount
+
+    def count(self) -> int:
+        with closing(sqlite3.connect(self.path)) as db:
+            (n,) = db.execute(
+                "SELECT COUNT(*) FROM keyword_chunks WHERE namespace = ?", (self.namespace,)
+            ).fetchone()
+        return int(n)
+
+    def move_to(self, namespace: str) -> int:
+        """Hand every chunk over to the collection ``namespace`` (after a rename)."""
+        target = KeywordIndex(self.path, namespace)
+        target.clear()
+        with closing(sqlite3.connect(self.path)) as db, db:
+            cursor = db.execute(
+                "UPDATE keyword_chunks SET namespace = ? WHERE namespace = ?",
+                (target.namespace, self.namespace),
+            )
+        self.namespace = target.namespace
+        return cursor.rowcount
 
     def ids(self) -> set[str]:
         with closing(sqlite3.connect(self.path)) as db:

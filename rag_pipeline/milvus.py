@@ -8,12 +8,16 @@ The collection has three fixed fields (``pk`` = our string ids, ``text``, ``vect
 dynamic field that holds each chunk's metadata as JSON, so chunks with different metadata keys
 share one collection. The embedding fingerprint is a collection property (``rag_fingerprint``).
 Chunks are upserted, never blindly inserted: a Milvus server keeps duplicate primary keys.
+Content filters (``where_document``) become ``text like "%...%"`` with ``%``, ``_`` and backslash
+escaped, so the filter text is matched literally.
 
 >>> from rag_pipeline.config import Settings
 >>> settings = Settings(embeddings={"provider": "fake"}, store={"backend": "milvus"})
 >>> backend = MilvusBackend(settings, None)                    # doctest: +SKIP
 >>> milvus_expr({"source": "faq.csv", "page": 2})
 'source == "faq.csv" and page == 2'
+>>> milvus_document_expr({"$contains": "运费"})
+'text like "%运费%"'
 
 Nothing here imports ``pymilvus`` or ``langchain_milvus`` until a backend is built; without the
 ``milvus`` extra that raises ``MissingExtraError``.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -34,7 +39,17 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from rag_pipeline.errors import ConfigurationError, MissingExtraError
-from rag_pipeline.stores import FINGERPRINT_KEY, Filter, Hit, VectorBackend, relevance_function
+from rag_pipeline.stores import (
+    FINGERPRINT_KEY,
+    SCAN_BATCH,
+    DocumentFilter,
+    Filter,
+    Hit,
+    Record,
+    VectorBackend,
+    document_filter,
+    relevance_function,
+)
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
@@ -154,6 +169,42 @@ def _simple(clause: str) -> bool:
     return " and " not in clause and " or " not in clause
 
 
+def _like_pattern(text: str) -> str:
+    """``text`` as a LIKE pattern matching it literally anywhere in a string."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return json.dumps(f"%{escaped}%", ensure_ascii=False)
+
+
+def _document_clause(part: DocumentFilter) -> str:
+    ((op, operand),) = part.items()
+    if op == "$contains":
+        return f"{TEXT_FIELD} like {_like_pattern(operand)}"
+    if op == "$not_contains":
+        return f"not ({TEXT_FIELD} like {_like_pattern(operand)})"
+    joiner = " and " if op == "$and" else " or "
+    return joiner.join(f"({_document_clause(item)})" for item in operand)
+
+
+def milvus_document_expr(where_document: DocumentFilter | None) -> str:
+    """A content filter (Chroma's ``where_document`` syntax) as a Milvus expression on the
+    ``text`` field ("" = no filter). Wildcards in the text are escaped: it matches literally.
+
+    >>> print(milvus_document_expr({"$contains": "50%_off"}))
+    text like "%50\\\\%\\\\_off%"
+    >>> milvus_document_expr({"$or": [{"$contains": "运费"}, {"$not_contains": "包邮"}]})
+    '(text like "%运费%") or (not (text like "%包邮%"))'
+    """
+    checked = document_filter(where_document)
+    return _document_clause(checked) if checked else ""
+
+
+def _and(*expressions: str) -> str:
+    present = [e for e in expressions if e]
+    if len(present) <= 1:
+        return present[0] if present else ""
+    return " and ".join(f"({e})" for e in present)
+
+
 # ---------------------------------------------------------------------------------------------
 # The LangChain vector store: langchain_milvus.Milvus with upserts and our relevance
 # ---------------------------------------------------------------------------------------------
@@ -164,14 +215,35 @@ def _clean_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return {(f"metadata_{k}" if k in RESERVED_FIELDS else k): v for k, v in metadata.items()}
 
 
+def _restore_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``_clean_metadata``: ``metadata_text`` is read back as ``text``."""
+    restored = {}
+    for key, value in metadata.items():
+        if key.startswith("metadata_") and key[len("metadata_") :] in RESERVED_FIELDS:
+            key = key[len("metadata_") :]
+        restored[key] = value
+    return restored
+
+
+def _fill_ids(ids: Sequence[str | None] | None, n: int) -> list[str]:
+    """The given ids, with a fresh uuid4 wherever one is missing (as Chroma does)."""
+    given = list(ids) if ids is not None else [None] * n
+    return [i if i else str(uuid.uuid4()) for i in given]
+
+
 @cache
 def milvus_store_class() -> type:
     """``langchain_milvus.Milvus`` adapted to this package (built on first use).
 
     - ``add_documents(docs, ids=...)`` upserts: re-adding an id replaces the chunk instead of
       storing a duplicate (a Milvus server does not deduplicate primary keys on insert);
+    - ids come from ``ids=``, else from ``Document.id``, else fresh uuid4 strings (upstream
+      switches to ``auto_id``, which our string primary key cannot take);
+    - found documents carry their id in ``Document.id`` (not ``metadata["pk"]``), and
+      ``get_by_ids`` works;
     - ``delete(ids=...)`` lets pymilvus quote the ids;
     - relevance scores use the backend's 0..1 mapping (``_rag_relevance``).
+    The async methods behave the same through pymilvus' async client.
     """
     try:
         from langchain_milvus import Milvus
@@ -233,6 +305,126 @@ def milvus_store_class() -> type:
                 self.client.delete(self.collection_name, ids=list(batch), **kwargs)
             return True
 
+        def add_texts(
+            self,
+            texts: Any,
+            metadatas: list[dict] | None = None,
+            timeout: float | None = None,
+            batch_size: int = BATCH,
+            *,
+            ids: list[str] | None = None,
+            **kwargs: Any,
+        ) -> list[str]:
+            texts = list(texts)
+            if not self.auto_id:
+                ids = _fill_ids(ids, len(texts))
+            return super().add_texts(  # type: ignore[no-any-return]
+                texts, metadatas, timeout, batch_size, ids=ids, **kwargs
+            )
+
+        def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+            if kwargs.get("ids") is None:
+                kwargs["ids"] = [doc.id for doc in documents]
+            return self.add_texts(
+                [doc.page_content for doc in documents],
+                [doc.metadata for doc in documents],
+                **kwargs,
+            )
+
+        def _parse_document(self, data: dict) -> Document:
+            id_ = data.pop(self._primary_field, None)
+            document = super()._parse_document(data)
+            document.metadata = _restore_metadata(document.metadata)
+            document.id = str(id_) if id_ is not None else None
+            return document  # type: ignore[no-any-return]
+
+        def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+            found: list[Document] = []
+            for batch in _batched(list(ids), BATCH):
+                rows = self.client.get(
+                    self.collection_name, ids=list(batch), output_fields=[TEXT_FIELD, "$meta"]
+                )
+                found.extend(self._parse_document(dict(row)) for row in rows)
+            return found
+
+        async def aadd_texts(
+            self,
+            texts: Any,
+            metadatas: list[dict] | None = None,
+            timeout: float | None = None,
+            batch_size: int = BATCH,
+            *,
+            ids: list[str] | None = None,
+            **kwargs: Any,
+        ) -> list[str]:
+            texts = list(texts)
+            if not self.auto_id:
+                ids = _fill_ids(ids, len(texts))
+            return await super().aadd_texts(  # type: ignore[no-any-return]
+                texts, metadatas, timeout, batch_size, ids=ids, **kwargs
+            )
+
+        async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+            if kwargs.get("ids") is None:
+                kwargs["ids"] = [doc.id for doc in documents]
+            return await self.aadd_texts(
+                [doc.page_content for doc in documents],
+                [doc.metadata for doc in documents],
+                **kwargs,
+            )
+
+        async def aadd_embeddings(
+            self,
+            texts: list[str],
+            embeddings: list[list[float]] | list[list[list[float]]],
+            metadatas: list[dict] | None = None,
+            timeout: float | None = None,
+            batch_size: int = BATCH,
+            *,
+            ids: list[str] | None = None,
+            **kwargs: Any,
+        ) -> list[str]:
+            if self.auto_id or not ids or self._is_multi_embedding:
+                return await super().aadd_embeddings(  # type: ignore[no-any-return]
+                    texts, embeddings, metadatas, timeout, batch_size, ids=ids, **kwargs
+                )
+            column = cast("list[list[float]]", list(embeddings))
+            rows = self._prepare_insert_list(
+                texts=list(texts),
+                embeddings=[column],
+                metadatas=[_clean_metadata(m) for m in metadatas] if metadatas else None,
+                ids=list(ids),
+                force_ids=True,
+            )
+            for start in range(0, len(rows), batch_size):
+                await self.aclient.upsert(
+                    self.collection_name,
+                    rows[start : start + batch_size],
+                    timeout=self.timeout or timeout,
+                    **kwargs,
+                )
+            return list(ids)
+
+        async def adelete(
+            self, ids: list[str] | None = None, expr: str | None = None, **kwargs: Any
+        ) -> bool | None:
+            if not ids:
+                return await super().adelete(  # type: ignore[no-any-return]
+                    ids=ids, expr=expr, **kwargs
+                )
+            for batch in _batched(ids, BATCH):
+                await self.aclient.delete(self.collection_name, ids=list(batch), **kwargs)
+            return True
+
+        async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+            found: list[Document] = []
+            for batch in _batched(list(ids), BATCH):
+                rows = await self.aclient.get(
+                    self.collection_name, ids=list(batch), output_fields=[TEXT_FIELD, "$meta"]
+                )
+                found.extend(self._parse_document(dict(row)) for row in rows)
+            return found
+
     return RagMilvus
 
 
@@ -285,8 +477,9 @@ class MilvusBackend(VectorBackend):
         else:
             self.uri = uri
             self.location = redact_uri(uri)
-        self.namespace = f"milvus/{self.location}/{self.name}"
+        self.namespace = self._namespace(self.name)
         self._embedding_function = embedding_function
+        self._loaded = False  # whether this backend made sure the collection is loaded
         self._ef_search = cfg.ef_search
         self._metric = METRICS[cfg.space]  # replaced by the index's metric once attached
         self.vector_store = None  # type: ignore[assignment]
@@ -337,6 +530,15 @@ class MilvusBackend(VectorBackend):
 
     # -- VectorBackend -----------------------------------------------------------------------
 
+    def _namespace(self, name: str) -> str:
+        return f"milvus/{self.location}/{name}"
+
+    def _ready(self) -> None:
+        """Load the collection once (a server answers queries on loaded collections only)."""
+        if not self._loaded:
+            self.client.load_collection(self.name)
+            self._loaded = True
+
     def exists(self) -> bool:
         return bool(self.client.has_collection(self.name))
 
@@ -369,6 +571,7 @@ class MilvusBackend(VectorBackend):
             )
         self.client.create_index(self.name, index)
         self.client.load_collection(self.name)
+        self._loaded = True
 
     def attach(self) -> None:
         if self._embedding_function is None:
@@ -399,6 +602,7 @@ class MilvusBackend(VectorBackend):
         self.vector_store = store
 
     def count(self) -> int:
+        self._ready()
         rows = self.client.query(self.name, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
@@ -410,6 +614,7 @@ class MilvusBackend(VectorBackend):
     def drop(self) -> None:
         if self.client.has_collection(self.name):
             self.client.drop_collection(self.name)  # also clears pymilvus' schema cache
+        self._loaded = False
 
     def search(
         self,
@@ -418,14 +623,16 @@ class MilvusBackend(VectorBackend):
         where: Filter | None = None,
         *,
         with_vectors: bool = False,
+        where_document: DocumentFilter | None = None,
     ) -> list[Hit]:
+        self._ready()
         output = [TEXT_FIELD, "$meta"] + ([VECTOR_FIELD] if with_vectors else [])
         result = self.client.search(
             self.name,
             data=[vector],
             anns_field=VECTOR_FIELD,
             limit=k,
-            filter=milvus_expr(where),
+            filter=_and(milvus_expr(where), milvus_document_expr(where_document)),
             output_fields=output,
             search_params={"metric_type": self._metric, "params": self._search_params(k)},
         )
@@ -444,6 +651,7 @@ class MilvusBackend(VectorBackend):
         return hits
 
     def get(self, ids: list[str]) -> list[Document]:
+        self._ready()
         by_id: dict[str, Document] = {}
         for batch in _batched(ids, BATCH):
             for row in self.client.get(
@@ -454,6 +662,7 @@ class MilvusBackend(VectorBackend):
         return [by_id[i] for i in ids if i in by_id]
 
     def sources(self) -> dict[str, int]:
+        self._ready()
         counts: dict[str, int] = {}
         for row in self._scan(["source"]):
             value = row.get("source")
@@ -462,8 +671,63 @@ class MilvusBackend(VectorBackend):
         return dict(sorted(counts.items()))
 
     def delete(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        if self.vector_store is not None:
+            # Through the attached store: during ingest it is the KeywordMirror, which removes
+            # the chunks from the keyword index as well (pruned files must leave both).
+            self.vector_store.delete(ids=ids)
+            return
         for batch in _batched(ids, BATCH):
             self.client.delete(self.name, ids=list(batch))
+
+    def list_collections(self) -> list[str]:
+        return sorted(str(name) for name in self.client.list_collections())
+
+    def peek(self, n: int) -> list[Document]:
+        if n <= 0:
+            return []
+        self._ready()
+        rows = self.client.query(self.name, filter="", output_fields=[TEXT_FIELD, "$meta"], limit=n)
+        return [self._document(row[PK_FIELD], dict(row)) for row in rows]
+
+    def rename(self, new_name: str) -> None:
+        self.client.rename_collection(self.name, new_name)
+        self.vector_store = None  # type: ignore[assignment]
+        self.name = new_name
+        self.namespace = self._namespace(new_name)
+
+    def scan(self, batch_size: int = SCAN_BATCH) -> Iterator[list[Record]]:
+        self._ready()
+        ids = [str(row[PK_FIELD]) for row in self._scan([PK_FIELD])]
+        for batch in _batched(ids, batch_size):
+            rows = self.client.get(
+                self.name, ids=list(batch), output_fields=[TEXT_FIELD, VECTOR_FIELD, "$meta"]
+            )
+            by_id = {str(row[PK_FIELD]): dict(row) for row in rows}
+            records = []
+            for id_ in batch:
+                row = by_id.get(id_)
+                if row is None:  # deleted meanwhile
+                    continue
+                vector = [float(v) for v in row[VECTOR_FIELD]]
+                document = self._document(id_, row)
+                records.append(Record(id_, document.page_content, document.metadata, vector))
+            yield records
+
+    def write(self, records: Sequence[Record]) -> None:
+        self._ready()
+        rows = [
+            {
+                **_clean_metadata(r.metadata),
+                PK_FIELD: r.id,
+                TEXT_FIELD: r.text,
+                VECTOR_FIELD: list(r.vector),
+            }
+            for r in records
+        ]
+        for start in range(0, len(rows), BATCH):
+            self.client.upsert(self.name, rows[start : start + BATCH])
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -488,7 +752,7 @@ class MilvusBackend(VectorBackend):
         entity.pop(PK_FIELD, None)
         entity.pop(VECTOR_FIELD, None)
         entity.pop("$meta", None)
-        return Document(id=str(id_), page_content=text or "", metadata=entity)
+        return Document(id=str(id_), page_content=text or "", metadata=_restore_metadata(entity))
 
     def _scan(self, fields: list[str]) -> Iterator[dict[str, Any]]:
         """Every row's ``fields`` (plus ``pk``)."""

@@ -3,7 +3,9 @@
 Every backend exposes the LangChain ``VectorStore`` (``.vector_store``) plus what the pipeline
 needs around it: the embedding fingerprint recorded in the collection, counts, deletion, search
 with scores normalised to one 0..1 relevance (cosine similarity clipped at 0) whatever the
-index metric, and a record-manager namespace.
+index metric, metadata filters (``where``) and content filters (``where_document``), a
+record-manager namespace, and the collection housekeeping behind ``rag collections`` and
+``rag migrate`` (list, peek, rename, raw reads and writes of stored vectors).
 
 >>> from rag_pipeline.config import Settings
 >>> from rag_pipeline.embeddings import build_embedding_model
@@ -16,7 +18,7 @@ index metric, and a record-manager namespace.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 FINGERPRINT_KEY = "rag_fingerprint"
 Filter = dict[str, Any]
+DocumentFilter = dict[str, Any]
+SCAN_BATCH = 500
 
 
 @dataclass
@@ -41,6 +45,89 @@ class Hit:
     document: Document
     relevance: float
     vector: list[float] | None = None
+
+
+@dataclass
+class Record:
+    """One stored chunk with its vector: what ``scan`` reads and ``write`` stores verbatim
+    (a copy between stores without calling the embedding model)."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    vector: list[float]
+
+    def document(self) -> Document:
+        return Document(id=self.id, page_content=self.text, metadata=dict(self.metadata))
+
+
+# ---------------------------------------------------------------------------------------------
+# Content filters: Chroma's ``where_document`` syntax, checked once, translated per backend
+# ---------------------------------------------------------------------------------------------
+
+_TEXT_OPERATORS = ("$contains", "$not_contains")
+_DOCUMENT_FILTER_HELP = (
+    'expected {"$contains": "TEXT"}, {"$not_contains": "TEXT"}, or {"$and": [...]} / '
+    '{"$or": [...]} of those, e.g. RAG_RETRIEVER__WHERE_DOCUMENT=\'{"$contains": "运费"}\''
+)
+
+
+def document_filter(where_document: DocumentFilter | None) -> DocumentFilter | None:
+    """Check a content filter (None or ``{}`` = no filter) and return it unchanged.
+
+    The syntax is Chroma's ``where_document``: ``$contains`` / ``$not_contains`` a substring
+    (case-sensitive), combined with ``$and`` / ``$or`` lists.
+
+    >>> document_filter({"$contains": "运费"})
+    {'$contains': '运费'}
+    >>> document_filter({"$like": "x"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    rag_pipeline.errors.ConfigurationError: where_document {'$like': 'x'}: expected ...
+    """
+    if not where_document:
+        return None
+    _check_document_filter(where_document, where_document)
+    return where_document
+
+
+def _check_document_filter(part: Any, whole: DocumentFilter) -> None:
+    def bad(why: str) -> ConfigurationError:
+        return ConfigurationError(f"where_document {whole!r}: {why}{_DOCUMENT_FILTER_HELP}")
+
+    if not isinstance(part, dict) or len(part) != 1:
+        raise bad("each filter is a dict with exactly one operator; ")
+    ((op, operand),) = part.items()
+    if op in _TEXT_OPERATORS:
+        if not isinstance(operand, str) or not operand:
+            raise bad(f"{op} needs a non-empty text; ")
+    elif op in ("$and", "$or"):
+        if not isinstance(operand, list) or not operand:
+            raise bad(f"{op} needs a non-empty list of filters; ")
+        for item in operand:
+            _check_document_filter(item, whole)
+    else:
+        raise bad("")
+
+
+def document_matches(text: str, where_document: DocumentFilter | None) -> bool:
+    """Whether ``text`` passes a (checked) content filter, evaluated here in Python: used
+    where no database does it (the keyword index).
+
+    >>> document_matches("满99元包邮，运费8元", {"$and": [{"$contains": "运费"},
+    ...                                               {"$not_contains": "退货"}]})
+    True
+    """
+    if not where_document:
+        return True
+    ((op, operand),) = where_document.items()
+    if op == "$contains":
+        return str(operand) in text
+    if op == "$not_contains":
+        return str(operand) not in text
+    if op == "$and":
+        return all(document_matches(text, part) for part in operand)
+    return any(document_matches(text, part) for part in operand)
 
 
 def relevance_function(space: str) -> Callable[[float], float]:
@@ -64,6 +151,7 @@ class VectorBackend(ABC):
     """One collection in one vector database, opened for this package's use."""
 
     vector_store: VectorStore
+    name: str  # the collection's name
     namespace: str  # record-manager namespace: one per backend + location + collection
     location: str  # shown to users: where the data lives
 
@@ -97,8 +185,13 @@ class VectorBackend(ABC):
         where: Filter | None = None,
         *,
         with_vectors: bool = False,
+        where_document: DocumentFilter | None = None,
     ) -> list[Hit]:
-        """Top-k chunks for a query vector, best first, relevance in 0..1."""
+        """Top-k chunks for a query vector, best first, relevance in 0..1.
+
+        ``where`` filters on metadata, ``where_document`` on the chunk text (see
+        ``document_filter``); both apply before the top-k cut.
+        """
 
     @abstractmethod
     def get(self, ids: list[str]) -> list[Document]: ...
@@ -107,9 +200,33 @@ class VectorBackend(ABC):
     def sources(self) -> dict[str, int]:
         """Chunk count per ``source``."""
 
+    @abstractmethod
+    def list_collections(self) -> list[str]:
+        """Names of every collection at this backend's location (sorted)."""
+
+    @abstractmethod
+    def peek(self, n: int) -> list[Document]:
+        """Up to ``n`` stored chunks (no particular order)."""
+
+    @abstractmethod
+    def rename(self, new_name: str) -> None:
+        """Rename the collection; ``name`` and ``namespace`` follow it. The LangChain
+        ``vector_store`` of the old name is dropped: ``attach()`` again to search."""
+
+    @abstractmethod
+    def scan(self, batch_size: int = SCAN_BATCH) -> Iterator[list[Record]]:
+        """Every stored chunk with its vector, ``batch_size`` at a time."""
+
+    @abstractmethod
+    def write(self, records: Sequence[Record]) -> None:
+        """Store chunks with the given vectors (upsert by id), without embedding anything."""
+
     def delete(self, ids: list[str]) -> None:
         if ids:
             self.vector_store.delete(ids=ids)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release this backend's clients (nothing to do for most backends)."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -117,6 +234,11 @@ class VectorBackend(ABC):
             "count": self.count(),
             "fingerprint": self.stored_fingerprint(),
         }
+
+
+def chroma_where_document(where_document: DocumentFilter | None) -> DocumentFilter | None:
+    """A (checked) content filter in Chroma's ``where_document`` syntax: ours is Chroma's."""
+    return document_filter(where_document)
 
 
 def chroma_where(filter_: Filter | None) -> Filter | None:
@@ -146,12 +268,20 @@ class ChromaBackend(VectorBackend):
             self.location = str(settings.chroma_dir)
         else:
             self.location = "memory"
-        self.namespace = f"chroma/{cfg.mode}/{self.location}/{self.name}"
+        self._mode = cfg.mode
+        self.namespace = self._namespace(self.name)
         self._embedding_function = embedding_function
         self._relevance = relevance_function(cfg.space)
         self._chroma_cls = Chroma
         self._collection: Any = None
         self.vector_store = None  # type: ignore[assignment]
+
+    def _namespace(self, name: str) -> str:
+        # The records live in the same data folder as an embedded collection, so its path is
+        # not part of the name (a relative and an absolute spelling are the same collection).
+        if self._mode == "http":
+            return f"chroma/http/{self.location}/{name}"
+        return f"chroma/{self._mode}/{name}"
 
     def exists(self) -> bool:
         from chromadb.errors import NotFoundError
@@ -209,10 +339,15 @@ class ChromaBackend(VectorBackend):
         where: Filter | None = None,
         *,
         with_vectors: bool = False,
+        where_document: DocumentFilter | None = None,
     ) -> list[Hit]:
         include = ["documents", "metadatas", "distances"] + (["embeddings"] if with_vectors else [])
         result = self._collection.query(
-            query_embeddings=[vector], n_results=k, where=chroma_where(where), include=include
+            query_embeddings=[vector],
+            n_results=k,
+            where=chroma_where(where),
+            where_document=chroma_where_document(where_document),
+            include=include,
         )
         vectors = result["embeddings"][0] if with_vectors else [None] * len(result["ids"][0])
         return [
@@ -253,6 +388,55 @@ class ChromaBackend(VectorBackend):
                 return dict(sorted(counts.items()))
             offset += page
 
+    def list_collections(self) -> list[str]:
+        return sorted(c if isinstance(c, str) else c.name for c in self.client.list_collections())
+
+    def peek(self, n: int) -> list[Document]:
+        if n <= 0:
+            return []
+        got = self._collection.get(limit=n, include=["documents", "metadatas"])
+        return [
+            Document(id=id_, page_content=text or "", metadata=dict(meta or {}))
+            for id_, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        ]
+
+    def rename(self, new_name: str) -> None:
+        self._collection.modify(name=new_name)
+        self.name = new_name
+        self.namespace = self._namespace(new_name)
+        self.vector_store = None  # type: ignore[assignment]
+
+    def scan(self, batch_size: int = SCAN_BATCH) -> Iterator[list[Record]]:
+        offset = 0
+        while True:
+            got = self._collection.get(
+                include=["documents", "metadatas", "embeddings"], limit=batch_size, offset=offset
+            )
+            if not len(got["ids"]):
+                return
+            yield [
+                Record(id_, text or "", dict(meta or {}), [float(v) for v in vector])
+                for id_, text, meta, vector in zip(
+                    got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
+                )
+            ]
+            if len(got["ids"]) < batch_size:
+                return
+            offset += batch_size
+
+    def write(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        limit = max(1, int(self.client.get_max_batch_size()))  # Chroma caps one request
+        for start in range(0, len(records), limit):
+            batch = records[start : start + limit]
+            self._collection.upsert(
+                ids=[r.id for r in batch],
+                embeddings=[r.vector for r in batch],
+                documents=[r.text for r in batch],
+                metadatas=[r.metadata or None for r in batch],  # type: ignore[misc]
+            )
+
 
 def _chroma_client(settings: Settings) -> Any:
     import chromadb
@@ -286,6 +470,14 @@ def _chroma_client(settings: Settings) -> Any:
             f"({type(e).__name__}): start one with `chroma run --path DIR --port {cfg.port}` "
             "or fix RAG_STORE__HOST / RAG_STORE__PORT"
         ) from e
+
+
+def connect(settings: Settings, embedding_function: Embeddings | None = None) -> VectorBackend:
+    """The configured backend, connected but not opened: call ``exists()`` (or ``create``)
+    before using the collection, and ``close()`` when done. ``open_store`` is the checked way
+    in for search and ingest; this one is for housekeeping that needs no embedding model
+    (``rag collections``, ``rag migrate``)."""
+    return _backend(settings, embedding_function)  # type: ignore[no-any-return]
 
 
 def _backend(settings: Settings, embedding_function: Embeddings | None) -> Any:

@@ -1,0 +1,511 @@
+"""Collection housekeeping on every backend: list, peek, count, rename, delete, migrate.
+
+A collection is more than its vectors. Ingest keeps three things beside it, all keyed by the
+backend's record-manager namespace (backend + location + collection name):
+
+- the LangChain record manager (``SQLRecordManager`` in ``settings.record_db``): which chunk ids
+  are stored, grouped by ``source``; it is what makes re-ingesting incremental;
+- the source manifest (table ``rag_sources`` in the same file): which files each namespace
+  holds, under which corpus root, so deleted files can be pruned;
+- the keyword index (table ``keyword_chunks`` in ``settings.keyword_db``) for hybrid search.
+
+``rename`` moves all three to the new namespace, ``delete`` removes them, and ``migrate``
+writes them for the target store, so ``rag ingest`` stays incremental afterwards.
+
+``migrate`` copies chunk ids, texts, metadata and the stored vectors from the configured
+collection to another store (Chroma <-> Milvus, another location or name) in batches, without
+calling the embedding model; the target records the same embedding fingerprint.
+
+>>> from rag_pipeline.config import load_settings
+>>> settings = load_settings()
+>>> list_collections(settings)["collections"]                       # doctest: +SKIP
+[{'name': 'rag', 'count': 42, 'fingerprint': 'local:multilingual-e5-small-q4:384', ...}]
+>>> target = target_settings(settings, backend="milvus", uri="kb.db")
+>>> migrate(settings, target).to_dict()                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rag_pipeline.errors import ConfigurationError, EmptyIndexError, RagError
+from rag_pipeline.keyword import KeywordIndex
+
+if TYPE_CHECKING:
+    from rag_pipeline.config import Settings
+    from rag_pipeline.stores import VectorBackend
+
+MIGRATE_BATCH = 500
+PEEK_TEXT = 120  # characters of each chunk shown by `rag collections peek` (not --json)
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening a collection without an embedding model
+# ---------------------------------------------------------------------------------------------
+
+
+def missing_collection_message(settings: Settings, backend: VectorBackend) -> str:
+    return (
+        f"there is no collection {settings.store.collection!r} at {backend.location}: "
+        "`rag collections list` shows the collections there; choose one with --collection NAME "
+        "(RAG_STORE__COLLECTION), or create it with `rag ingest PATH`"
+    )
+
+
+@contextmanager
+def opened(settings: Settings, *, must_exist: bool = True) -> Iterator[VectorBackend]:
+    """The configured backend, connected (no embedding model needed) and closed afterwards.
+
+    ``must_exist``: a missing collection is an EmptyIndexError that says what to do.
+    """
+    from rag_pipeline.stores import connect
+
+    backend = connect(settings)
+    try:
+        if not backend.exists() and must_exist:
+            raise EmptyIndexError(missing_collection_message(settings, backend))
+        yield backend
+    finally:
+        backend.close()
+
+
+def _describe_location(settings: Settings, backend: VectorBackend) -> dict[str, Any]:
+    cfg = settings.store
+    return {
+        "backend": cfg.backend,
+        "mode": cfg.mode if cfg.backend == "chroma" else None,
+        "location": backend.location,
+        "collection": backend.name,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The bookkeeping beside a collection: record manager, source manifest, keyword index
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bookkeeping:
+    """Rows kept for one namespace beside the store (what rename moves and delete removes)."""
+
+    records: int = 0
+    sources: int = 0
+    keyword_chunks: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _records_table() -> Any:
+    # The record manager's own table: its public API cannot rename a namespace.
+    from langchain_classic.indexes._sql_record_manager import UpsertionRecord
+
+    return UpsertionRecord.__table__
+
+
+def _ensure_tables(settings: Settings, namespace: str) -> Any:
+    """Create every bookkeeping table that is missing; returns the record manager."""
+    from rag_pipeline.indexing import SourceManifest, record_manager
+
+    manager = record_manager(settings, namespace)
+    SourceManifest(settings.record_db, namespace)
+    KeywordIndex(settings.keyword_db, namespace)
+    return manager
+
+
+def count_bookkeeping(settings: Settings, namespace: str) -> Bookkeeping:
+    """How many rows each bookkeeping table holds for ``namespace``."""
+    from sqlalchemy import func, select
+
+    manager = _ensure_tables(settings, namespace)
+    table = _records_table()
+    with manager.engine.connect() as connection:
+        records = connection.execute(
+            select(func.count()).select_from(table).where(table.c.namespace == namespace)
+        ).scalar_one()
+    with closing(sqlite3.connect(settings.record_db)) as db:
+        (sources,) = db.execute(
+            "SELECT COUNT(*) FROM rag_sources WHERE namespace = ?", (namespace,)
+        ).fetchone()
+    chunks = KeywordIndex(settings.keyword_db, namespace).count()
+    return Bookkeeping(int(records), int(sources), chunks)
+
+
+def drop_bookkeeping(settings: Settings, namespace: str) -> Bookkeeping:
+    """Remove every row kept for ``namespace``; returns how many went."""
+    from sqlalchemy import delete
+
+    manager = _ensure_tables(settings, namespace)
+    table = _records_table()
+    with manager.engine.begin() as connection:
+        records = connection.execute(delete(table).where(table.c.namespace == namespace))
+    with closing(sqlite3.connect(settings.record_db)) as db, db:
+        sources = db.execute("DELETE FROM rag_sources WHERE namespace = ?", (namespace,))
+    chunks = KeywordIndex(settings.keyword_db, namespace).clear()
+    return Bookkeeping(records.rowcount, sources.rowcount, chunks)
+
+
+def move_bookkeeping(settings: Settings, old: str, new: str) -> Bookkeeping:
+    """Move every row of namespace ``old`` to ``new`` (rows already under ``new`` are stale
+    leftovers of a collection that no longer exists, and go first)."""
+    from sqlalchemy import update
+
+    drop_bookkeeping(settings, new)
+    manager = _ensure_tables(settings, old)
+    table = _records_table()
+    with manager.engine.begin() as connection:
+        records = connection.execute(
+            update(table).where(table.c.namespace == old).values(namespace=new)
+        )
+    with closing(sqlite3.connect(settings.record_db)) as db, db:
+        sources = db.execute("UPDATE rag_sources SET namespace = ? WHERE namespace = ?", (new, old))
+    chunks = KeywordIndex(settings.keyword_db, old).move_to(new)
+    return Bookkeeping(records.rowcount, sources.rowcount, chunks)
+
+
+# ---------------------------------------------------------------------------------------------
+# list / count / peek / rename / delete
+# ---------------------------------------------------------------------------------------------
+
+
+def list_collections(settings: Settings) -> dict[str, Any]:
+    """Every collection at the configured location: name, chunk count, embedding fingerprint,
+    and whether it is the configured one."""
+    from rag_pipeline.stores import connect
+
+    with opened(settings, must_exist=False) as backend:
+        rows = []
+        for name in backend.list_collections():
+            # Not validated: collections made by other tools may have other names.
+            store = settings.store.model_copy(update={"collection": name})
+            other = connect(settings.model_copy(update={"store": store}))
+            row: dict[str, Any] = {"name": name, "count": None, "fingerprint": None}
+            try:
+                other.exists()
+                row["fingerprint"] = other.stored_fingerprint()
+                row["count"] = other.count()
+            except Exception as e:  # a foreign collection (no index, another schema, ...)
+                row["error"] = f"{type(e).__name__}: {e}"
+            finally:
+                other.close()
+            rows.append({**row, "current": name == settings.store.collection})
+        info = _describe_location(settings, backend)
+    info.pop("collection")
+    return {**info, "collections": rows}
+
+
+def count(settings: Settings) -> dict[str, Any]:
+    """The configured collection's chunk count (and where it is)."""
+    with opened(settings) as backend:
+        return {**_describe_location(settings, backend), "count": backend.count()}
+
+
+def peek(settings: Settings, n: int = 5) -> list[dict[str, Any]]:
+    """Up to ``n`` chunks of the configured collection: id, text and metadata."""
+    if n < 0:
+        raise ConfigurationError(f"peek {n}: give a number of chunks >= 0")
+    with opened(settings) as backend:
+        return [
+            {"id": doc.id, "text": doc.page_content, "metadata": doc.metadata}
+            for doc in backend.peek(n)
+        ]
+
+
+def _with_collection(settings: Settings, name: str) -> Settings:
+    """``settings`` with another collection name (validated like RAG_STORE__COLLECTION)."""
+    return _with_store(settings, {"collection": name})
+
+
+def _with_store(
+    settings: Settings, changes: dict[str, Any], data_dir: Path | None = None
+) -> Settings:
+    from pydantic import ValidationError
+
+    from rag_pipeline.config import StoreSettings
+
+    try:
+        store = StoreSettings.model_validate({**settings.store.model_dump(), **changes})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in e.errors()
+        )
+        raise ConfigurationError(f"invalid store setting ({problems})") from e
+    update: dict[str, Any] = {"store": store}
+    if data_dir is not None:
+        update["data_dir"] = data_dir
+    return settings.model_copy(update=update)
+
+
+def rename(settings: Settings, new_name: str) -> dict[str, Any]:
+    """Rename the configured collection and move its records, manifest and keyword rows to
+    the new name's namespace. Afterwards point the settings at the new name."""
+    _with_collection(settings, new_name)  # the new name must be a valid collection name
+    with opened(settings) as backend:
+        if new_name == backend.name:
+            raise ConfigurationError(f"the collection is already called {new_name!r}")
+        if new_name in backend.list_collections():
+            raise ConfigurationError(
+                f"a collection {new_name!r} already exists at {backend.location}: choose another "
+                f"name, or delete it first (`rag collections delete --yes --collection "
+                f"{new_name}`)"
+            )
+        old_namespace = backend.namespace
+        info = _describe_location(settings, backend)
+        backend.rename(new_name)
+        moved = move_bookkeeping(settings, old_namespace, backend.namespace)
+        chunks = backend.count()
+    return {
+        **info,
+        "renamed_to": new_name,
+        "count": chunks,
+        "moved": moved.to_dict(),
+        "namespace": backend.namespace,
+        "next": f"set RAG_STORE__COLLECTION={new_name} (or pass --collection {new_name})",
+    }
+
+
+def delete(settings: Settings, *, confirm: bool) -> dict[str, Any]:
+    """Drop the configured collection and everything kept beside it. ``confirm`` must be
+    True (``--yes``): there is no undo."""
+    name = settings.store.collection
+    if not confirm:
+        raise ConfigurationError(
+            f"`rag collections delete` drops collection {name!r} with all its chunks and "
+            "records, and cannot be undone: pass --yes to confirm"
+        )
+    with opened(settings, must_exist=False) as backend:
+        existed = backend.exists()
+        chunks = backend.count() if existed else 0
+        if existed:
+            backend.drop()
+        removed = drop_bookkeeping(settings, backend.namespace)
+        info = _describe_location(settings, backend)
+    if not existed and not any(removed.to_dict().values()):
+        raise EmptyIndexError(
+            f"there is no collection {name!r} at {info['location']} (and nothing recorded for "
+            "it): `rag collections list` shows the collections there"
+        )
+    return {**info, "existed": existed, "deleted_chunks": chunks, "removed": removed.to_dict()}
+
+
+# ---------------------------------------------------------------------------------------------
+# migrate
+# ---------------------------------------------------------------------------------------------
+
+
+def target_settings(
+    settings: Settings,
+    *,
+    backend: str | None = None,
+    mode: str | None = None,
+    uri: str | None = None,
+    collection: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    data_dir: Path | None = None,
+    settings_file: Path | None = None,
+) -> Settings:
+    """The settings of a migration target: the configured ones, with the ``[store]`` table and
+    ``data_dir`` of ``settings_file`` (a rag.toml) over them, then the given values.
+
+    Embeddings, splitting etc. stay the source's: the vectors are copied, not recomputed.
+    The target's record manager and keyword index live in its ``data_dir`` (by default the
+    source's: each collection has its own namespace there).
+    """
+    changes: dict[str, Any] = {}
+    if settings_file is not None:
+        try:
+            data = tomllib.loads(settings_file.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigurationError(f"cannot read target settings {settings_file}: {e}") from e
+        store = data.get("store", {})
+        if not isinstance(store, dict):
+            raise ConfigurationError(f"{settings_file}: [store] must be a table")
+        changes.update(store)
+        if data_dir is None and "data_dir" in data:
+            data_dir = Path(data["data_dir"])
+    given = {
+        "backend": backend,
+        "mode": mode,
+        "uri": uri,
+        "collection": collection,
+        "host": host,
+        "port": port,
+    }
+    changes.update({k: v for k, v in given.items() if v is not None})
+    if changes.get("backend") == "milvus" and "uri" not in changes:
+        changes["uri"] = None  # the target's default: DATA_DIR/milvus.db, not the source's
+    result = _with_store(settings, changes, data_dir)
+    if result.store.backend == "milvus" and mode is not None:
+        raise ConfigurationError(
+            f"--to-mode {mode} is for a Chroma target: add --to-backend chroma"
+        )
+    if result.store.backend == "chroma" and uri is not None:
+        raise ConfigurationError(
+            "--to-uri is for a Milvus target (a .db file or http://host:19530): add "
+            "--to-backend milvus, or give a Chroma target with --to-mode / --to-data-dir"
+        )
+    return result
+
+
+@dataclass
+class MigrationReport:
+    """What ``migrate`` did; ``to_dict`` is ``rag migrate --json``."""
+
+    source: dict[str, Any]
+    target: dict[str, Any]
+    fingerprint: str
+    chunks_copied: int = 0
+    batches: int = 0
+    replaced: bool = False
+    bookkeeping: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _copy_manifest(source: Settings, source_ns: str, target: Settings, target_ns: str) -> None:
+    from rag_pipeline.indexing import SourceManifest
+
+    SourceManifest(source.record_db, source_ns)  # the table may not exist yet
+    with closing(sqlite3.connect(source.record_db)) as db:
+        rows = db.execute(
+            "SELECT source, root FROM rag_sources WHERE namespace = ?", (source_ns,)
+        ).fetchall()
+    SourceManifest(target.record_db, target_ns)
+    with closing(sqlite3.connect(target.record_db)) as db, db:
+        db.executemany(
+            "INSERT OR REPLACE INTO rag_sources VALUES (?, ?, ?)",
+            [(target_ns, source_, root) for source_, root in rows],
+        )
+
+
+def _prepare_target(
+    target: VectorBackend, settings: Settings, fingerprint: str, *, replace: bool
+) -> bool:
+    """Make the target collection exist, empty, with ``fingerprint``; True if one was dropped."""
+    where = f"collection {settings.store.collection!r} at {target.location}"
+    if target.exists():
+        stored, chunks = target.stored_fingerprint(), target.count()
+        if not replace:
+            if stored != fingerprint:
+                raise ConfigurationError(
+                    f"the target {where} was built with embeddings {stored!r}, not "
+                    f"{fingerprint!r}: pass --replace to drop it, or choose another "
+                    "--to-collection"
+                )
+            if chunks:
+                raise ConfigurationError(
+                    f"the target {where} already holds {chunks} chunks: pass --replace to drop "
+                    "it first, or choose another --to-collection"
+                )
+            return False
+        target.drop()
+        target.create(settings, fingerprint)
+        return True
+    target.create(settings, fingerprint)
+    return False
+
+
+def migrate(
+    settings: Settings,
+    target: Settings,
+    *,
+    replace: bool = False,
+    batch_size: int = MIGRATE_BATCH,
+) -> MigrationReport:
+    """Copy the configured collection into the store ``target`` describes, vectors included.
+
+    Nothing is embedded. The target collection is created with the source's embedding
+    fingerprint; an existing target must be empty and have the same fingerprint, unless
+    ``replace`` (then it is dropped first). The target's record manager (keys = chunk ids,
+    groups = ``source``), source manifest and keyword index are written too, so ingesting the
+    same corpus into the target afterwards adds nothing. Counts are checked at the end.
+    """
+
+    from rag_pipeline.indexing import record_manager
+    from rag_pipeline.stores import connect
+
+    if batch_size <= 0:
+        raise ConfigurationError(f"--batch-size {batch_size}: give a positive number")
+    started = time.perf_counter()
+    with opened(settings) as source:
+        fingerprint = source.stored_fingerprint()
+        if fingerprint is None:
+            raise ConfigurationError(
+                f"collection {settings.store.collection!r} at {source.location} records no "
+                "embedding fingerprint (it was not created by rag_pipeline): re-ingest it with "
+                "`rag ingest --rebuild`, or ingest the corpus into the target directly"
+            )
+        destination = connect(target)
+        try:
+            if destination.namespace == source.namespace and (
+                target.record_db.resolve() == settings.record_db.resolve()
+            ):
+                raise ConfigurationError(
+                    f"source and target are the same collection ({source.namespace}): give "
+                    "another --to-backend, --to-uri, --to-mode or --to-collection"
+                )
+            report = MigrationReport(
+                source={**_describe_location(settings, source), "count": source.count()},
+                target=_describe_location(target, destination),
+                fingerprint=fingerprint,
+            )
+            report.replaced = _prepare_target(destination, target, fingerprint, replace=replace)
+            # The target is empty now: whatever is recorded for it is stale.
+            drop_bookkeeping(target, destination.namespace)
+            manager = record_manager(target, destination.namespace)
+            keyword = KeywordIndex(target.keyword_db, destination.namespace)
+            for batch in source.scan(batch_size):
+                if not batch:
+                    continue
+                destination.write(batch)
+                ids = [r.id for r in batch]
+                keyword.add([r.document() for r in batch], ids)
+                manager.update(ids, group_ids=[_group(r.metadata) for r in batch])
+                report.chunks_copied += len(batch)
+                report.batches += 1
+            _copy_manifest(settings, source.namespace, target, destination.namespace)
+            _verify(report, source, destination, target)
+        finally:
+            destination.close()
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _group(metadata: dict[str, Any]) -> str | None:
+    """The record-manager group of a chunk: its ``source``, as LangChain's ``index()`` sets."""
+    value = metadata.get("source")
+    return None if value is None else str(value)
+
+
+def _verify(
+    report: MigrationReport, source: VectorBackend, destination: VectorBackend, target: Settings
+) -> None:
+    expected = source.count()
+    stored = destination.count()
+    kept = count_bookkeeping(target, destination.namespace)
+    report.target["count"] = stored
+    report.bookkeeping = kept.to_dict()
+    problems = []
+    if report.chunks_copied != expected:
+        problems.append(f"copied {report.chunks_copied} of {expected} chunks")
+    if stored != expected:
+        problems.append(f"the target holds {stored} chunks, the source {expected}")
+    if kept.records != stored or kept.keyword_chunks != stored:
+        problems.append(
+            f"{kept.records} records and {kept.keyword_chunks} keyword rows for {stored} chunks"
+        )
+    if problems:
+        raise RagError(
+            "migration incomplete: " + "; ".join(problems) + ". Was the source written to "
+            "meanwhile? Run `rag migrate` again with --replace"
+        )

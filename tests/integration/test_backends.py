@@ -1,0 +1,356 @@
+"""One contract, every store: the same tests over Chroma (persistent, in-memory, a real
+``chroma run`` server) and milvus-lite, each against real data in tmp_path.
+
+Each backend goes through ingest (incremental, exact replacement and pruning, ids as computed),
+answering with and without metadata and content filters, ``rag info``, the embedding
+fingerprint guard and ``rag collections``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.indexing.api import _get_document_with_hash
+
+from rag_pipeline.chain import Assistant
+from rag_pipeline.cli import main
+from rag_pipeline.collections import count_bookkeeping
+from rag_pipeline.config import Settings
+from rag_pipeline.embeddings import HashingEmbeddings, build_embedding_model
+from rag_pipeline.errors import EmbeddingMismatchError
+from rag_pipeline.indexing import SourceManifest, ingest, record_manager
+from rag_pipeline.keyword import KeywordIndex
+from rag_pipeline.loading import discover, load_file
+from rag_pipeline.splitting import split_documents
+from rag_pipeline.stores import VectorBackend, connect, open_store
+from tests.helpers import SMALL_CORPUS, counting_model, write_corpus
+from tests.integration.servers import ChromaServer, chroma_server
+
+BACKENDS = ["chroma-persistent", "chroma-memory", "chroma-http", "milvus-lite"]
+SPLIT = {"chunk_size": 80, "chunk_overlap": 0}
+CORPUS = {
+    **SMALL_CORPUS,
+    # Wildcards of SQL LIKE in the text: a content filter must match them literally.
+    "promo.txt": "会员活动：全场商品享受50%折扣，优惠码 VIP_2024 限时有效，运费另计。",
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
+    with chroma_server(tmp_path_factory.mktemp("chroma-server") / "chroma") as running:
+        yield running
+
+
+@pytest.fixture(params=BACKENDS)
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Fake embeddings, the extractive model, no relevance threshold, one backend."""
+    unique = f"c_{uuid.uuid4().hex[:10]}"  # in-process / shared-server stores: fresh names
+    store: dict[str, Any]
+    if request.param == "chroma-persistent":
+        store = {"mode": "persistent"}
+    elif request.param == "chroma-memory":
+        store = {"mode": "memory", "collection": unique}
+    elif request.param == "chroma-http":
+        server: ChromaServer = request.getfixturevalue("server")
+        store = {"mode": "http", "host": server.host, "port": server.port, "collection": unique}
+    else:
+        pytest.importorskip("langchain_milvus")
+        pytest.importorskip("milvus_lite")
+        store = {"backend": "milvus", "uri": str(tmp_path / "milvus.db")}
+    return Settings(
+        data_dir=tmp_path / "data",
+        embeddings={"provider": "fake", "cache": False},
+        store=store,
+        split=SPLIT,
+        retriever={"score_threshold": None},
+        llm={"provider": "extractive"},
+    )
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus", CORPUS)
+
+
+def with_retriever(settings: Settings, **changes: Any) -> Settings:
+    retriever = settings.retriever.model_copy(update=changes)
+    return settings.model_copy(update={"retriever": retriever})
+
+
+def use_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    """The same settings for ``rag`` commands run through ``main``, as environment variables."""
+    monkeypatch.setenv("RAG_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("RAG_EMBEDDINGS__PROVIDER", "fake")
+    monkeypatch.setenv("RAG_EMBEDDINGS__CACHE", "false")
+    monkeypatch.setenv("RAG_LLM__PROVIDER", "extractive")
+    for section in ("store", "split"):
+        values = getattr(settings, section).model_dump(mode="json", exclude_defaults=True)
+        for key, value in values.items():
+            monkeypatch.setenv(f"RAG_{section.upper()}__{key.upper()}", str(value))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def expected_ids(corpus: Path, settings: Settings) -> dict[str, set[str]]:
+    """Chunk ids per source as ingest must compute them: LangChain's sha256 of each chunk."""
+    ids: dict[str, set[str]] = {}
+    for file in discover([corpus]).files:
+        for chunk in split_documents(load_file(file), settings.split):
+            hashed = _get_document_with_hash(chunk, key_encoder="sha256")
+            ids.setdefault(file.source, set()).add(str(hashed.id))
+    return ids
+
+
+def stored(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every stored chunk's text, by source and id (read through ``scan``)."""
+    backend = connect(settings)
+    try:
+        assert backend.exists()
+        by_source: dict[str, dict[str, str]] = {}
+        seen = 0
+        for batch in backend.scan(batch_size=4):  # several batches even for a small corpus
+            for record in batch:
+                assert len(record.vector) == 256
+                by_source.setdefault(record.metadata["source"], {})[record.id] = record.text
+                seen += 1
+        assert seen == backend.count() == sum(len(v) for v in by_source.values())  # no dupes
+        return by_source
+    finally:
+        backend.close()
+
+
+def stored_ids(settings: Settings) -> dict[str, set[str]]:
+    return {source: set(chunks) for source, chunks in stored(settings).items()}
+
+
+def reopen(settings: Settings) -> VectorBackend:
+    return open_store(settings, build_embedding_model(settings), create=False)
+
+
+def test_incremental_ingest_is_exact(settings: Settings, corpus: Path) -> None:
+    model, counter = counting_model()
+    first = ingest([corpus], settings, model=model)
+    expected = expected_ids(corpus, settings)
+    total = sum(len(ids) for ids in expected.values())
+    assert first.files_failed == [] and first.files_ingested == len(CORPUS)
+    assert first.chunks_added == counter.documents_embedded == total
+    assert stored_ids(settings) == expected
+    assert any(len(ids) > 1 for ids in expected.values())
+
+    counter.documents_embedded = 0
+    second = ingest([corpus], settings, model=model)
+    assert counter.documents_embedded == 0
+    assert (second.chunks_added, second.chunks_deleted, second.chunks_unchanged) == (0, 0, total)
+
+    shipping = corpus / "shipping.txt"
+    shipping.write_text(shipping.read_text(encoding="utf-8").replace("元", "块"), "utf-8")
+    (corpus / "returns.md").unlink()
+    third = ingest([corpus], settings, model=model)
+    after = expected_ids(corpus, settings)
+    assert after["shipping.txt"].isdisjoint(expected["shipping.txt"])
+    assert third.chunks_added == counter.documents_embedded == len(after["shipping.txt"])
+    assert third.chunks_deleted == len(expected["shipping.txt"]) + len(expected["returns.md"])
+    assert stored_ids(settings) == after
+    assert {s: after[s] for s in ("faq.csv", "promo.txt")} == {
+        s: expected[s] for s in ("faq.csv", "promo.txt")
+    }
+    # Record manager and keyword index hold exactly the stored chunks.
+    store = reopen(settings)
+    everything = set().union(*after.values())
+    assert set(record_manager(settings, store.namespace).list_keys()) == everything
+    assert KeywordIndex(settings.keyword_db, store.namespace).ids() == everything
+    store.close()
+
+
+def test_answers_respect_metadata_filters(settings: Settings, corpus: Path) -> None:
+    ingest([corpus], settings)
+    answer = Assistant.from_settings(settings).ask("运费怎么算")
+    assert not answer.refused
+    assert "shipping.txt" in {s.source for s in answer.sources}
+
+    only_returns = with_retriever(settings, filter={"source": "returns.md"})
+    answer = Assistant.from_settings(only_returns).ask("运费怎么算")
+    assert not answer.refused and answer.context
+    assert {s.source for s in answer.context} == {"returns.md"}
+    assert {s.source for s in answer.sources} <= {"returns.md"}
+
+
+def test_content_filters(settings: Settings, corpus: Path) -> None:
+    ingest([corpus], settings)
+    texts = {i: t for chunks in stored(settings).values() for i, t in chunks.items()}
+    store = reopen(settings)
+    vector = HashingEmbeddings(256).embed_query("运费")
+
+    def found(where_document: dict[str, Any], where: dict[str, Any] | None = None) -> set[str]:
+        hits = store.search(vector, 100, where, where_document=where_document)
+        return {str(h.document.id) for h in hits}
+
+    def having(text: str) -> set[str]:
+        return {i for i, t in texts.items() if text in t}
+
+    assert having("运费") and having("运费") != set(texts)
+    assert found({"$contains": "运费"}) == having("运费")
+    assert found({"$not_contains": "运费"}) == set(texts) - having("运费")
+    assert found({"$and": [{"$contains": "运费"}, {"$contains": "包邮"}]}) == (
+        having("运费") & having("包邮")
+    )
+    assert found({"$or": [{"$contains": "退款"}, {"$contains": "支付"}]}) == (
+        having("退款") | having("支付")
+    )
+    # LIKE wildcards and quotes are plain text.
+    assert found({"$contains": "50%"}) == having("50%") != set()
+    assert found({"$contains": "_"}) == having("_") != set()
+    assert found({"$contains": '运费" or text like "%'}) == set()
+    # With a metadata filter as well.
+    promo = set(stored(settings)["promo.txt"])
+    assert found({"$contains": "运费"}, {"source": "promo.txt"}) == having("运费") & promo != set()
+    store.close()
+
+    # Through the retriever (hybrid: the keyword side is filtered too) and the CLI.
+    freight = with_retriever(settings, where_document={"$contains": "运费"})
+    answer = Assistant.from_settings(freight).ask("怎么退货")
+    assert answer.context and all("运费" in s.content for s in answer.context)
+    for search_type in ("similarity", "mmr"):
+        dense = with_retriever(freight, search_type=search_type)
+        answer = Assistant.from_settings(dense).ask("怎么退货")
+        assert answer.context and all("运费" in s.content for s in answer.context)
+
+
+def test_cli_info_ask_and_content_filter(
+    settings: Settings,
+    corpus: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    use_env(monkeypatch, settings)
+    code, out, err = run(capsys, "ingest", str(corpus), "--json")
+    assert code == 0, err
+    added = json.loads(out)["chunks_added"]
+
+    code, out, err = run(capsys, "info", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["backend"] == settings.store.backend
+    assert info["collection"] == settings.store.collection
+    assert info["count"] == added
+    assert info["fingerprint"] == "fake:hashed-char-ngrams:256"
+    assert set(info["sources"]) == set(CORPUS)
+
+    question = ("ask", "怎么退货", "--json", "--show-context", "--threshold", "0")
+    code, out, err = run(capsys, *question, "--where-document-contains", "运费")
+    assert code == 0, err
+    context = json.loads(out)["context"]
+    assert context and all("运费" in c["content"] for c in context)
+    code, out, err = run(
+        capsys, *question, "--where-document-contains", "运费", "--where-document-contains", "%"
+    )
+    assert code == 0, err
+    assert {c["source"] for c in json.loads(out)["context"]} == {"promo.txt"}
+
+    monkeypatch.setenv("RAG_RETRIEVER__WHERE_DOCUMENT", '{"$contains": "包邮"}')
+    code, out, err = run(capsys, *question)
+    assert code == 0, err
+    context = json.loads(out)["context"]
+    assert context and all("包邮" in c["content"] for c in context)
+
+
+def test_other_embeddings_are_refused(
+    settings: Settings,
+    corpus: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ingest([corpus], settings)
+    other = settings.model_copy(
+        update={"embeddings": settings.embeddings.model_copy(update={"dimensions": 64})}
+    )
+    with pytest.raises(EmbeddingMismatchError) as info:
+        reopen(other)
+    assert info.value.stored == "fake:hashed-char-ngrams:256"
+    assert info.value.configured == "fake:hashed-char-ngrams:64"
+    with pytest.raises(EmbeddingMismatchError):
+        ingest([corpus], other)
+
+    use_env(monkeypatch, settings)
+    monkeypatch.setenv("RAG_EMBEDDINGS__DIMENSIONS", "64")
+    code, _, err = run(capsys, "info", "--json")
+    assert code == 2
+    assert "fake:hashed-char-ngrams:256" in err and "--rebuild" in err
+
+
+def test_collections_commands(
+    settings: Settings,
+    corpus: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    n = ingest([corpus], settings).chunks_added
+    ids = set().union(*stored_ids(settings).values())
+    name = settings.store.collection
+    renamed = f"{name}_renamed"
+    use_env(monkeypatch, settings)
+
+    code, out, err = run(capsys, "collections", "count", "--json")
+    assert code == 0, err
+    assert json.loads(out)["count"] == n
+    code, out, err = run(capsys, "collections", "peek", "3", "--json")
+    assert code == 0, err
+    peeked = json.loads(out)
+    assert len(peeked) == 3 and {p["id"] for p in peeked} <= ids
+    assert all(p["text"] and p["metadata"]["source"] in CORPUS for p in peeked)
+    code, out, err = run(capsys, "collections", "list", "--json")
+    assert code == 0, err
+    listed = {c["name"]: c for c in json.loads(out)["collections"]}
+    assert listed[name]["count"] == n and listed[name]["current"]
+    assert listed[name]["fingerprint"] == "fake:hashed-char-ngrams:256"
+
+    # Rename: the records, manifest and keyword rows follow the collection.
+    old_namespace = reopen(settings).namespace
+    code, out, err = run(capsys, "collections", "rename", renamed, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["moved"] == {"records": n, "sources": len(CORPUS), "keyword_chunks": n}
+    assert count_bookkeeping(settings, old_namespace).to_dict() == {
+        "records": 0,
+        "sources": 0,
+        "keyword_chunks": 0,
+    }
+    code, _, err = run(capsys, "collections", "count")
+    assert code == 2 and "collections list" in err
+    moved = settings.model_copy(
+        update={"store": settings.store.model_copy(update={"collection": renamed})}
+    )
+    assert set().union(*stored_ids(moved).values()) == ids
+    again = ingest([corpus], moved)
+    assert (again.chunks_added, again.chunks_deleted, again.chunks_unchanged) == (0, 0, n)
+    store = reopen(moved)
+    assert store.namespace == report["namespace"]
+    assert SourceManifest(moved.record_db, store.namespace).under(corpus.resolve()) == set(CORPUS)
+    assert Assistant.from_settings(moved).ask("运费怎么算").sources
+    store.close()
+
+    # Delete: refused without --yes, then everything goes.
+    code, _, err = run(capsys, "collections", "delete", "--collection", renamed)
+    assert code == 2 and "--yes" in err
+    assert reopen(moved).count() == n
+    code, out, err = run(
+        capsys, "collections", "delete", "--yes", "--collection", renamed, "--json"
+    )
+    assert code == 0, err
+    deleted = json.loads(out)
+    assert deleted["existed"] and deleted["deleted_chunks"] == n
+    assert deleted["removed"] == {"records": n, "sources": len(CORPUS), "keyword_chunks": n}
+    code, out, err = run(capsys, "collections", "list", "--json")
+    assert code == 0, err
+    assert renamed not in {c["name"] for c in json.loads(out)["collections"]}
+    code, _, err = run(capsys, "collections", "delete", "--yes", "--collection", renamed)
+    assert code == 2 and "no collection" in err
