@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     _common(p)
 
+    p = sub.add_parser(
+        "similarity", help="cosine similarity and L2 distance of texts to a query, ranked"
+    )
+    p.add_argument("query")
+    p.add_argument("texts", nargs="+")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
     p = sub.add_parser("info", help="show the collection: backend, size, embedding model, sources")
     p.add_argument("--json", action="store_true")
     _common(p)
@@ -339,6 +347,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from rag_pipeline.embeddings import build_embedding_model, similarities
+
+    model = build_embedding_model(_settings(args))
+    rows = similarities(model.embeddings, args.query, list(args.texts))
+    if args.json:
+        data = [{"text": t, "cosine": round(c, 4), "l2": round(d, 4)} for t, c, d in rows]
+        print(json.dumps({"model": model.fingerprint, "results": data}, ensure_ascii=False))
+    else:
+        print(f"embeddings: {model.fingerprint}")
+        print(f"{'cosine':>8} {'L2':>8}  text")
+        for text, cosine, l2 in rows:
+            print(f"{cosine:8.4f} {l2:8.4f}  {text}")
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from rag_pipeline.embeddings import build_embedding_model
     from rag_pipeline.stores import open_store
@@ -474,6 +498,7 @@ COMMANDS = {
     "ask": cmd_ask,
     "chat": cmd_chat,
     "eval": cmd_eval,
+    "similarity": cmd_similarity,
     "info": cmd_info,
     "config": cmd_config,
     "collections": cmd_collections,

@@ -381,3 +381,21 @@ def cached(model: EmbeddingModel, cache_dir: Path) -> Embeddings:
     return CacheBackedEmbeddings.from_bytes_store(
         model.embeddings, store, namespace=namespace, batch_size=64, key_encoder="sha256"
     )
+
+
+def similarities(
+    embeddings: Embeddings, query: str, texts: list[str]
+) -> list[tuple[str, float, float]]:
+    """(text, cosine similarity, L2 distance) of each text to the query, most similar first.
+
+    The query is embedded as a query and the texts as documents, as retrieval does.
+    """
+    q = embeddings.embed_query(query)
+    q_norm = math.sqrt(sum(x * x for x in q)) or 1.0
+    rows = []
+    for text, v in zip(texts, embeddings.embed_documents(texts), strict=True):
+        v_norm = math.sqrt(sum(x * x for x in v)) or 1.0
+        cosine = sum(a * b for a, b in zip(q, v, strict=True)) / (q_norm * v_norm)
+        l2 = math.sqrt(sum((a - b) ** 2 for a, b in zip(q, v, strict=True)))
+        rows.append((text, cosine, l2))
+    return sorted(rows, key=lambda row: -row[1])

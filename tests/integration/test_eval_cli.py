@@ -74,3 +74,30 @@ def test_eval_json_on_a_known_dataset(
 def test_eval_rejects_a_folder_that_is_not_a_dataset(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["eval", str(tmp_path / "empty"), "--data-dir", str(tmp_path / "s")]) == 2
+
+
+def test_similarity_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            ["similarity", "快递多久能到", "会员积分可以抵扣现金。", "订单2到4天内送达。", "--json"]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "local:multilingual-e5-small-q4:384"
+    assert [r["text"] for r in result["results"]][0] == "订单2到4天内送达。"
+
+
+def test_eval_compares_embedding_models_in_their_own_collections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAG_EMBEDDINGS__PROVIDER", "fake")
+    data = _dataset(tmp_path / "tiny")
+    args = ["eval", str(data), "--data-dir", str(tmp_path / "s"), "--json", "--compare", "local"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["compare"]["local"]["n_queries"] == 4
+    assert result["compare"]["local"]["hit@1"] == 1.0
+    assert main(["collections", "list", "--data-dir", str(tmp_path / "s" / "data"), "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert "eval_default" in listed and "eval_local" in listed

@@ -90,3 +90,15 @@ def test_huggingface_needs_a_local_folder(tmp_path: Path) -> None:
 def test_local_provider_rejects_other_models() -> None:
     with pytest.raises(ConfigurationError, match="huggingface"):
         build_embedding_model(Settings(embeddings={"model": "bge-m3"}))
+
+
+def test_similarities_rank_by_cosine_with_l2() -> None:
+    from rag_pipeline.embeddings import similarities
+
+    rows = similarities(HashingEmbeddings(64), "运费怎么算", ["会员积分", "运费怎么算", "运费标准"])
+    assert [r[0] for r in rows] == ["运费怎么算", "运费标准", "会员积分"]
+    text, cosine, l2 = rows[0]
+    assert math.isclose(cosine, 1.0, abs_tol=1e-9) and math.isclose(l2, 0.0, abs_tol=1e-9)
+    # unit vectors: l2^2 = 2 - 2 cos
+    for _, c, d in rows:
+        assert math.isclose(d * d, 2 - 2 * c, abs_tol=1e-9)
