@@ -59,6 +59,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,7 +87,7 @@ _IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S.*)$")
 
 def machine_info() -> dict[str, Any]:
     """Where and with what the numbers were measured."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -317,7 +318,7 @@ def _timing_wrapper(inner: Embeddings) -> Any:
             vectors, seconds = timed(lambda: inner.embed_documents(texts))
             self.seconds += seconds
             self.batches.append(len(texts))
-            return vectors  # type: ignore[no-any-return]
+            return vectors
 
         def embed_query(self, text: str) -> list[float]:
             return inner.embed_query(text)
@@ -656,11 +657,11 @@ def bench_in_process(settings: Settings, questions: list[str]) -> dict[str, Any]
     samples: dict[str, list[float]] = {key: [] for key in SAMPLES}
     refused = 0
     for question in questions:
-        answer, seconds = timed(lambda q=question: assistant.ask(q))
+        answer, seconds = timed(partial(assistant.ask, question))
         refused += answer.refused
         samples["ask"].append(seconds)
-        samples["hybrid"].append(timed(lambda q=question: hybrid.invoke(q))[1])
-        samples["dense"].append(timed(lambda q=question: dense.invoke(q))[1])
+        samples["hybrid"].append(timed(partial(hybrid.invoke, question))[1])
+        samples["dense"].append(timed(partial(dense.invoke, question))[1])
         for name, reference in references.items():
             embed_s, chroma_s = reference(question)
             samples[f"{name}_embed"].append(embed_s)
