@@ -56,6 +56,7 @@ class Source:
     headers: str | None = None
     page: int | None = None
     id: str | None = None
+    rerank_score: float | None = None  # only when a reranker is configured
 
 
 @dataclass
@@ -113,6 +114,7 @@ def to_source(number: int, doc: Document) -> Source:
         headers=meta.get("headers") or None,
         page=meta.get("page"),
         id=doc.id,
+        rerank_score=meta.get("rerank_score"),
     )
 
 

@@ -111,6 +111,30 @@ class RetrieverSettings(_Section):
     where_document: dict[str, Any] = Field(default_factory=dict)
 
 
+class RerankSettings(_Section):
+    """An optional second stage that re-scores the retrieved chunks with a reranker model.
+
+    Off by default (provider None). ``dashscope``: DashScope's rerank API (gte-rerank-v2 by
+    default; key DASHSCOPE_API_KEY); ``huggingface``: a cross-encoder in a local folder
+    (extra ``[hf]``; nothing is downloaded); ``http``: any server speaking the common
+    ``POST /rerank`` format (Jina, Cohere-compatible, Xinference, vLLM, SiliconFlow), with
+    ``base_url`` the full endpoint URL. The refusal gate still decides on the retriever's
+    relevance; the reranker only re-orders what passed, and ``min_score`` can drop more.
+    """
+
+    provider: Literal["dashscope", "huggingface", "http"] | None = None
+    model: str | None = Field(default=None, description="None: gte-rerank-v2 on dashscope")
+    base_url: str | None = None
+    # How many retrieved chunks the reranker sees; it keeps retriever.k of them.
+    candidates: int = Field(default=20, gt=0, le=500)
+    # On the reranker's own scale (cross-encoders: often a logit or a 0..1 sigmoid).
+    min_score: float | None = None
+    api_key: SecretStr | None = Field(default=None, description="http provider's bearer key")
+    batch_size: int = Field(default=16, gt=0, description="cross-encoder pairs per batch")
+    max_retries: int = Field(default=2, ge=0)
+    timeout: float = Field(default=30.0, gt=0)
+
+
 class LLMSettings(_Section):
     """Which chat model writes the answer. provider None = pick from the keys that are set."""
 
@@ -157,6 +181,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
     retriever: RetrieverSettings = Field(default_factory=RetrieverSettings)
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     prompts: PromptSettings = Field(default_factory=PromptSettings)
 
@@ -220,6 +245,7 @@ class Settings(BaseSettings):
             data[key] = "***" if getattr(self, key) is not None else None
         for key in ("auth_token", "token"):
             data["store"][key] = "***" if getattr(self.store, key) is not None else None
+        data["rerank"]["api_key"] = "***" if self.rerank.api_key is not None else None
         data["llm"]["provider_in_effect"] = self.llm_provider()
         return data
 

@@ -161,50 +161,21 @@ class DashScopeEmbeddings(Embeddings):
 
     def _call(self, texts: list[str], text_type: str) -> list[list[float]]:
         import dashscope
-        from tenacity import (
-            retry,
-            retry_if_exception_type,
-            stop_after_attempt,
-            wait_exponential,
+
+        from rag_pipeline.remote import dashscope_call
+
+        extra: dict[str, Any] = {"dimension": self.dimensions} if self.dimensions else {}
+        response = dashscope_call(
+            dashscope.TextEmbedding,
+            "DashScope embeddings",
+            self.max_retries,
+            self.base_url,
+            model=self.model,
+            input=texts,
+            api_key=self._api_key,
+            text_type=text_type,
+            **extra,
         )
-
-        class _Retryable(Exception):
-            pass
-
-        @retry(
-            retry=retry_if_exception_type(_Retryable),
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=wait_exponential(multiplier=0.5, max=20),
-            reraise=True,
-        )
-        def once() -> Any:
-            kwargs: dict[str, Any] = {"text_type": text_type}
-            if self.dimensions:
-                kwargs["dimension"] = self.dimensions
-            if self.base_url:
-                kwargs["base_address"] = self.base_url
-            try:
-                response = dashscope.TextEmbedding.call(
-                    model=self.model, input=texts, api_key=self._api_key, **kwargs
-                )
-            except (OSError, TimeoutError) as e:  # connection refused / reset / timeout
-                raise _Retryable(str(e)) from e
-            if response.status_code == 429 or response.status_code >= 500:
-                raise _Retryable(f"HTTP {response.status_code} {response.code}")
-            return response
-
-        try:
-            response = once()
-        except _Retryable as e:
-            raise ProviderError(
-                f"DashScope embeddings failed after {self.max_retries} retries: {e}"
-            ) from None
-        if response.status_code != 200:
-            hint = " (check DASHSCOPE_API_KEY)" if response.status_code in (401, 403) else ""
-            raise ProviderError(
-                f"DashScope embeddings error HTTP {response.status_code} "
-                f"{response.code}: {response.message}{hint}"
-            )
         items = sorted(response.output["embeddings"], key=lambda item: item["text_index"])
         return [item["embedding"] for item in items]
 

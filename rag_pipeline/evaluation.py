@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 CUTOFF = 10
 RETRIEVAL_CONFIGS = ("hybrid", "dense", "bm25", "mmr", "rrf", "vanilla")
+RERANK_PROVIDERS = ("dashscope", "huggingface", "http")
 EMBEDDING_PREFIXES = ("local", "fake", "openai", "dashscope", "huggingface")
 
 
@@ -209,6 +210,9 @@ def _config_settings(base: Settings, name: str, scratch: Path) -> tuple[Settings
         "retriever": {**base.retriever.model_dump(), "score_threshold": None, "k": CUTOFF},
     }
     mode = name
+    if name in RETRIEVAL_CONFIGS:
+        # The retrieval configs are measured without a reranker, so one can compare against it.
+        overrides["rerank"] = {**base.rerank.model_dump(), "provider": None}
     if name == "vanilla":
         # The LangChain tutorial setup: RecursiveCharacterTextSplitter(1000, 200), default
         # separators, dense top-4.
@@ -220,13 +224,33 @@ def _config_settings(base: Settings, name: str, scratch: Path) -> tuple[Settings
         if name == "rrf":  # hybrid with reciprocal rank fusion instead of score fusion
             overrides["retriever"]["fusion"] = "rrf"
             mode = "hybrid"
+    elif name == "rerank" or name.startswith("rerank:"):
+        # The default retrieval, then a reranker: the configured one, or rerank:PROVIDER[:MODEL].
+        overrides["store"]["collection"] = "eval_default"
+        provider, _, model = name.removeprefix("rerank").removeprefix(":").partition(":")
+        rerank = base.rerank.model_dump()
+        if provider:
+            if provider not in RERANK_PROVIDERS:
+                raise ConfigurationError(
+                    f"--compare {name!r}: the reranker provider must be one of "
+                    f"{', '.join(RERANK_PROVIDERS)}, e.g. rerank:dashscope:gte-rerank-v2"
+                )
+            rerank.update(provider=provider, model=model or None)
+        elif rerank["provider"] is None:
+            raise ConfigurationError(
+                "--compare rerank: no reranker is configured; set RAG_RERANK__PROVIDER or "
+                "name one, e.g. rerank:dashscope or rerank:huggingface:/path/to/bge-reranker"
+            )
+        overrides["rerank"] = rerank
+        mode = {"similarity": "dense"}.get(base.retriever.search_type, base.retriever.search_type)
     else:
         provider, _, model = name.partition(":")
         if provider not in EMBEDDING_PREFIXES:
             raise ConfigurationError(
-                f"--compare {name!r}: expected one of {', '.join(RETRIEVAL_CONFIGS)} or an "
+                f"--compare {name!r}: expected one of {', '.join(RETRIEVAL_CONFIGS)}, an "
                 "embedding model such as local, openai:text-embedding-3-small, "
-                "dashscope:text-embedding-v4, huggingface:/path/to/model"
+                "dashscope:text-embedding-v4, huggingface:/path/to/model, or a reranker: "
+                "rerank, rerank:dashscope[:MODEL], rerank:huggingface:/path, rerank:http[:MODEL]"
             )
         overrides["embeddings"] = {
             **base.embeddings.model_dump(),
@@ -293,6 +317,8 @@ def evaluate(
     scratch = scratch or settings.data_dir
     default = settings.retriever.search_type
     default_name = "dense" if default == "similarity" else default
+    if settings.rerank.provider is not None:
+        default_name = "rerank"
     result: dict[str, Any] = _run_config(default_name, settings, eval_set, scratch, progress)
     result["config"] = default_name
     result["compare"] = {}

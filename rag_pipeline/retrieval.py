@@ -247,38 +247,50 @@ def build_retriever(
     embeddings: Embeddings,
     keyword: KeywordSearcher | None = None,
 ) -> BaseRetriever:
-    """The retriever the settings describe (``hybrid`` needs the keyword searcher)."""
+    """The retriever the settings describe (``hybrid`` needs the keyword searcher). With a
+    reranker configured, the retriever fetches ``rerank.candidates`` chunks and LangChain's
+    ``ContextualCompressionRetriever`` hands them to the reranker, which keeps ``k``."""
+    from rag_pipeline.reranking import build_reranker
+
     cfg = settings.retriever
+    reranker = build_reranker(settings, top_n=cfg.k)
+    k = max(cfg.k, settings.rerank.candidates) if reranker is not None else cfg.k
     where_document = document_filter(cfg.where_document) or {}
     dense = DenseRetriever(
         store=store,
         embeddings=embeddings,
-        k=cfg.k,
+        k=k,
         search_type=cfg.search_type if cfg.search_type != "hybrid" else "similarity",
-        fetch_k=cfg.fetch_k,
+        fetch_k=max(cfg.fetch_k, k),
         lambda_mult=cfg.lambda_mult,
         score_threshold=cfg.score_threshold,
         filter=dict(cfg.filter),
         where_document=where_document,
     )
-    if cfg.search_type != "hybrid":
-        return dense
-    if keyword is None:
-        keyword = load_keyword_index(settings, store)
-    dense.k, dense.score_threshold = cfg.candidates, None
-    return HybridRetriever(
-        dense=dense,
-        keyword=KeywordRetriever(
-            searcher=keyword,
-            k=cfg.candidates,
-            filter=dict(cfg.filter),
-            where_document=where_document,
-        ),
-        k=cfg.k,
-        fusion=cfg.fusion,
-        dense_weight=cfg.dense_weight,
-        keyword_weight=cfg.keyword_weight,
-        coverage_weight=cfg.coverage_weight,
-        score_threshold=cfg.score_threshold,
-        gate_keyword_weight=cfg.gate_keyword_weight,
-    )
+    retriever: BaseRetriever = dense
+    if cfg.search_type == "hybrid":
+        if keyword is None:
+            keyword = load_keyword_index(settings, store)
+        candidates = max(cfg.candidates, k)
+        dense.k, dense.score_threshold = candidates, None
+        retriever = HybridRetriever(
+            dense=dense,
+            keyword=KeywordRetriever(
+                searcher=keyword,
+                k=candidates,
+                filter=dict(cfg.filter),
+                where_document=where_document,
+            ),
+            k=k,
+            fusion=cfg.fusion,
+            dense_weight=cfg.dense_weight,
+            keyword_weight=cfg.keyword_weight,
+            coverage_weight=cfg.coverage_weight,
+            score_threshold=cfg.score_threshold,
+            gate_keyword_weight=cfg.gate_keyword_weight,
+        )
+    if reranker is None:
+        return retriever
+    from langchain_classic.retrievers.contextual_compression import ContextualCompressionRetriever
+
+    return ContextualCompressionRetriever(base_compressor=reranker, base_retriever=retriever)

@@ -16,6 +16,11 @@ speaks two wire formats, so the official clients can be used unmodified:
     honours ``dimensions`` and ``encoding_format`` (``"float"`` or ``"base64"``;
     the openai 3.x SDK sends ``"base64"`` whenever the caller does not choose, and
     decodes little-endian float32 itself).
+  - ``POST /v1/rerank``: the generic rerank API served by Jina, Cohere
+    v2-compatible servers, Xinference, vLLM and SiliconFlow. Body ``{"model",
+    "query", "documents": [str or {"text": str}], "top_n"?, "return_documents"?}``,
+    answer ``{"id", "model", "results": [{"index", "relevance_score",
+    "document": {"text"}}], "usage": {"total_tokens"}}``.
 
 * **DashScope native HTTP** (root :attr:`ModelAPIStub.dashscope_base_url`,
   ``http://127.0.0.1:PORT/api/v1``)
@@ -25,6 +30,22 @@ speaks two wire formats, so the official clients can be used unmodified:
     answering ``{"output": {"embeddings": [{"text_index", "embedding"}]},
     "usage": {"total_tokens"}, "request_id"}``; more than 10 texts for
     text-embedding-v3/v4 (25 for v1/v2) is a 400 ``InvalidParameter``, as upstream.
+  - ``POST /api/v1/services/rerank/text-rerank/text-rerank`` (what
+    ``dashscope.TextReRank.call`` posts to: task group ``rerank`` from the module
+    ``dashscope.rerank.text_rerank``, then task and function ``text-rerank``) with
+    body ``{"model", "input": {"query", "documents"}, "parameters": {"top_n",
+    "return_documents", ...}}`` answering ``{"output": {"results": [{"index",
+    "relevance_score", "document": {"text"}}]}, "usage": {"total_tokens"},
+    "request_id"}``; a missing query or empty documents is a 400 ``InvalidParameter``.
+
+Both rerank endpoints score every document with :func:`stub_rerank_score` (the
+share of the query's distinct character bigrams, after lower-casing and removing
+whitespace, that occur in the equally normalised document; for a one-character
+query, whether that character occurs), sort by ``relevance_score`` descending
+(ties keep the input order), cut to ``top_n`` when given (a ``top_n`` above the
+number of documents returns them all) and include ``document`` only when
+``return_documents`` is true (default false). Documents may be strings or
+``{"text": str}`` objects; ``index`` refers to the position in the request.
 
 Anything else is a 404 JSON error. Every request must carry
 ``Authorization: Bearer <api_key>`` (the dashscope SDK sends ``Bearer`` too, see
@@ -43,13 +64,19 @@ Pointing the clients at the stub::
         dashscope.TextEmbedding.call(model="text-embedding-v4", input=texts,
                                      api_key=stub.api_key, dimension=1024,
                                      base_address=stub.dashscope_base_url)
+        dashscope.TextReRank.call(model="gte-rerank-v2", query=query, documents=docs,
+                                  top_n=3, return_documents=True, api_key=stub.api_key,
+                                  base_address=stub.dashscope_base_url)
+        httpx.post(f"{stub.base_url}/rerank", headers={"Authorization": ...},
+                   json={"model": "bge-reranker-v2-m3", "query": query, "documents": docs})
 
 DashScope base URL per call: ``base_address`` is an explicit keyword parameter of
 ``dashscope.api_entities.api_request_factory._build_api_request`` and
 ``TextEmbedding.call -> BaseApi.call`` forwards its ``**kwargs`` there, so it is
 consumed by the SDK (never sent as a model parameter) and replaces
 ``dashscope.base_http_api_url`` for that one request only; the SDK then appends
-``services/embeddings/text-embedding/text-embedding``. No module state is
+``services/embeddings/text-embedding/text-embedding`` (``TextReRank.call`` does the
+same and appends ``services/rerank/text-rerank/text-rerank``). No module state is
 mutated. (The SDK does reuse a process-wide ``requests.Session`` connection pool
 unless ``session=`` is also passed; that is harmless here because every stub gets
 a fresh port.) The global alternatives are ``dashscope.base_http_api_url``
@@ -63,7 +90,7 @@ Embeddings are deterministic functions of the text alone (see
 :func:`stub_embedding`): signed feature hashing (sha256) of character unigrams and
 bigrams, L2-normalised, so texts sharing characters get similar vectors and toy
 retrieval tests behave sensibly. Token usage is approximated as one token per
-character.
+character; for rerank requests, the query plus every document.
 """
 
 from __future__ import annotations
@@ -95,6 +122,10 @@ OPENAI_CHAT_PATH = "/v1/chat/completions"
 OPENAI_EMBEDDINGS_PATH = "/v1/embeddings"
 DASHSCOPE_TEXT_EMBEDDING_PATH = "/api/v1/services/embeddings/text-embedding/text-embedding"
 EMBEDDING_PATHS = frozenset({OPENAI_EMBEDDINGS_PATH, DASHSCOPE_TEXT_EMBEDDING_PATH})
+RERANK_PATH = "/v1/rerank"
+"""Generic rerank API (Jina, Cohere v2-compatible, Xinference, vLLM, SiliconFlow)."""
+DASHSCOPE_TEXT_RERANK_PATH = "/api/v1/services/rerank/text-rerank/text-rerank"
+RERANK_PATHS = frozenset({RERANK_PATH, DASHSCOPE_TEXT_RERANK_PATH})
 STREAM_CHUNK_CHARS = 4
 """Characters per streamed content delta."""
 DASHSCOPE_BATCH_LIMITS: dict[str, int] = {
@@ -258,6 +289,27 @@ def stub_embedding(text: str, dim: int) -> list[float]:
     return [v / norm for v in vec]
 
 
+def stub_rerank_score(query: str, document: str) -> float:
+    """Deterministic relevance of ``document`` to ``query``, in ``[0, 1]``.
+
+    Both texts are lower-cased and stripped of all whitespace. The score is the
+    share of the query's distinct character bigrams that occur in the document; a
+    one-character query scores 1.0 if its character occurs and 0.0 otherwise; an
+    empty (or whitespace-only) query scores 0.0.
+    """
+    q = "".join(query.lower().split())
+    d = "".join(document.lower().split())
+    if len(q) < 2:
+        units = set(q)
+        doc_units = set(d)
+    else:
+        units = {q[i : i + 2] for i in range(len(q) - 1)}
+        doc_units = {d[i : i + 2] for i in range(len(d) - 1)}
+    if not units:
+        return 0.0
+    return len(units & doc_units) / len(units)
+
+
 def _positive_int(value: Any, name: str, default: int) -> int:
     """Validate an optional positive integer request field."""
     if value is None:
@@ -290,6 +342,51 @@ def _openai_embedding_inputs(value: Any) -> list[tuple[str, int]]:
         400,
         "'input' must be a non-empty string, list of strings, token list or list of token lists.",
     )
+
+
+def _rerank_documents(value: Any) -> list[str]:
+    """Normalise rerank ``documents`` (strings or ``{"text": str}`` objects) to texts."""
+    if isinstance(value, list) and value:
+        texts: list[str] = []
+        for item in value:
+            if isinstance(item, str):
+                texts.append(item)
+            elif isinstance(item, dict) and isinstance(item.get("text"), str):
+                texts.append(item["text"])
+            else:
+                break
+        else:
+            return texts
+    raise _StubError(
+        400, "'documents' must be a non-empty list of strings or {\"text\": string} objects."
+    )
+
+
+def _rerank(
+    query: Any, documents: Any, top_n: Any, return_documents: Any
+) -> tuple[list[dict[str, Any]], int]:
+    """Validate a rerank request; return ``(results, total_tokens)``.
+
+    Results are sorted by :func:`stub_rerank_score` descending (stable, so ties keep
+    the input order) and cut to ``top_n``; each has ``index`` and
+    ``relevance_score``, plus ``document: {"text"}`` when ``return_documents``.
+    """
+    if not isinstance(query, str) or not query:
+        raise _StubError(400, "'query' must be a non-empty string.")
+    texts = _rerank_documents(documents)
+    limit = _positive_int(top_n, "top_n", len(texts))
+    if return_documents is not None and not isinstance(return_documents, bool):
+        raise _StubError(400, f"'return_documents' must be a boolean, got {return_documents!r}.")
+    scored = [(index, stub_rerank_score(query, text)) for index, text in enumerate(texts)]
+    scored.sort(key=lambda pair: -pair[1])
+    results: list[dict[str, Any]] = []
+    for index, score in scored[:limit]:
+        result: dict[str, Any] = {"index": index, "relevance_score": score}
+        if return_documents:
+            result["document"] = {"text": texts[index]}
+        results.append(result)
+    tokens = count_tokens(query) + sum(count_tokens(t) for t in texts)
+    return results, tokens
 
 
 class _StubServer(ThreadingHTTPServer):
@@ -442,6 +539,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._openai_embeddings(body)
             elif self.command == "POST" and route == DASHSCOPE_TEXT_EMBEDDING_PATH:
                 self._dashscope_text_embedding(body)
+            elif self.command == "POST" and route == RERANK_PATH:
+                self._generic_rerank(body)
+            elif self.command == "POST" and route == DASHSCOPE_TEXT_RERANK_PATH:
+                self._dashscope_text_rerank(body)
             else:
                 raise _StubError(404, f"Unknown endpoint: {self.command} {route}")
         except _StubError as exc:
@@ -688,6 +789,61 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
+    def _generic_rerank(self, body: Any) -> None:
+        """Generic ``POST /v1/rerank`` (Jina / Cohere v2 / Xinference / vLLM / SiliconFlow)."""
+        if not isinstance(body, dict):
+            raise _StubError(400, "The request body must be a JSON object.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _StubError(400, "'model' is a required property.")
+        results, tokens = _rerank(
+            body.get("query"),
+            body.get("documents"),
+            body.get("top_n"),
+            body.get("return_documents"),
+        )
+        self._send_json(
+            200,
+            {
+                "id": str(uuid.uuid4()),
+                "model": model,
+                "results": results,
+                "usage": {"total_tokens": tokens},
+            },
+        )
+
+    def _dashscope_text_rerank(self, body: Any) -> None:
+        """DashScope native ``text-rerank`` service."""
+        if not isinstance(body, dict):
+            raise _StubError(400, "The request body must be a JSON object.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _StubError(400, "Model not exist.", "InvalidParameter")
+        model_input = body.get("input")
+        if not isinstance(model_input, dict):
+            raise _StubError(400, "input must be an object.", "InvalidParameter")
+        parameters = body.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _StubError(400, "parameters must be an object.", "InvalidParameter")
+        parameters = parameters or {}
+        try:
+            results, tokens = _rerank(
+                model_input.get("query"),
+                model_input.get("documents"),
+                parameters.get("top_n"),
+                parameters.get("return_documents"),
+            )
+        except _StubError as exc:
+            raise _StubError(exc.status, exc.message, "InvalidParameter") from exc
+        self._send_json(
+            200,
+            {
+                "output": {"results": results},
+                "usage": {"total_tokens": tokens},
+                "request_id": str(uuid.uuid4()),
+            },
+        )
+
 
 def _default_message(status: int, dashscope: bool) -> str:
     """The canned error message for ``status`` in the given format."""
@@ -811,6 +967,12 @@ class ModelAPIStub:
         with self._lock:
             snapshot = list(self.requests)
         return [r for r in snapshot if r.method == "POST" and _route(r.path) in EMBEDDING_PATHS]
+
+    def rerank_requests(self) -> list[RecordedRequest]:
+        """Recorded generic (``/v1/rerank``) and DashScope rerank requests, in order."""
+        with self._lock:
+            snapshot = list(self.requests)
+        return [r for r in snapshot if r.method == "POST" and _route(r.path) in RERANK_PATHS]
 
     def fail_next(self, status: int, times: int = 1, *, retry_after: float | None = None) -> None:
         """Make the next ``times`` requests (any endpoint) fail with HTTP ``status``.

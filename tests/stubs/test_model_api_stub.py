@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import dashscope
+import httpx
 import openai
 import pytest
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
@@ -21,11 +22,14 @@ from pydantic import SecretStr
 
 from .model_api import (
     DASHSCOPE_TEXT_EMBEDDING_PATH,
+    DASHSCOPE_TEXT_RERANK_PATH,
     HOST,
+    RERANK_PATH,
     STREAM_CHUNK_CHARS,
     ModelAPIStub,
     default_chat_reply,
     stub_embedding,
+    stub_rerank_score,
 )
 
 QUESTION = "请问你们的退货政策是什么？购买后多少天内可以无理由退货，需要满足哪些条件？"
@@ -431,3 +435,286 @@ def test_dashscope_wrong_key_and_injected_failure(stub: ModelAPIStub) -> None:
     assert response.status_code == 429
     assert response.code == "Throttling.RateQuota"
     assert len(stub.embedding_requests()) == 2
+
+
+# -- rerank ----------------------------------------------------------------------------
+
+RERANK_QUERY = "退货政策"
+RERANK_DOCS = ["发票怎么开", "政策说明", "退货政策：七天无理由退货", "会员积分", "退货流程"]
+# scores: 0, 1/3 ("政策"), 1, 0, 1/3 ("退货") -> order 2, 1, 4, 0, 3 (ties keep input order)
+RERANK_ORDER = [2, 1, 4, 0, 3]
+RERANK_TOKENS = len(RERANK_QUERY) + sum(len(d) for d in RERANK_DOCS)
+
+
+@pytest.fixture
+def httpx_client(stub: ModelAPIStub) -> Iterator[httpx.Client]:
+    """An httpx client for the OpenAI-compatible root, authenticated with the stub's key."""
+    with httpx.Client(
+        base_url=stub.base_url, headers={"Authorization": "Bearer sk-test"}, timeout=10
+    ) as client:
+        yield client
+
+
+def test_stub_rerank_score() -> None:
+    assert stub_rerank_score("退货政策", "退货政策：七天无理由退货") == 1.0
+    assert math.isclose(stub_rerank_score("退货政策", "政策说明"), 1 / 3)
+    assert stub_rerank_score("退货政策", "发票怎么开") == 0.0
+    # distinct bigrams: "aa" twice counts once
+    assert stub_rerank_score("aaab", "xaax") == 0.5
+    # lower-cased, whitespace removed on both sides
+    assert stub_rerank_score("Re Turn", "RETURN policy") == 1.0
+    assert stub_rerank_score("退 货", "退货") == 1.0
+    # one-character queries: whether the character occurs
+    assert stub_rerank_score("退", "可以退吗") == 1.0
+    assert stub_rerank_score(" X ", "abc") == 0.0
+    assert stub_rerank_score("", "abc") == 0.0
+    assert stub_rerank_score("   ", "abc") == 0.0
+    scores = [stub_rerank_score(RERANK_QUERY, d) for d in RERANK_DOCS]
+    assert all(0.0 <= v <= 1.0 for v in scores)
+    assert sorted(range(len(scores)), key=lambda i: -scores[i]) == RERANK_ORDER
+
+
+def test_dashscope_text_rerank(stub: ModelAPIStub) -> None:
+    global_url = dashscope.base_http_api_url
+    response = dashscope.TextReRank.call(
+        model="gte-rerank-v2",
+        query=RERANK_QUERY,
+        documents=RERANK_DOCS,
+        top_n=3,
+        return_documents=True,
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 200, response
+    assert response.request_id
+    results = response.output.results
+    assert [r.index for r in results] == RERANK_ORDER[:3]
+    for result in results:
+        assert result.relevance_score == stub_rerank_score(RERANK_QUERY, RERANK_DOCS[result.index])
+        # ReRankResult declares ``document: Dict = None`` as a dataclass default, so the
+        # attribute reads that class default; the parsed value is only reachable by key
+        assert result["document"] == {"text": RERANK_DOCS[result.index]}
+    scores = [r.relevance_score for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert response.usage.total_tokens == RERANK_TOKENS
+    [recorded] = stub.rerank_requests()
+    assert recorded.path == DASHSCOPE_TEXT_RERANK_PATH
+    assert recorded.path == "/api/v1/services/rerank/text-rerank/text-rerank"
+    assert recorded.headers["authorization"] == "Bearer sk-test"
+    assert recorded.body == {
+        "model": "gte-rerank-v2",
+        "input": {"query": RERANK_QUERY, "documents": RERANK_DOCS},
+        "parameters": {"top_n": 3, "return_documents": True},
+    }
+    assert stub.embedding_requests() == []
+    assert dashscope.base_http_api_url == global_url  # nothing global was touched
+
+
+def test_dashscope_text_rerank_defaults(stub: ModelAPIStub) -> None:
+    response = dashscope.TextReRank.call(
+        model="gte-rerank-v2",
+        query=RERANK_QUERY,
+        documents=RERANK_DOCS,
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 200, response
+    results = response.output.results
+    assert [r.index for r in results] == RERANK_ORDER  # no top_n: every document
+    # ReRankResult always fills ``document`` (None when absent), so check the wire too
+    assert all(r["document"] is None for r in results)
+    status, _headers, body = _raw_request(
+        stub,
+        "POST",
+        DASHSCOPE_TEXT_RERANK_PATH,
+        {"model": "gte-rerank-v2", "input": {"query": RERANK_QUERY, "documents": RERANK_DOCS}},
+    )
+    assert status == 200
+    assert all(set(r) == {"index", "relevance_score"} for r in body["output"]["results"])
+    big = dashscope.TextReRank.call(
+        model="gte-rerank-v2",
+        query=RERANK_QUERY,
+        documents=RERANK_DOCS,
+        top_n=50,
+        return_documents=False,
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+    )
+    assert [r.index for r in big.output.results] == RERANK_ORDER
+    assert all(r["document"] is None for r in big.output.results)
+
+
+def test_dashscope_text_rerank_errors(stub: ModelAPIStub) -> None:
+    # the SDK refuses empty documents itself, so send those raw
+    status, _headers, body = _raw_request(
+        stub,
+        "POST",
+        DASHSCOPE_TEXT_RERANK_PATH,
+        {"model": "gte-rerank-v2", "input": {"query": "q", "documents": []}},
+    )
+    assert status == 400
+    assert body["code"] == "InvalidParameter" and body["message"] and body["request_id"]
+    status, _headers, body = _raw_request(
+        stub,
+        "POST",
+        DASHSCOPE_TEXT_RERANK_PATH,
+        {"model": "gte-rerank-v2", "input": {"documents": ["a"]}},
+    )
+    assert status == 400
+    assert body["code"] == "InvalidParameter" and "query" in body["message"]
+    response = dashscope.TextReRank.call(
+        model="gte-rerank-v2",
+        query="",
+        documents=["a"],
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 400
+    assert response.code == "InvalidParameter"
+    assert response.output is None
+    response = dashscope.TextReRank.call(
+        model="gte-rerank-v2",
+        query="q",
+        documents=["a"],
+        top_n=0,
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 400
+    assert response.code == "InvalidParameter"
+    assert len(stub.rerank_requests()) == 4
+
+
+def test_dashscope_text_rerank_wrong_key_and_injected_failure(stub: ModelAPIStub) -> None:
+    response = dashscope.TextReRank.call(
+        model="gte-rerank-v2",
+        query="q",
+        documents=["a"],
+        api_key="sk-wrong",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 401
+    assert response.code == "InvalidApiKey"
+    stub.fail_next(503)
+    response = dashscope.TextReRank.call(
+        model="gte-rerank-v2",
+        query="q",
+        documents=["a"],
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 503
+    assert response.code == "ServiceUnavailable"
+    assert response.output is None
+    # the SDK does not retry; the next call succeeds
+    response = dashscope.TextReRank.call(
+        model="gte-rerank-v2",
+        query="q",
+        documents=["a"],
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+    )
+    assert response.status_code == 200
+    assert len(stub.rerank_requests()) == 3
+
+
+def test_generic_rerank(stub: ModelAPIStub, httpx_client: httpx.Client) -> None:
+    response = httpx_client.post(
+        "/rerank",
+        json={
+            "model": "bge-reranker-v2-m3",
+            "query": RERANK_QUERY,
+            "documents": RERANK_DOCS,
+            "top_n": 3,
+            "return_documents": True,
+        },
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] and body["model"] == "bge-reranker-v2-m3"
+    assert [r["index"] for r in body["results"]] == RERANK_ORDER[:3]
+    for result in body["results"]:
+        text = RERANK_DOCS[result["index"]]
+        assert result["relevance_score"] == stub_rerank_score(RERANK_QUERY, text)
+        assert result["document"] == {"text": text}
+    assert body["usage"] == {"total_tokens": RERANK_TOKENS}
+    [recorded] = stub.rerank_requests()
+    assert recorded.path == RERANK_PATH
+    assert recorded.headers["authorization"] == "Bearer sk-test"
+    assert recorded.body["documents"] == RERANK_DOCS
+
+
+def test_generic_rerank_text_objects(stub: ModelAPIStub, httpx_client: httpx.Client) -> None:
+    documents: list[Any] = [{"text": d} for d in RERANK_DOCS]
+    documents[0] = RERANK_DOCS[0]  # strings and {"text"} objects may be mixed
+    response = httpx_client.post(
+        "/rerank",
+        json={"model": "jina-reranker-v2", "query": RERANK_QUERY, "documents": documents},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["index"] for r in body["results"]] == RERANK_ORDER
+    assert all(set(r) == {"index", "relevance_score"} for r in body["results"])
+    assert body["usage"]["total_tokens"] == RERANK_TOKENS
+    response = httpx_client.post(
+        "/rerank",
+        json={
+            "model": "jina-reranker-v2",
+            "query": RERANK_QUERY,
+            "documents": documents,
+            "top_n": 1,
+            "return_documents": True,
+        },
+    )
+    [top] = response.json()["results"]
+    assert top == {
+        "index": 2,
+        "relevance_score": 1.0,
+        "document": {"text": RERANK_DOCS[2]},
+    }
+    assert len(stub.rerank_requests()) == 2
+
+
+def test_generic_rerank_requires_key(stub: ModelAPIStub) -> None:
+    payload = {"model": "m", "query": "q", "documents": ["a"]}
+    response = httpx.post(f"{stub.base_url}/rerank", json=payload, timeout=10)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    response = httpx.post(
+        f"{stub.base_url}/rerank",
+        json=payload,
+        headers={"Authorization": "Bearer sk-wrong"},
+        timeout=10,
+    )
+    assert response.status_code == 401
+    assert len(stub.rerank_requests()) == 2
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"model": "m", "query": "q", "documents": []},
+        {"model": "m", "query": "q"},
+        {"model": "m", "documents": ["a"]},
+        {"model": "m", "query": "q", "documents": [{"image": "x.png"}]},
+        {"model": "m", "query": "q", "documents": ["a"], "top_n": 0},
+        {"model": "m", "query": "q", "documents": ["a"], "return_documents": "yes"},
+        {"query": "q", "documents": ["a"]},
+    ],
+)
+def test_generic_rerank_bad_request(httpx_client: httpx.Client, payload: dict[str, Any]) -> None:
+    response = httpx_client.post("/rerank", json=payload)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_generic_rerank_injected_failure(stub: ModelAPIStub, httpx_client: httpx.Client) -> None:
+    stub.fail_next(503, retry_after=1)
+    payload = {"model": "m", "query": "q", "documents": ["a"]}
+    response = httpx_client.post("/rerank", json=payload)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert httpx_client.post("/rerank", json=payload).status_code == 200
+    assert len(stub.rerank_requests()) == 2

@@ -1,0 +1,105 @@
+"""Parameter sweeps for the defaults: runs ``rag eval`` once per setting and collects the figures.
+
+Each point is a set of ``RAG_*`` overrides (chunk size/overlap, k, ...). Every point gets its own
+scratch data folder, but all of them share one embedding cache (``--cache``), so a chunk text
+that two points have in common is embedded once. Results go to one JSON file, with the command
+and the overrides of every point, so ``docs/tuning.md`` can cite it and anyone can re-run it.
+
+Run from the repository root, on a quiet machine (the local model embeds 5-6 chunks a second
+on two cores, so each new chunk size of the pooled DEV sets costs about 5 minutes)::
+
+    python scripts/sweep.py chunks ../shared/eval/{cmrc2018,drcd,xquad_zh,xquad_en} \\
+        --out bench-results/sweep-chunks-dev.json
+    python scripts/sweep.py k corpus --out bench-results/sweep-k-corpus.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Chunk size / overlap grid around the default 400/60.
+CHUNK_POINTS: list[dict[str, str]] = [
+    {"RAG_SPLIT__CHUNK_SIZE": "250", "RAG_SPLIT__CHUNK_OVERLAP": "40"},
+    {"RAG_SPLIT__CHUNK_SIZE": "300", "RAG_SPLIT__CHUNK_OVERLAP": "60"},
+    {"RAG_SPLIT__CHUNK_SIZE": "400", "RAG_SPLIT__CHUNK_OVERLAP": "0"},
+    {"RAG_SPLIT__CHUNK_SIZE": "400", "RAG_SPLIT__CHUNK_OVERLAP": "60"},
+    {"RAG_SPLIT__CHUNK_SIZE": "400", "RAG_SPLIT__CHUNK_OVERLAP": "120"},
+    {"RAG_SPLIT__CHUNK_SIZE": "500", "RAG_SPLIT__CHUNK_OVERLAP": "60"},
+    {"RAG_SPLIT__CHUNK_SIZE": "600", "RAG_SPLIT__CHUNK_OVERLAP": "60"},
+    {"RAG_SPLIT__CHUNK_SIZE": "800", "RAG_SPLIT__CHUNK_OVERLAP": "100"},
+]
+# k only changes what the answer sees (answer_recall, context length); one index serves all.
+K_POINTS: list[dict[str, str]] = [{"RAG_RETRIEVER__K": str(k)} for k in (2, 3, 4, 5, 6, 8)]
+GRIDS = {"chunks": CHUNK_POINTS, "k": K_POINTS}
+
+
+def label(point: dict[str, str]) -> str:
+    return ",".join(f"{k.removeprefix('RAG_').lower()}={v}" for k, v in point.items())
+
+
+def run_point(
+    datasets: list[str], point: dict[str, str], scratch: Path, cache: Path, compare: str
+) -> dict[str, object]:
+    data = scratch / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    if not (data / "embedding-cache").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        (data / "embedding-cache").symlink_to(cache.resolve(), target_is_directory=True)
+    command = [sys.executable, "-m", "rag_pipeline.cli", "eval", *datasets]
+    command += ["--data-dir", str(scratch), "--json"]
+    if compare:
+        command += ["--compare", compare]
+    env = {**os.environ, **point}
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+    if done.returncode != 0:
+        raise SystemExit(f"{label(point)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    figures = json.loads(done.stdout)
+    return {"point": point, "seconds": round(time.perf_counter() - started, 1), **figures}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("grid", choices=sorted(GRIDS))
+    parser.add_argument("datasets", nargs="+", help="dataset folders, as for rag eval")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--scratch", type=Path, help="scratch root (default: a temp folder)")
+    parser.add_argument("--cache", type=Path, help="shared embedding cache folder")
+    parser.add_argument("--compare", default="", help="passed to rag eval --compare")
+    args = parser.parse_args(argv)
+
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix="rag-sweep-"))
+    cache = args.cache or scratch / "embedding-cache"
+    results = []
+    for index, point in enumerate(GRIDS[args.grid]):
+        # k points share one index; chunk points need one each.
+        folder = scratch / ("k" if args.grid == "k" else f"p{index}")
+        result = run_point(args.datasets, point, folder, cache, args.compare)
+        results.append(result)
+        print(
+            f"{label(point):<50} chunks {result['chunks']:>5}  hit@1 {result['hit@1']:.4f}  "
+            f"hit@5 {result['hit@5']:.4f}  mrr@10 {result['mrr@10']:.4f}  "
+            f"answer_recall {result['answer_recall']:.4f}  ({result['seconds']} s)",
+            flush=True,
+        )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "grid": args.grid,
+            "datasets": args.datasets,
+            "command": "python scripts/sweep.py " + " ".join(argv or sys.argv[1:]),
+            "load_average": os.getloadavg(),
+            "results": results,
+        }
+        args.out.write_text(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
