@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
+from rag_pipeline.embeddings import batched
 from rag_pipeline.errors import ConfigurationError, MissingExtraError
 from rag_pipeline.stores import (
     FINGERPRINT_KEY,
@@ -301,7 +302,7 @@ def milvus_store_class() -> type:
         ) -> bool | None:
             if not ids:
                 return super().delete(ids=ids, expr=expr, **kwargs)  # type: ignore[no-any-return]
-            for batch in _batched(ids, BATCH):
+            for batch in batched(ids, BATCH):
                 self.client.delete(self.collection_name, ids=list(batch), **kwargs)
             return True
 
@@ -340,7 +341,7 @@ def milvus_store_class() -> type:
 
         def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
             found: list[Document] = []
-            for batch in _batched(list(ids), BATCH):
+            for batch in batched(list(ids), BATCH):
                 rows = self.client.get(
                     self.collection_name, ids=list(batch), output_fields=[TEXT_FIELD, "$meta"]
                 )
@@ -412,13 +413,13 @@ def milvus_store_class() -> type:
                 return await super().adelete(  # type: ignore[no-any-return]
                     ids=ids, expr=expr, **kwargs
                 )
-            for batch in _batched(ids, BATCH):
+            for batch in batched(ids, BATCH):
                 await self.aclient.delete(self.collection_name, ids=list(batch), **kwargs)
             return True
 
         async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
             found: list[Document] = []
-            for batch in _batched(list(ids), BATCH):
+            for batch in batched(list(ids), BATCH):
                 rows = await self.aclient.get(
                     self.collection_name, ids=list(batch), output_fields=[TEXT_FIELD, "$meta"]
                 )
@@ -426,11 +427,6 @@ def milvus_store_class() -> type:
             return found
 
     return RagMilvus
-
-
-def _batched(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _faiss_available() -> bool:
@@ -653,7 +649,7 @@ class MilvusBackend(VectorBackend):
     def get(self, ids: list[str]) -> list[Document]:
         self._ready()
         by_id: dict[str, Document] = {}
-        for batch in _batched(ids, BATCH):
+        for batch in batched(ids, BATCH):
             for row in self.client.get(
                 self.name, ids=list(batch), output_fields=[TEXT_FIELD, "$meta"]
             ):
@@ -678,7 +674,7 @@ class MilvusBackend(VectorBackend):
             # the chunks from the keyword index as well (pruned files must leave both).
             self.vector_store.delete(ids=ids)
             return
-        for batch in _batched(ids, BATCH):
+        for batch in batched(ids, BATCH):
             self.client.delete(self.name, ids=list(batch))
 
     def list_collections(self) -> list[str]:
@@ -700,7 +696,7 @@ class MilvusBackend(VectorBackend):
     def scan(self, batch_size: int = SCAN_BATCH) -> Iterator[list[Record]]:
         self._ready()
         ids = [str(row[PK_FIELD]) for row in self._scan([PK_FIELD])]
-        for batch in _batched(ids, batch_size):
+        for batch in batched(ids, batch_size):
             rows = self.client.get(
                 self.name, ids=list(batch), output_fields=[TEXT_FIELD, VECTOR_FIELD, "$meta"]
             )

@@ -485,8 +485,6 @@ def _backend(settings: Settings, embedding_function: Embeddings | None) -> Any:
         from rag_pipeline.milvus import MilvusBackend
 
         return MilvusBackend(settings, embedding_function)
-    if settings.store.mode not in ("persistent", "memory", "http"):  # pragma: no cover
-        raise ConfigurationError(f"unknown Chroma mode {settings.store.mode!r}")
     return ChromaBackend(settings, embedding_function)
 
 

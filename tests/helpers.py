@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_core.embeddings import Embeddings
 
 from rag_pipeline.config import Settings
@@ -64,3 +65,48 @@ def write_corpus(folder: Path, files: dict[str, str] | None = None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return folder
+
+
+# Paragraphs that stay under a chunk size of 80, so every file splits the same way each run.
+# "元" occurs in every chunk of shipping.txt: replacing it keeps the chunk boundaries and changes
+# every chunk.
+STORE_CORPUS = {
+    "returns.md": (
+        "# 退货政策\n\n## 七天无理由退货\n\n签收后7天内可申请无理由退货，商品需保持完好，"
+        "配件和赠品需一并寄回。\n\n## 退款时效\n\n退款将在仓库验收后3个工作日内原路退回，"
+        "信用卡退款以银行入账时间为准。"
+    ),
+    "shipping.txt": (
+        "配送说明：订单满99元包邮，不满99元收取运费8元，偏远地区另计。\n\n"
+        "加急配送另收15元，当天16点前下单当天发货，次日送达主要城市。\n\n"
+        "偏远地区运费每单加收20元，一般需要5到7天送达，节假日顺延。"
+    ),
+    "payment.md": (
+        "# 支付方式\n\n支持微信支付、支付宝、银联卡和花呗分期。\n\n"
+        "## 发票\n\n电子发票在确认收货后自动开具，可在订单详情中下载。"
+    ),
+}
+
+
+def use_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    """The same settings for ``rag`` commands run through ``main``, as environment variables
+    (fake embeddings without cache, the extractive answerer, the store and split sections)."""
+    for name in ("RAG_STORE__BACKEND", "RAG_STORE__URI", "RAG_STORE__MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAG_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("RAG_EMBEDDINGS__PROVIDER", "fake")
+    monkeypatch.setenv("RAG_EMBEDDINGS__CACHE", "false")
+    monkeypatch.setenv("RAG_LLM__PROVIDER", "extractive")
+    for section in ("store", "split"):
+        values = getattr(settings, section).model_dump(mode="json", exclude_defaults=True)
+        for key, value in values.items():
+            monkeypatch.setenv(f"RAG_{section.upper()}__{key.upper()}", str(value))
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``rag ARGV...`` in process: exit code, stdout, stderr."""
+    from rag_pipeline.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -18,7 +18,6 @@ import pytest
 from langchain_core.indexing.api import _get_document_with_hash
 
 from rag_pipeline.chain import Assistant
-from rag_pipeline.cli import main
 from rag_pipeline.collections import count_bookkeeping
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import HashingEmbeddings, build_embedding_model
@@ -28,7 +27,7 @@ from rag_pipeline.keyword import KeywordIndex
 from rag_pipeline.loading import discover, load_file
 from rag_pipeline.splitting import split_documents
 from rag_pipeline.stores import VectorBackend, connect, open_store
-from tests.helpers import SMALL_CORPUS, counting_model, write_corpus
+from tests.helpers import SMALL_CORPUS, counting_model, run_cli, use_env, write_corpus
 from tests.integration.servers import ChromaServer, chroma_server
 
 BACKENDS = ["chroma-persistent", "chroma-memory", "chroma-http", "milvus-lite"]
@@ -80,24 +79,6 @@ def corpus(tmp_path: Path) -> Path:
 def with_retriever(settings: Settings, **changes: Any) -> Settings:
     retriever = settings.retriever.model_copy(update=changes)
     return settings.model_copy(update={"retriever": retriever})
-
-
-def use_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    """The same settings for ``rag`` commands run through ``main``, as environment variables."""
-    monkeypatch.setenv("RAG_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("RAG_EMBEDDINGS__PROVIDER", "fake")
-    monkeypatch.setenv("RAG_EMBEDDINGS__CACHE", "false")
-    monkeypatch.setenv("RAG_LLM__PROVIDER", "extractive")
-    for section in ("store", "split"):
-        values = getattr(settings, section).model_dump(mode="json", exclude_defaults=True)
-        for key, value in values.items():
-            monkeypatch.setenv(f"RAG_{section.upper()}__{key.upper()}", str(value))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def expected_ids(corpus: Path, settings: Settings) -> dict[str, set[str]]:
@@ -232,11 +213,11 @@ def test_cli_info_ask_and_content_filter(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     use_env(monkeypatch, settings)
-    code, out, err = run(capsys, "ingest", str(corpus), "--json")
+    code, out, err = run_cli(capsys, "ingest", str(corpus), "--json")
     assert code == 0, err
     added = json.loads(out)["chunks_added"]
 
-    code, out, err = run(capsys, "info", "--json")
+    code, out, err = run_cli(capsys, "info", "--json")
     assert code == 0, err
     info = json.loads(out)
     assert info["backend"] == settings.store.backend
@@ -246,18 +227,18 @@ def test_cli_info_ask_and_content_filter(
     assert set(info["sources"]) == set(CORPUS)
 
     question = ("ask", "怎么退货", "--json", "--show-context", "--threshold", "0")
-    code, out, err = run(capsys, *question, "--where-document-contains", "运费")
+    code, out, err = run_cli(capsys, *question, "--where-document-contains", "运费")
     assert code == 0, err
     context = json.loads(out)["context"]
     assert context and all("运费" in c["content"] for c in context)
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, *question, "--where-document-contains", "运费", "--where-document-contains", "%"
     )
     assert code == 0, err
     assert {c["source"] for c in json.loads(out)["context"]} == {"promo.txt"}
 
     monkeypatch.setenv("RAG_RETRIEVER__WHERE_DOCUMENT", '{"$contains": "包邮"}')
-    code, out, err = run(capsys, *question)
+    code, out, err = run_cli(capsys, *question)
     assert code == 0, err
     context = json.loads(out)["context"]
     assert context and all("包邮" in c["content"] for c in context)
@@ -282,7 +263,7 @@ def test_other_embeddings_are_refused(
 
     use_env(monkeypatch, settings)
     monkeypatch.setenv("RAG_EMBEDDINGS__DIMENSIONS", "64")
-    code, _, err = run(capsys, "info", "--json")
+    code, _, err = run_cli(capsys, "info", "--json")
     assert code == 2
     assert "fake:hashed-char-ngrams:256" in err and "--rebuild" in err
 
@@ -299,15 +280,15 @@ def test_collections_commands(
     renamed = f"{name}_renamed"
     use_env(monkeypatch, settings)
 
-    code, out, err = run(capsys, "collections", "count", "--json")
+    code, out, err = run_cli(capsys, "collections", "count", "--json")
     assert code == 0, err
     assert json.loads(out)["count"] == n
-    code, out, err = run(capsys, "collections", "peek", "3", "--json")
+    code, out, err = run_cli(capsys, "collections", "peek", "3", "--json")
     assert code == 0, err
     peeked = json.loads(out)
     assert len(peeked) == 3 and {p["id"] for p in peeked} <= ids
     assert all(p["text"] and p["metadata"]["source"] in CORPUS for p in peeked)
-    code, out, err = run(capsys, "collections", "list", "--json")
+    code, out, err = run_cli(capsys, "collections", "list", "--json")
     assert code == 0, err
     listed = {c["name"]: c for c in json.loads(out)["collections"]}
     assert listed[name]["count"] == n and listed[name]["current"]
@@ -315,7 +296,7 @@ def test_collections_commands(
 
     # Rename: the records, manifest and keyword rows follow the collection.
     old_namespace = reopen(settings).namespace
-    code, out, err = run(capsys, "collections", "rename", renamed, "--json")
+    code, out, err = run_cli(capsys, "collections", "rename", renamed, "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["moved"] == {"records": n, "sources": len(CORPUS), "keyword_chunks": n}
@@ -324,7 +305,7 @@ def test_collections_commands(
         "sources": 0,
         "keyword_chunks": 0,
     }
-    code, _, err = run(capsys, "collections", "count")
+    code, _, err = run_cli(capsys, "collections", "count")
     assert code == 2 and "collections list" in err
     moved = settings.model_copy(
         update={"store": settings.store.model_copy(update={"collection": renamed})}
@@ -339,18 +320,18 @@ def test_collections_commands(
     store.close()
 
     # Delete: refused without --yes, then everything goes.
-    code, _, err = run(capsys, "collections", "delete", "--collection", renamed)
+    code, _, err = run_cli(capsys, "collections", "delete", "--collection", renamed)
     assert code == 2 and "--yes" in err
     assert reopen(moved).count() == n
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, "collections", "delete", "--yes", "--collection", renamed, "--json"
     )
     assert code == 0, err
     deleted = json.loads(out)
     assert deleted["existed"] and deleted["deleted_chunks"] == n
     assert deleted["removed"] == {"records": n, "sources": len(CORPUS), "keyword_chunks": n}
-    code, out, err = run(capsys, "collections", "list", "--json")
+    code, out, err = run_cli(capsys, "collections", "list", "--json")
     assert code == 0, err
     assert renamed not in {c["name"] for c in json.loads(out)["collections"]}
-    code, _, err = run(capsys, "collections", "delete", "--yes", "--collection", renamed)
+    code, _, err = run_cli(capsys, "collections", "delete", "--yes", "--collection", renamed)
     assert code == 2 and "no collection" in err

@@ -13,31 +13,24 @@ pytest.importorskip("langchain_milvus")
 pytest.importorskip("milvus_lite")
 
 import rag_pipeline.embeddings  # noqa: E402
-from rag_pipeline.cli import main  # noqa: E402
 from rag_pipeline.collections import migrate, target_settings  # noqa: E402
 from rag_pipeline.config import Settings  # noqa: E402
 from rag_pipeline.errors import ConfigurationError, EmptyIndexError  # noqa: E402
 from rag_pipeline.indexing import SourceManifest, ingest, record_manager  # noqa: E402
 from rag_pipeline.keyword import KeywordIndex  # noqa: E402
 from rag_pipeline.stores import Record, connect  # noqa: E402
-from tests.helpers import CountingEmbeddings, counting_model, write_corpus  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    STORE_CORPUS,
+    CountingEmbeddings,
+    counting_model,
+    run_cli,
+    use_env,
+    write_corpus,
+)
 
 SPLIT = {"chunk_size": 80, "chunk_overlap": 0}
 CORPUS = {
-    "returns.md": (
-        "# 退货政策\n\n## 七天无理由退货\n\n签收后7天内可申请无理由退货，商品需保持完好，"
-        "配件和赠品需一并寄回。\n\n## 退款时效\n\n退款将在仓库验收后3个工作日内原路退回，"
-        "信用卡退款以银行入账时间为准。"
-    ),
-    "shipping.txt": (
-        "配送说明：订单满99元包邮，不满99元收取运费8元，偏远地区另计。\n\n"
-        "加急配送另收15元，当天16点前下单当天发货，次日送达主要城市。\n\n"
-        "偏远地区运费每单加收20元，一般需要5到7天送达，节假日顺延。"
-    ),
-    "payment.md": (
-        "# 支付方式\n\n支持微信支付、支付宝、银联卡和花呗分期。\n\n"
-        "## 发票\n\n电子发票在确认收货后自动开具，可在订单详情中下载。"
-    ),
+    **STORE_CORPUS,
     "warranty.txt": "保修说明：家电类商品享受一年免费保修，人为损坏不在保修范围内。",
     "membership.md": (
         "# 会员权益\n\n金卡会员每月领取两张免运费券，生日当月享双倍积分。\n\n"
@@ -84,23 +77,6 @@ def milvus_settings(tmp_path: Path, collection: str = "kb_milvus", **embeddings:
         retriever={"score_threshold": None},
         llm={"provider": "extractive"},
     )
-
-
-def use_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    for name in ("RAG_STORE__BACKEND", "RAG_STORE__URI", "RAG_STORE__MODE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("RAG_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("RAG_EMBEDDINGS__PROVIDER", "fake")
-    for section in ("store", "split"):
-        values = getattr(settings, section).model_dump(mode="json", exclude_defaults=True)
-        for key, value in values.items():
-            monkeypatch.setenv(f"RAG_{section.upper()}__{key.upper()}", str(value))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def records(settings: Settings) -> dict[str, Record]:
@@ -151,7 +127,7 @@ def test_migrate_chroma_to_milvus_and_back(
     counter.documents_embedded = counter.queries_embedded = 0
 
     use_env(monkeypatch, source)
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys,
         "migrate",
         "--to-backend",
@@ -196,7 +172,7 @@ def test_migrate_chroma_to_milvus_and_back(
 
     # And back to Chroma, into another collection of the same folder.
     use_env(monkeypatch, target)
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, "migrate", "--to-backend", "chroma", "--to-collection", "kb_back", "--json"
     )
     assert code == 0, err
@@ -254,7 +230,7 @@ def test_migrate_refusals_and_replace(
     )
     use_env(monkeypatch, source)
     argv = ("migrate", "--to-settings", str(target_file), "--to-collection", "flagged")
-    code, out, err = run(capsys, *argv)
+    code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert "copied" in out and "flagged" in out and "nothing re-embedded" in out
     in_file = Settings(
@@ -264,9 +240,9 @@ def test_migrate_refusals_and_replace(
         split=SPLIT,
     )
     assert ingest([corpus], in_file).chunks_added == 0
-    code, _, err = run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2 and "--replace" in err
-    code, _, err = run(capsys, "migrate", "--to-mode", "memory", "--to-uri", "x.db")
+    code, _, err = run_cli(capsys, "migrate", "--to-mode", "memory", "--to-uri", "x.db")
     assert code == 2 and "--to-backend milvus" in err
 
 
@@ -279,20 +255,20 @@ def test_collections_refusals(
     ingest([corpus], second)
     use_env(monkeypatch, first)
 
-    code, _, err = run(capsys, "collections", "rename", "second")
+    code, _, err = run_cli(capsys, "collections", "rename", "second")
     assert code == 2 and "already exists" in err
-    code, _, err = run(capsys, "collections", "rename", "x")
+    code, _, err = run_cli(capsys, "collections", "rename", "x")
     assert code == 2 and "collection" in err
-    code, _, err = run(capsys, "collections", "rename", "third", "--collection", "nope")
+    code, _, err = run_cli(capsys, "collections", "rename", "third", "--collection", "nope")
     assert code == 2 and "no collection 'nope'" in err
-    code, _, err = run(capsys, "collections", "peek", "-1")
+    code, _, err = run_cli(capsys, "collections", "peek", "-1")
     assert code == 2 and ">= 0" in err
 
     # A collection another tool made (a name we would not accept, no fingerprint) is listed.
     backend = connect(first)
     backend.client.create_collection("foreign-docs")  # type: ignore[attr-defined]
     backend.close()
-    code, out, err = run(capsys, "collections", "list", "--json")
+    code, out, err = run_cli(capsys, "collections", "list", "--json")
     assert code == 0, err
     listed = {c["name"]: c for c in json.loads(out)["collections"]}
     assert listed["foreign-docs"] == {
@@ -302,12 +278,12 @@ def test_collections_refusals(
         "current": False,
     }
     assert listed["first"]["current"] and listed["second"]["count"] == listed["first"]["count"]
-    code, out, err = run(capsys, "collections", "list")
+    code, out, err = run_cli(capsys, "collections", "list")
     assert code == 0, err
     lines = out.splitlines()
     assert any(line.startswith(" * first") for line in lines)
     assert any(line.startswith("   second") for line in lines)
     assert any("foreign-docs" in line and "no embedding fingerprint" in line for line in lines)
-    code, out, err = run(capsys, "collections", "peek", "2")
+    code, out, err = run_cli(capsys, "collections", "peek", "2")
     assert code == 0, err
     assert len(out.splitlines()) == 4

@@ -25,26 +25,13 @@ from rag_pipeline.indexing import IngestReport, ingest, record_manager  # noqa: 
 from rag_pipeline.milvus import MilvusBackend, milvus_expr, redact_uri, release_lite  # noqa: E402
 from rag_pipeline.retrieval import build_retriever  # noqa: E402
 from rag_pipeline.stores import VectorBackend, open_store  # noqa: E402
+from tests.helpers import STORE_CORPUS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Paragraphs stay under chunk_size, so every file splits the same way each run. "元" occurs in
-# every chunk of shipping.txt: replacing it keeps the chunk boundaries and changes every chunk.
+# STORE_CORPUS: every file splits the same way each run; see tests/helpers.py.
 CORPUS = {
-    "returns.md": (
-        "# 退货政策\n\n## 七天无理由退货\n\n签收后7天内可申请无理由退货，商品需保持完好，"
-        "配件和赠品需一并寄回。\n\n## 退款时效\n\n退款将在仓库验收后3个工作日内原路退回，"
-        "信用卡退款以银行入账时间为准。"
-    ),
-    "shipping.txt": (
-        "配送说明：订单满99元包邮，不满99元收取运费8元，偏远地区另计。\n\n"
-        "加急配送另收15元，当天16点前下单当天发货，次日送达主要城市。\n\n"
-        "偏远地区运费每单加收20元，一般需要5到7天送达，节假日顺延。"
-    ),
-    "payment.md": (
-        "# 支付方式\n\n支持微信支付、支付宝、银联卡和花呗分期。\n\n"
-        "## 发票\n\n电子发票在确认收货后自动开具，可在订单详情中下载。"
-    ),
+    **STORE_CORPUS,
     "notes/o'brien warranty.txt": (
         "保修说明：家电类商品享受一年免费保修，人为损坏不在保修范围内。"
     ),
