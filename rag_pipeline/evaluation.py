@@ -96,6 +96,28 @@ def _normalise(text: str) -> str:
     return re.sub(r"\s+", "", text).lower()
 
 
+def answer_recall_of(contexts: Sequence[str], queries: Sequence[EvalQuery]) -> float:
+    """Share of the queries with gold answers whose answer appears in their context."""
+    with_answers = [(c, q) for c, q in zip(contexts, queries, strict=True) if q.answers]
+    if not with_answers:
+        return 0.0
+    found = sum(any(_normalise(a) in _normalise(c) for a in q.answers) for c, q in with_answers)
+    return found / len(with_answers)
+
+
+def by_context_size(
+    chunk_texts: list[list[str]], queries: Sequence[EvalQuery]
+) -> dict[str, dict[str, float]]:
+    """Answer recall and mean context length (characters) when the answer sees the top k
+    chunks, for k = 1..10: what choosing ``retriever.k`` trades."""
+    recall, chars = {}, {}
+    for k in range(1, CUTOFF + 1):
+        contexts = ["\n".join(texts[:k]) for texts in chunk_texts]
+        recall[str(k)] = round(answer_recall_of(contexts, queries), 4)
+        chars[str(k)] = round(sum(len(c) for c in contexts) / max(len(contexts), 1), 1)
+    return {"answer_recall_at_k": recall, "context_chars_at_k": chars}
+
+
 def summarise(
     rankings: list[list[str]],
     contexts: list[str],
@@ -108,13 +130,7 @@ def summarise(
     def mean(fn: Callable[[list[str], EvalQuery], float]) -> float:
         return round(sum(fn(r, q) for r, q in zip(rankings, queries, strict=True)) / n, 4)
 
-    with_answers = [(c, q) for c, q in zip(contexts, queries, strict=True) if q.answers]
-    answer_recall = (
-        sum(any(_normalise(a) in _normalise(c) for a in q.answers) for c, q in with_answers)
-        / len(with_answers)
-        if with_answers
-        else 0.0
-    )
+    answer_recall = answer_recall_of(contexts, queries)
     return {
         "n_queries": len(queries),
         "hit@1": mean(lambda r, q: hit_at(r, q.relevant, 1)),
@@ -288,7 +304,7 @@ def _run_config(
         settings.retriever.search_type = search_type  # type: ignore[assignment]
         retriever = build_retriever(settings, store, model.embeddings)
     answer_k = base.retriever.k if name != "vanilla" else 4
-    rankings, contexts, latencies = [], [], []
+    rankings, contexts, latencies, chunk_texts = [], [], [], []
     total = len(eval_set.queries)
     for done, query in enumerate(eval_set.queries, start=1):
         started = time.perf_counter()
@@ -296,10 +312,12 @@ def _run_config(
         latencies.append(time.perf_counter() - started)
         rankings.append(dedupe([str(d.metadata.get(eval_set.key, "")) for d in docs]))
         contexts.append("\n".join(d.page_content for d in docs[:answer_k]))
+        chunk_texts.append([d.page_content for d in docs])
         if progress is not None:
             progress(name, done, total)
     figures = summarise(rankings, contexts, latencies, eval_set.queries)
     figures["chunks"] = store.count()
+    figures.update(by_context_size(chunk_texts, eval_set.queries))
     return figures
 
 

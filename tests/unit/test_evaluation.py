@@ -61,3 +61,15 @@ def test_summary_with_answer_recall() -> None:
     assert figures["mrr@10"] == 0.75
     assert figures["answer_recall"] == 0.5  # whitespace-insensitive match for q1 only
     assert figures["latency_ms_p50"] == 10.0
+
+
+def test_answer_recall_and_context_length_by_k() -> None:
+    from rag_pipeline.evaluation import by_context_size
+
+    queries = [EvalQuery("q1", "?", {"d1"}, ["七天"]), EvalQuery("q2", "?", {"d2"}, ["包邮"])]
+    chunks = [["退货政策", "七天无理由"], ["满99元包邮", "运费"]]
+    figures = by_context_size(chunks, queries)
+    assert figures["answer_recall_at_k"]["1"] == 0.5
+    assert figures["answer_recall_at_k"]["2"] == figures["answer_recall_at_k"]["10"] == 1.0
+    assert figures["context_chars_at_k"]["1"] == (4 + 6) / 2
+    assert figures["context_chars_at_k"]["2"] == (4 + 1 + 5 + 6 + 1 + 2) / 2  # "\n" joins
