@@ -1187,10 +1187,10 @@ def print_retrieval_summary(results: dict[str, Any]) -> None:
         f"{embed['n_over_500ms']}/{embed['n']} over 500 ms"
     )
     stalls = sum(latency[name]["n_over_500ms"] for name in ("hybrid", "dense"))
-    if stalls and results["machine"]["env"]["OMP_WAIT_POLICY"] is None:
+    if stalls and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         print(
-            f"  note: {stalls} retriever calls over 500 ms with OMP_WAIT_POLICY unset: the "
-            "local model's OpenMP stall on a loaded machine (README); =passive avoids it"
+            f"  note: {stalls} retriever calls over 500 ms with OMP_WAIT_POLICY not passive: "
+            "the local model's OpenMP stall on a loaded machine (README); =passive avoids it"
         )
     loop = results["timed_loop"]
     print(

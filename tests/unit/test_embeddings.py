@@ -102,3 +102,23 @@ def test_similarities_rank_by_cosine_with_l2() -> None:
     # unit vectors: l2^2 = 2 - 2 cos
     for _, c, d in rows:
         assert math.isclose(d * d, 2 - 2 * c, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_local_model_defaults_openmp_threads_to_sleep(preset: str | None, expected: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    code = (
+        "import os; from rag_pipeline.embeddings import LocalE5Embeddings as E;"
+        "e = E(threads=1); assert len(e.embed_query('你好')) == 384;"
+        "print(os.environ['OMP_WAIT_POLICY'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == expected
