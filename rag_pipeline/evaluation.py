@@ -53,6 +53,8 @@ class EvalSet:
     corpus_dirs: list[Path]
     queries: list[EvalQuery]
     key: str  # the metadata key that identifies a relevant chunk: record_id or source
+    # Knowledge bases only: questions it cannot answer (out_of_scope.jsonl), for refusal rates.
+    out_of_scope: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -158,6 +160,7 @@ def load_eval_set(dirs: Sequence[Path], limit: int | None = None) -> EvalSet:
     """Read one or several dataset folders (all of the same kind) into an EvalSet."""
     kinds = set()
     queries: list[EvalQuery] = []
+    out_of_scope: list[str] = []
     for folder in dirs:
         folder = Path(folder)
         if (folder / "queries.jsonl").is_file() and (folder / "corpus.jsonl").is_file():
@@ -181,6 +184,8 @@ def load_eval_set(dirs: Sequence[Path], limit: int | None = None) -> EvalSet:
                 )
                 for i, r in enumerate(rows)
             ]
+            if (folder / "out_of_scope.jsonl").is_file():
+                out_of_scope += [r["question"] for r in _read_jsonl(folder / "out_of_scope.jsonl")]
         else:
             raise ConfigurationError(
                 f"{folder}: not a dataset folder; expected corpus.jsonl + queries.jsonl, "
@@ -189,7 +194,7 @@ def load_eval_set(dirs: Sequence[Path], limit: int | None = None) -> EvalSet:
     if len(kinds) > 1:
         raise ConfigurationError("cannot pool QA sets and knowledge-base folders in one run")
     key = "record_id" if kinds == {"qa"} else "source"
-    return EvalSet([Path(d).resolve() for d in dirs], queries, key)
+    return EvalSet([Path(d).resolve() for d in dirs], queries, key, out_of_scope[:limit])
 
 
 def _stage_corpus(eval_set: EvalSet, scratch: Path) -> list[Path]:
@@ -318,6 +323,32 @@ def _run_config(
     figures = summarise(rankings, contexts, latencies, eval_set.queries)
     figures["chunks"] = store.count()
     figures.update(by_context_size(chunk_texts, eval_set.queries))
+    threshold = base.retriever.score_threshold
+    if eval_set.key == "source" and threshold is not None and mode != "bm25" and name != "vanilla":
+        figures.update(refusal_rates(settings, store, model.embeddings, eval_set, threshold))
+    return figures
+
+
+def refusal_rates(
+    settings: Settings, store: Any, embeddings: Any, eval_set: EvalSet, threshold: float
+) -> dict[str, float]:
+    """With the refusal threshold on, as ``ask`` runs: the share of in-scope questions that get
+    no chunk (refused), and of the out-of-scope ones (out_of_scope.jsonl) that do get one."""
+    from rag_pipeline.retrieval import build_retriever
+
+    gated = settings.model_copy(
+        update={"retriever": settings.retriever.model_copy(update={"score_threshold": threshold})}
+    )
+    retriever = build_retriever(gated, store, embeddings)
+    refused = sum(not retriever.invoke(q.question) for q in eval_set.queries)
+    figures = {
+        "score_threshold": threshold,
+        "refused_in_scope": round(refused / max(len(eval_set.queries), 1), 4),
+    }
+    if eval_set.out_of_scope:
+        answered = sum(bool(retriever.invoke(q)) for q in eval_set.out_of_scope)
+        figures["refused_out_of_scope"] = round(1 - answered / len(eval_set.out_of_scope), 4)
+        figures["n_out_of_scope"] = len(eval_set.out_of_scope)
     return figures
 
 
@@ -366,4 +397,16 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"{result['n_queries']} queries", header]
     for name, figures in rows.items():
         lines.append(f"{name:<28}" + "".join(f"{figures[c]:>15}" for c in columns))
+    for name, figures in rows.items():
+        if "refused_in_scope" in figures:
+            line = (
+                f"{name}: at threshold {figures['score_threshold']}, "
+                f"{figures['refused_in_scope']:.1%} of in-scope questions refused"
+            )
+            if "refused_out_of_scope" in figures:
+                line += (
+                    f", {figures['refused_out_of_scope']:.1%} of "
+                    f"{figures['n_out_of_scope']} out-of-scope questions refused"
+                )
+            lines.append(line)
     return "\n".join(lines)

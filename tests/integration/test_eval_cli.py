@@ -101,3 +101,34 @@ def test_eval_compares_embedding_models_in_their_own_collections(
     assert main(["collections", "list", "--data-dir", str(tmp_path / "s" / "data"), "--json"]) == 0
     listed = capsys.readouterr().out
     assert "eval_default" in listed and "eval_local" in listed
+
+
+def test_eval_reports_refusals_on_a_knowledge_base(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import write_corpus
+
+    monkeypatch.setenv("RAG_EMBEDDINGS__PROVIDER", "fake")
+    monkeypatch.setenv("RAG_RETRIEVER__SCORE_THRESHOLD", "0.3")
+    kb = write_corpus(tmp_path / "kb")
+    rows = [
+        {"question": "退货运费谁承担", "sources": ["returns.md"], "answer_contains": "买家承担"},
+        {"question": "不满99元运费多少", "sources": ["shipping.txt"], "answer_contains": "8元"},
+    ]
+    (kb / "questions.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
+    (kb / "out_of_scope.jsonl").write_text(
+        '{"question": "今天天气怎么样"}\n{"question": "股票明天会涨吗"}\n', encoding="utf-8"
+    )
+    (kb / ".ragignore").write_text("questions.jsonl\nout_of_scope.jsonl\n", encoding="utf-8")
+    args = ["eval", str(kb), "--data-dir", str(tmp_path / "scratch"), "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["hit@1"] == 1.0 and result["chunks"] > 0
+    assert result["score_threshold"] == 0.3 and result["n_out_of_scope"] == 2
+    assert result["refused_in_scope"] == 0.0
+    assert result["refused_out_of_scope"] == 1.0
+    # The table says the same in words.
+    assert main(args[:-1]) == 0
+    assert "100.0% of 2 out-of-scope questions refused" in capsys.readouterr().out
