@@ -53,11 +53,13 @@ def test_unknown_nested_and_top_level_names_are_errors(monkeypatch: pytest.Monke
 
 def test_secrets_are_masked_and_pick_the_chat_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-secret-value")
+    monkeypatch.setenv("RAG_RERANK__API_KEY", "sk-rerank-secret")
     settings = load_settings()
     assert settings.llm_provider() == "dashscope"
     masked = settings.masked()
-    assert masked["dashscope_api_key"] == "***"
-    assert "sk-secret-value" not in repr(settings) and "sk-secret-value" not in str(masked)
+    assert masked["dashscope_api_key"] == "***" and masked["rerank"]["api_key"] == "***"
+    for secret in ("sk-secret-value", "sk-rerank-secret"):
+        assert secret not in repr(settings) and secret not in str(masked)
     assert load_settings(llm={"provider": "extractive"}).llm_provider() == "extractive"
 
 
