@@ -490,6 +490,7 @@ def _group(metadata: dict[str, Any]) -> str | None:
 def _verify(
     report: MigrationReport, source: VectorBackend, destination: VectorBackend, target: Settings
 ) -> None:
+    destination.flush()
     expected = source.count()
     stored = destination.count()
     kept = count_bookkeeping(target, destination.namespace)

@@ -246,5 +246,7 @@ def ingest(
             gone = manifest.under(root) - present
             report.chunks_deleted += delete_sources(store, manager, keyword, sorted(gone))
             manifest.remove(gone)
+    if report.chunks_added or report.chunks_updated or report.chunks_deleted:
+        store.flush()
     report.seconds = round(time.perf_counter() - started, 3)
     return report

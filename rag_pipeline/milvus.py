@@ -607,6 +607,12 @@ class MilvusBackend(VectorBackend):
         value = properties.get(FINGERPRINT_KEY)
         return str(value) if value is not None else None
 
+    def flush(self) -> None:
+        """Seal what was written. milvus-lite searches unsealed (growing) data by brute force:
+        at 10k chunks about 250 ms a query before a flush, about 35 ms after it."""
+        if self.exists():
+            self.client.flush(self.name)
+
     def drop(self) -> None:
         if self.client.has_collection(self.name):
             self.client.drop_collection(self.name)  # also clears pymilvus' schema cache

@@ -225,6 +225,9 @@ class VectorBackend(ABC):
         if ids:
             self.vector_store.delete(ids=ids)
 
+    def flush(self) -> None:  # noqa: B027 - optional hook, Chroma indexes on write
+        """Make recent writes searchable through the vector index (called after ingest)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release this backend's clients (nothing to do for most backends)."""
 
