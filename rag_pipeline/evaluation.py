@@ -291,8 +291,7 @@ def _run_config(
 ) -> dict[str, float]:
     from rag_pipeline.embeddings import build_embedding_model
     from rag_pipeline.indexing import ingest
-    from rag_pipeline.keyword import KeywordIndex
-    from rag_pipeline.retrieval import KeywordRetriever, build_retriever
+    from rag_pipeline.retrieval import KeywordRetriever, build_retriever, load_keyword_index
     from rag_pipeline.stores import open_store
 
     settings, mode = _config_settings(base, name, scratch)
@@ -301,45 +300,44 @@ def _run_config(
     if report.files_failed:
         raise ConfigurationError(f"eval corpus files failed to load: {report.files_failed}")
     store = open_store(settings, model, create=False)
+    # Loaded once, shared by the ranking run and the refusal run.
+    keyword = load_keyword_index(settings, store) if mode in ("bm25", "hybrid") else None
     if mode == "bm25":
-        searcher = KeywordIndex(settings.keyword_db, store.namespace).load()
-        retriever: Any = KeywordRetriever(searcher=searcher, k=settings.retriever.k)
+        retriever: Any = KeywordRetriever(searcher=keyword, k=settings.retriever.k)
     else:
         search_type = {"dense": "similarity", "mmr": "mmr", "hybrid": "hybrid"}[mode]
         settings.retriever.search_type = search_type  # type: ignore[assignment]
-        retriever = build_retriever(settings, store, model.embeddings)
+        retriever = build_retriever(settings, store, model.embeddings, keyword)
     answer_k = base.retriever.k if name != "vanilla" else 4
-    rankings, contexts, latencies, chunk_texts = [], [], [], []
+    rankings, latencies, chunk_texts = [], [], []
     total = len(eval_set.queries)
     for done, query in enumerate(eval_set.queries, start=1):
         started = time.perf_counter()
         docs: list[Document] = retriever.invoke(query.question)
         latencies.append(time.perf_counter() - started)
         rankings.append(dedupe([str(d.metadata.get(eval_set.key, "")) for d in docs]))
-        contexts.append("\n".join(d.page_content for d in docs[:answer_k]))
         chunk_texts.append([d.page_content for d in docs])
         if progress is not None:
             progress(name, done, total)
+    contexts = ["\n".join(texts[:answer_k]) for texts in chunk_texts]
     figures = summarise(rankings, contexts, latencies, eval_set.queries)
     figures["chunks"] = store.count()
     figures.update(by_context_size(chunk_texts, eval_set.queries))
     threshold = base.retriever.score_threshold
     if eval_set.key == "source" and threshold is not None and mode != "bm25" and name != "vanilla":
-        figures.update(refusal_rates(settings, store, model.embeddings, eval_set, threshold))
+        gated = settings.model_copy(
+            update={
+                "retriever": settings.retriever.model_copy(update={"score_threshold": threshold})
+            }
+        )
+        gated_retriever = build_retriever(gated, store, model.embeddings, keyword)
+        figures.update(refusal_rates(gated_retriever, eval_set, threshold))
     return figures
 
 
-def refusal_rates(
-    settings: Settings, store: Any, embeddings: Any, eval_set: EvalSet, threshold: float
-) -> dict[str, float]:
+def refusal_rates(retriever: Any, eval_set: EvalSet, threshold: float) -> dict[str, float]:
     """With the refusal threshold on, as ``ask`` runs: the share of in-scope questions that get
     no chunk (refused), and of the out-of-scope ones (out_of_scope.jsonl) that do get one."""
-    from rag_pipeline.retrieval import build_retriever
-
-    gated = settings.model_copy(
-        update={"retriever": settings.retriever.model_copy(update={"score_threshold": threshold})}
-    )
-    retriever = build_retriever(gated, store, embeddings)
     refused = sum(not retriever.invoke(q.question) for q in eval_set.queries)
     figures = {
         "score_threshold": threshold,

@@ -155,11 +155,9 @@ class CrossEncoderReranker(Reranker):
                 "time: download it once (e.g. huggingface-cli download BAAI/bge-reranker-v2-m3 "
                 "--local-dir ./models/bge-reranker-v2-m3) and point RAG_RERANK__MODEL there"
             )
-        try:
-            from langchain_community.cross_encoders import HuggingFaceCrossEncoder
-        except ImportError as e:  # pragma: no cover - langchain-community is a dependency
-            raise MissingExtraError("the huggingface reranker", "hf", str(e)) from e
-        try:
+        from langchain_community.cross_encoders import HuggingFaceCrossEncoder
+
+        try:  # it imports sentence-transformers (the [hf] extra) when constructed
             model = HuggingFaceCrossEncoder(
                 model_name=folder, model_kwargs={"device": "cpu", "local_files_only": True}
             )

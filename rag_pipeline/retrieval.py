@@ -261,7 +261,7 @@ def build_retriever(
         embeddings=embeddings,
         k=k,
         search_type=cfg.search_type if cfg.search_type != "hybrid" else "similarity",
-        fetch_k=max(cfg.fetch_k, k),
+        fetch_k=cfg.fetch_k,
         lambda_mult=cfg.lambda_mult,
         score_threshold=cfg.score_threshold,
         filter=dict(cfg.filter),

@@ -310,6 +310,18 @@ def stub_rerank_score(query: str, document: str) -> float:
     return len(units & doc_units) / len(units)
 
 
+def _model_of(body: Any, *, dashscope: bool) -> str:
+    """The request's ``model``; a 400 in the endpoint's own words when the body or it is bad."""
+    if not isinstance(body, dict):
+        raise _StubError(400, "The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        if dashscope:
+            raise _StubError(400, "Model not exist.", "InvalidParameter")
+        raise _StubError(400, "'model' is a required property.")
+    return model
+
+
 def _positive_int(value: Any, name: str, default: int) -> int:
     """Validate an optional positive integer request field."""
     if value is None:
@@ -624,12 +636,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat_completions(self, body: Any) -> None:
         """OpenAI ``POST /v1/chat/completions`` (plain or SSE-streamed)."""
-        if not isinstance(body, dict):
-            raise _StubError(400, "The request body must be a JSON object.")
-        model = body.get("model")
+        model = _model_of(body, dashscope=False)
         messages = body.get("messages")
-        if not isinstance(model, str) or not model:
-            raise _StubError(400, "'model' is a required property.")
         if (
             not isinstance(messages, list)
             or not messages
@@ -716,11 +724,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _openai_embeddings(self, body: Any) -> None:
         """OpenAI ``POST /v1/embeddings``."""
-        if not isinstance(body, dict):
-            raise _StubError(400, "The request body must be a JSON object.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise _StubError(400, "'model' is a required property.")
+        model = _model_of(body, dashscope=False)
         inputs = _openai_embedding_inputs(body.get("input"))
         dim = _positive_int(body.get("dimensions"), "dimensions", self.stub.embedding_dim)
         encoding_format = body.get("encoding_format") or "float"
@@ -746,11 +750,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dashscope_text_embedding(self, body: Any) -> None:
         """DashScope native ``text-embedding`` service."""
-        if not isinstance(body, dict):
-            raise _StubError(400, "The request body must be a JSON object.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise _StubError(400, "Model not exist.", "InvalidParameter")
+        model = _model_of(body, dashscope=True)
         model_input = body.get("input")
         texts = model_input.get("texts") if isinstance(model_input, dict) else None
         if isinstance(texts, str):
@@ -791,11 +791,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _generic_rerank(self, body: Any) -> None:
         """Generic ``POST /v1/rerank`` (Jina / Cohere v2 / Xinference / vLLM / SiliconFlow)."""
-        if not isinstance(body, dict):
-            raise _StubError(400, "The request body must be a JSON object.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise _StubError(400, "'model' is a required property.")
+        model = _model_of(body, dashscope=False)
         results, tokens = _rerank(
             body.get("query"),
             body.get("documents"),
@@ -814,11 +810,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dashscope_text_rerank(self, body: Any) -> None:
         """DashScope native ``text-rerank`` service."""
-        if not isinstance(body, dict):
-            raise _StubError(400, "The request body must be a JSON object.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise _StubError(400, "Model not exist.", "InvalidParameter")
+        _model_of(body, dashscope=True)  # checked; the answer does not name it
         model_input = body.get("input")
         if not isinstance(model_input, dict):
             raise _StubError(400, "input must be an object.", "InvalidParameter")
