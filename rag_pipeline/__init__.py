@@ -13,7 +13,7 @@ from typing import Any
 
 _EXPORTS = {
     "Answer": "rag_pipeline.chain",
-    "Assistant": "rag_pipeline.chain",
+    "Assistant": "rag_pipeline.assistant",
     "ExtractiveChatModel": "rag_pipeline.llms",
     "HashingEmbeddings": "rag_pipeline.embeddings",
     "IngestReport": "rag_pipeline.indexing",

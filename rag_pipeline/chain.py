@@ -3,19 +3,17 @@
     condense follow-up -> retrieve -> number the context -> prompt -> model -> parse citations
 
 When no chunk passes the relevance threshold the chain returns the configured refusal without
-calling the model. ``Assistant`` puts the parts together from settings for the CLI and for
-users' own bots.
+calling the model. ``rag_pipeline.assistant.Assistant`` puts the parts together from settings
+for the CLI and for users' own bots.
 
->>> from rag_pipeline.config import load_settings
->>> assistant = Assistant.from_settings(load_settings())          # doctest: +SKIP
->>> answer = assistant.ask("东西坏了能退吗")                        # doctest: +SKIP
->>> print(answer.answer, [s.source for s in answer.sources])      # doctest: +SKIP
+>>> chain = build_rag_chain(retriever, model, prompt, refusal="抱歉")     # doctest: +SKIP
+>>> chain.invoke({"question": "运费怎么算", "history": []}).answer       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -24,18 +22,17 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
+from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableBranch, RunnableLambda, RunnablePassthrough
 
-from rag_pipeline.errors import ProviderError
+from rag_pipeline.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from rag_pipeline.config import Settings
+    pass
 
 History = Sequence[tuple[str, str]]  # (user question, assistant answer) pairs, oldest first
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 # Follow-ups that lean on the previous turn (documented rule used by the extractive model).
 _FOLLOW_UP = re.compile(
@@ -84,13 +81,20 @@ class Answer:
 
 
 def read_prompt(path: Path | None, default_name: str) -> str:
-    target = path or PROMPTS_DIR / default_name
-    try:
-        return target.read_text(encoding="utf-8")
-    except OSError as e:
-        from rag_pipeline.errors import ConfigurationError
+    """The prompt file ``path``, or the packaged prompt ``default_name`` (``prompts/`` in the
+    repository, ``rag_pipeline.prompts`` in an install).
 
-        raise ConfigurationError(f"cannot read prompt file {target}: {e.strerror or e}") from e
+    >>> "{context}" in read_prompt(None, "question.md")
+    True
+    """
+    if path is None:
+        from importlib.resources import files
+
+        return files("rag_pipeline.prompts").joinpath(default_name).read_text(encoding="utf-8")
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigurationError(f"cannot read prompt file {path}: {e.strerror or e}") from e
 
 
 def answer_prompt(system_text: str, question_text: str) -> ChatPromptTemplate:
@@ -152,7 +156,7 @@ def rule_based_condense(inputs: dict[str, Any]) -> str:
     return question
 
 
-def _render_history(history: History) -> str:
+def render_history(history: History) -> str:
     return "\n".join(f"用户：{q}\n客服：{a}" for q, a in history[-6:])
 
 
@@ -169,7 +173,7 @@ def prepare_step(
     )
 
 
-def _prompt_inputs(x: dict[str, Any]) -> dict[str, Any]:
+def prompt_inputs(x: dict[str, Any]) -> dict[str, Any]:
     return {"context": x["context"], "question": x["standalone_question"]}
 
 
@@ -217,12 +221,12 @@ def build_rag_chain(
     respond = RunnableBranch(
         (lambda x: not x["docs"], RunnableLambda(lambda x: {**x, "answer": refusal})),
         (lambda x: direct(x) is not None, RunnableLambda(lambda x: {**x, "answer": direct(x)})),
-        RunnablePassthrough.assign(answer=RunnableLambda(_prompt_inputs) | generate),
+        RunnablePassthrough.assign(answer=RunnableLambda(prompt_inputs) | generate),
     )
-    return prepare_step(retriever, condense) | respond | RunnableLambda(_to_answer)
+    return prepare_step(retriever, condense) | respond | RunnableLambda(to_answer)
 
 
-def _to_answer(x: dict[str, Any]) -> Answer:
+def to_answer(x: dict[str, Any]) -> Answer:
     docs: list[Document] = x["docs"]
     refused = not docs
     return Answer(
@@ -233,133 +237,3 @@ def _to_answer(x: dict[str, Any]) -> Answer:
         sources=[] if refused else cited(x["answer"], docs),
         context=[to_source(n, d) for n, d in enumerate(docs, start=1)],
     )
-
-
-class Assistant:
-    """A ready-to-use question answerer over the configured collection.
-
-    >>> assistant = Assistant.from_settings(settings)                  # doctest: +SKIP
-    >>> for piece in assistant.stream("运费怎么算"):                     # doctest: +SKIP
-    ...     print(piece if isinstance(piece, str) else piece.sources)
-    """
-
-    def __init__(
-        self,
-        retriever: BaseRetriever,
-        model: BaseChatModel,
-        prompt: ChatPromptTemplate,
-        *,
-        refusal: str,
-        condense: Runnable[dict[str, Any], str] | None = None,
-        key_variable: str = "OPENAI_API_KEY",
-        faq_direct: float | None = None,
-    ) -> None:
-        self.retriever = retriever
-        self.model = model
-        self.prompt = prompt
-        self.refusal = refusal
-        self.condense = condense
-        self.key_variable = key_variable
-        self.faq_direct = faq_direct
-        self.chain = build_rag_chain(
-            retriever, model, prompt, refusal=refusal, condense=condense, faq_direct=faq_direct
-        )
-        self.prepare = prepare_step(retriever, condense)
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, store: Any = None, model: Any = None
-    ) -> Assistant:
-        """Open the store (must have been ingested) and build every part from ``settings``."""
-        from rag_pipeline.embeddings import build_embedding_model
-        from rag_pipeline.llms import ExtractiveChatModel, build_chat_model, key_variable
-        from rag_pipeline.retrieval import build_retriever
-        from rag_pipeline.stores import open_store
-
-        embedding_model = model or build_embedding_model(settings)
-        store = store or open_store(settings, embedding_model, create=False)
-        retriever = build_retriever(settings, store, embedding_model.embeddings)
-        chat = build_chat_model(settings)
-        prompt = answer_prompt(
-            read_prompt(settings.prompts.system_path, "system.md"),
-            read_prompt(settings.prompts.question_path, "question.md"),
-        )
-        condense = None
-        if not isinstance(chat, ExtractiveChatModel):
-            condense_prompt = PromptTemplate.from_template(
-                read_prompt(settings.prompts.condense_path, "condense.md")
-            )
-            llm_condense = (
-                (lambda x: {"history": _render_history(x["history"]), "question": x["question"]})
-                | condense_prompt
-                | chat
-                | StrOutputParser()
-                | (lambda s: s.strip() or "")
-            )
-            condense = RunnableBranch(
-                (lambda x: bool(x.get("history")), llm_condense),
-                RunnableLambda(lambda x: x["question"]),
-            )
-        return cls(
-            retriever,
-            chat,
-            prompt,
-            refusal=settings.prompts.refusal,
-            condense=condense,
-            key_variable=key_variable(settings),
-            faq_direct=settings.retriever.faq_direct_match,
-        )
-
-    def _provider_errors(self, error: Exception) -> ProviderError | None:
-        import openai
-
-        if isinstance(error, openai.AuthenticationError):
-            return ProviderError(
-                f"the chat model rejected the API key (HTTP 401): check {self.key_variable}"
-            )
-        if isinstance(error, openai.APIStatusError):
-            return ProviderError(f"the chat model API failed: HTTP {error.status_code}")
-        if isinstance(error, openai.APIConnectionError):
-            return ProviderError(f"the chat model API is unreachable after retries: {error}")
-        return None
-
-    def ask(self, question: str, history: History | None = None) -> Answer:
-        """Answer one question (with optional earlier turns)."""
-        try:
-            return self.chain.invoke({"question": question, "history": list(history or [])})
-        except Exception as e:
-            wrapped = self._provider_errors(e)
-            if wrapped is not None:
-                raise wrapped from e
-            raise
-
-    def stream(self, question: str, history: History | None = None) -> Iterator[str | Answer]:
-        """Yield the answer text piece by piece, then the final Answer."""
-        inputs = {"question": question, "history": list(history or [])}
-        pieces: list[str] = []
-        try:
-            prepared = self.prepare.invoke(inputs)
-            direct = (
-                faq_direct_answer(
-                    prepared["standalone_question"], prepared["docs"], self.faq_direct
-                )
-                if self.faq_direct is not None
-                else None
-            )
-            if direct is not None:
-                pieces.append(direct)
-                yield direct
-            elif prepared["docs"]:
-                generate = self.prompt | self.model | StrOutputParser()
-                for piece in generate.stream(_prompt_inputs(prepared)):
-                    pieces.append(piece)
-                    yield piece
-            else:
-                pieces.append(self.refusal)
-                yield self.refusal
-        except Exception as e:
-            wrapped = self._provider_errors(e)
-            if wrapped is not None:
-                raise wrapped from e
-            raise
-        yield _to_answer({**prepared, "answer": "".join(pieces)})

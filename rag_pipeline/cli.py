@@ -275,7 +275,7 @@ def _print_sources(answer: Answer, *, show_context: bool) -> None:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from rag_pipeline.chain import Assistant
+    from rag_pipeline.assistant import Assistant
 
     settings = _settings(args)
     answer = Assistant.from_settings(settings).ask(args.question)
@@ -288,7 +288,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from rag_pipeline.chain import Assistant
+    from rag_pipeline.assistant import Assistant
 
     assistant = Assistant.from_settings(_settings(args))
     history: list[tuple[str, str]] = []
@@ -400,13 +400,13 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_collections(args: argparse.Namespace) -> int:
-    from rag_pipeline import collections
+    from rag_pipeline import admin
 
     settings = _settings(args)
     if args.action == "delete" and not args.yes:
-        collections.delete(settings, confirm=False)  # raises: says to pass --yes
+        admin.delete(settings, confirm=False)  # raises: says to pass --yes
     if args.action == "list":
-        listing = collections.list_collections(settings)
+        listing = admin.list_collections(settings)
         if args.json:
             _print_json(listing)
             return EXIT_OK
@@ -419,23 +419,23 @@ def cmd_collections(args: argparse.Namespace) -> int:
         if not listing["collections"]:
             print("  (no collections: `rag ingest PATH` creates one)")
     elif args.action == "peek":
-        chunks = collections.peek(settings, args.n)
+        chunks = admin.peek(settings, args.n)
         if args.json:
             _print_json(chunks)
             return EXIT_OK
         for chunk in chunks:
             text = chunk["text"].replace("\n", " ")
-            if len(text) > collections.PEEK_TEXT:
-                text = text[: collections.PEEK_TEXT] + "…"
+            if len(text) > admin.PEEK_TEXT:
+                text = text[: admin.PEEK_TEXT] + "…"
             print(f"{chunk['id']}  {chunk['metadata'].get('source', '?')}\n    {text}")
     elif args.action == "count":
-        counted = collections.count(settings)
+        counted = admin.count(settings)
         if args.json:
             _print_json(counted)
         else:
             print(counted["count"])
     elif args.action == "rename":
-        renamed = collections.rename(settings, args.new_name)
+        renamed = admin.rename(settings, args.new_name)
         if args.json:
             _print_json(renamed)
             return EXIT_OK
@@ -447,7 +447,7 @@ def cmd_collections(args: argparse.Namespace) -> int:
         )
         print(f"next: {renamed['next']}")
     else:
-        deleted = collections.delete(settings, confirm=True)
+        deleted = admin.delete(settings, confirm=True)
         if args.json:
             _print_json(deleted)
             return EXIT_OK
@@ -462,7 +462,7 @@ def cmd_collections(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from rag_pipeline.collections import migrate, target_settings
+    from rag_pipeline.admin import migrate, target_settings
 
     settings = _settings(args)
     target = target_settings(

@@ -14,7 +14,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -107,10 +115,34 @@ class RetrieverSettings(_Section):
     # A question this close (character-bigram Jaccard) to an FAQ question is answered from the
     # FAQ directly, without the chat model; None turns that off.
     faq_direct_match: float | None = Field(default=0.8, ge=0, le=1)
-    filter: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    # Content filter in Chroma's where_document syntax, e.g. {"$contains": "运费"}; also
-    # $not_contains and $and / $or lists. Applied by every backend and by the keyword side.
+    # Metadata filter in the one grammar of rag_pipeline.stores.filters, e.g.
+    # {"doc_type": "faq", "page": {"$gte": 2}}: $eq $ne $gt $gte $lt $lte $in $nin, $and / $or.
+    filter: dict[str, Any] = Field(default_factory=dict)
+    # Content filter, e.g. {"$contains": "运费"}; also $not_contains and $and / $or lists.
+    # Both are applied by every backend and by the keyword side of hybrid search.
     where_document: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("filter")
+    @classmethod
+    def _check_filter(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from rag_pipeline.stores.filters import check_where
+
+        try:
+            check_where(value)
+        except ConfigurationError as e:
+            raise ValueError(str(e)) from e
+        return value
+
+    @field_validator("where_document")
+    @classmethod
+    def _check_where_document(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from rag_pipeline.stores.filters import check_where_document
+
+        try:
+            check_where_document(value)
+        except ConfigurationError as e:
+            raise ValueError(str(e)) from e
+        return value
 
 
 class RerankSettings(_Section):
@@ -273,7 +305,8 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         field = ".".join(str(p) for p in item["loc"])
         env = ENV_PREFIX + "__".join(str(p) for p in item["loc"]).upper()
-        lines.append(f"invalid setting {field} (env {env}): {item['msg']}")
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"invalid setting {field} (env {env}): {message}")
     return "\n".join(lines)
 
 

@@ -19,13 +19,14 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.embeddings import Embeddings
 
+from rag_pipeline.batching import batched
 from rag_pipeline.errors import (
     ConfigurationError,
     MissingAPIKeyError,
@@ -36,7 +37,6 @@ from rag_pipeline.errors import (
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
 
-T = TypeVar("T")
 
 LOCAL_MODEL = "multilingual-e5-small-q4"
 DEFAULT_MODELS = {
@@ -60,10 +60,7 @@ KNOWN_DIMENSIONS = {
 DASHSCOPE_BATCH_LIMIT = {"text-embedding-v1": 25, "text-embedding-v2": 25}  # v3/v4: 10
 DASHSCOPE_COMPATIBLE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
 
-
-def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+T = TypeVar("T")
 
 
 class LocalE5Embeddings(Embeddings):
@@ -168,7 +165,7 @@ class DashScopeEmbeddings(Embeddings):
     def _call(self, texts: list[str], text_type: str) -> list[list[float]]:
         import dashscope
 
-        from rag_pipeline.remote import dashscope_call
+        from rag_pipeline.providers import dashscope_call
 
         extra: dict[str, Any] = {"dimension": self.dimensions} if self.dimensions else {}
         response = dashscope_call(

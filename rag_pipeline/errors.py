@@ -1,4 +1,17 @@
-"""The package's exceptions: one base class, each error says what to do next."""
+"""The package's exceptions: one base class, each error says what to do next.
+
+Every error raised on purpose is a ``RagError``; the CLI maps each kind to an exit code
+(``EXIT_CODES``) and prints its message on one line (tracebacks only with ``--debug``):
+
+- 1 ``ProviderError`` and any other ``RagError``: a remote model API failed;
+- 2 ``ConfigurationError`` (and its subclasses), ``EmptyIndexError``,
+  ``EmbeddingMismatchError``: fix the settings, the command or ingest first;
+- 3 ingest finished but some files failed (``LoadError``s, listed in the report);
+- 4 ``StoreUnavailableError``: a vector store server is unreachable or a store file is locked.
+
+>>> issubclass(StoreUnavailableError, RagError)
+True
+"""
 
 from __future__ import annotations
 
@@ -53,3 +66,11 @@ class EmptyIndexError(RagError):
 
 class ProviderError(RagError):
     """A remote model API failed after retries; the message never contains secrets."""
+
+
+class StoreUnavailableError(RagError):
+    """A vector store server cannot be reached, or a store file is held by another process."""
+
+
+class LoadError(RagError):
+    """A file cannot be read; the message says why (ingest reports it and goes on)."""

@@ -16,25 +16,22 @@ Built on LangChain's indexing API (``index()`` with an ``SQLRecordManager`` in t
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
 
+from rag_pipeline.bm25 import KeywordMirror
+from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.embeddings import EmbeddingModel, build_embedding_model, cached
-from rag_pipeline.keyword import KeywordIndex, KeywordMirror
 from rag_pipeline.loading import LoadError, SourceFile, discover, load_file
 from rag_pipeline.splitting import split_documents
-from rag_pipeline.stores import VectorBackend, open_store
+from rag_pipeline.stores import open_store
 
 if TYPE_CHECKING:
-    from langchain_classic.indexes import SQLRecordManager
-
     from rag_pipeline.config import Settings
 
 ProgressCallback = Callable[[str, int, int], None]  # (source, files done, files total)
@@ -57,69 +54,6 @@ class IngestReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class SourceManifest:
-    """Which sources each record-manager namespace holds, and under which corpus root.
-
-    LangChain's record manager knows keys per source but cannot list sources; pruning deleted
-    files needs that list, so it is kept here, in the same SQLite file.
-    """
-
-    def __init__(self, path: Path, namespace: str) -> None:
-        self.path = path
-        self.namespace = namespace
-        with closing(self._connect()) as db, db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS rag_sources ("
-                "namespace TEXT NOT NULL, source TEXT NOT NULL, root TEXT NOT NULL, "
-                "PRIMARY KEY (namespace, source))"
-            )
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path)
-
-    def under(self, root: Path) -> set[str]:
-        with closing(self._connect()) as db:
-            rows = db.execute(
-                "SELECT source FROM rag_sources WHERE namespace = ? AND root = ?",
-                (self.namespace, str(root)),
-            ).fetchall()
-        return {r[0] for r in rows}
-
-    def add(self, files: Iterable[SourceFile]) -> None:
-        with closing(self._connect()) as db, db:
-            db.executemany(
-                "INSERT OR REPLACE INTO rag_sources VALUES (?, ?, ?)",
-                [(self.namespace, f.source, str(f.root)) for f in files],
-            )
-
-    def remove(self, sources: Iterable[str]) -> None:
-        with closing(self._connect()) as db, db:
-            db.executemany(
-                "DELETE FROM rag_sources WHERE namespace = ? AND source = ?",
-                [(self.namespace, s) for s in sources],
-            )
-
-    def clear(self) -> None:
-        with closing(self._connect()) as db, db:
-            db.execute("DELETE FROM rag_sources WHERE namespace = ?", (self.namespace,))
-
-
-def record_manager(settings: Settings, namespace: str) -> SQLRecordManager:
-    from langchain_classic.indexes import SQLRecordManager
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    manager = SQLRecordManager(namespace, db_url=f"sqlite:///{settings.record_db}")
-    manager.create_schema()
-    return manager
-
-
-def _forget_everything(manager: SQLRecordManager, manifest: SourceManifest) -> None:
-    keys = manager.list_keys()
-    if keys:
-        manager.delete_keys(keys)
-    manifest.clear()
 
 
 def _file_groups(
@@ -155,39 +89,6 @@ def _file_groups(
             group = []
 
 
-def sync_keyword_index(
-    store: VectorBackend, manager: SQLRecordManager, keyword: KeywordIndex
-) -> None:
-    """Make the keyword index hold exactly the chunks the record manager says are stored
-    (after a rebuild, a wiped store, or an index built before the keyword index existed)."""
-    recorded = set(manager.list_keys())
-    indexed = keyword.ids()
-    if indexed - recorded:
-        keyword.delete(sorted(indexed - recorded))
-    missing = sorted(recorded - indexed)
-    for start in range(0, len(missing), 500):
-        batch = missing[start : start + 500]
-        docs = store.get(batch)
-        keyword.add(docs, [d.id or "" for d in docs])
-
-
-def delete_sources(
-    store: VectorBackend,
-    manager: SQLRecordManager,
-    keyword: KeywordIndex,
-    sources: Iterable[str],
-) -> int:
-    """Remove every chunk of ``sources`` from the store, the keyword index and the records."""
-    deleted = 0
-    for source in sources:
-        keys = manager.list_keys(group_ids=[source])
-        store.delete(keys)
-        keyword.delete(keys)
-        manager.delete_keys(keys)
-        deleted += len(keys)
-    return deleted
-
-
 def ingest(
     paths: Iterable[Path],
     settings: Settings,
@@ -209,23 +110,22 @@ def ingest(
     store = open_store(
         settings, model, create=True, embedding_function=embedding_function, rebuild=rebuild
     )
-    manager = record_manager(settings, store.namespace)
-    manifest = SourceManifest(settings.record_db, store.namespace)
-    keyword = KeywordIndex(settings.keyword_db, store.namespace)
-    if store.count() == 0 and manager.list_keys(limit=1):
+    state = Bookkeeping(settings, store.namespace)
+    if store.count() == 0 and state.records.list_keys(limit=1):
         # An empty store with records: rebuilt, or emptied behind our back (in-memory store,
         # deleted folder). The records would make ingest skip everything, so they go too.
-        _forget_everything(manager, manifest)
-    sync_keyword_index(store, manager, keyword)
-    store.vector_store = KeywordMirror(store.vector_store, keyword)
+        state.forget_records()
+    state.sync_keyword_index(store)
+    # index() writes through the mirror, so the keyword index follows every add and delete.
+    mirror = KeywordMirror(store.vector_store, state.keyword)
 
     loaded: list[SourceFile] = []
     for group, done in _file_groups(found.files, settings, report, loaded, INDEX_GROUP_SIZE):
         if group:
             result = index(
                 group,
-                manager,
-                store.vector_store,
+                state.records,
+                mirror,
                 cleanup="incremental",
                 source_id_key="source",
                 key_encoder="sha256",
@@ -238,14 +138,13 @@ def ingest(
         if progress is not None:
             progress(loaded[-1].source if loaded else "", done, len(found.files))
     report.files_ingested = len(loaded)
-    manifest.add(loaded)
+    state.manifest.add(loaded)
 
     if prune:
         for root in found.roots:
             present = {f.source for f in found.files if f.root == root}
-            gone = manifest.under(root) - present
-            report.chunks_deleted += delete_sources(store, manager, keyword, sorted(gone))
-            manifest.remove(gone)
+            gone = state.manifest.under(root) - present
+            report.chunks_deleted += state.delete_sources(store, sorted(gone))
     if report.chunks_added or report.chunks_updated or report.chunks_deleted:
         store.flush()
     report.seconds = round(time.perf_counter() - started, 3)

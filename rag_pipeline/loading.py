@@ -24,6 +24,8 @@ from typing import Any
 
 from langchain_core.documents import Document
 
+from rag_pipeline.errors import LoadError
+
 TEXT_SUFFIXES = {".txt", ".text"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
@@ -37,10 +39,6 @@ _CJK_OR_COMMA = re.compile(r"[\u3400-\u9fff，、（“]")
 FAQ_QUESTION_KEYS = ("question", "问题", "q")
 FAQ_ANSWER_KEYS = ("answer", "答案", "回答", "a")
 FAQ_ALTERNATIVE_KEYS = ("alternatives", "相似问法", "similar")
-
-
-class LoadError(Exception):
-    """A file cannot be turned into text; the message is the reason shown to the user."""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from rag_pipeline.errors import (
     MissingExtraError,
     ProviderError,
 )
-from rag_pipeline.remote import Retryable, dashscope_call, with_retries
+from rag_pipeline.providers import Retryable, dashscope_call, with_retries
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings

@@ -11,6 +11,7 @@ Each returned Document carries its relevance in ``metadata["score"]``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -19,11 +20,45 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from rag_pipeline.keyword import KeywordSearcher
-from rag_pipeline.stores import Hit, VectorBackend, document_filter, document_matches
+from rag_pipeline.bm25 import KeywordSearcher
+from rag_pipeline.stores.base import Hit, VectorBackend
+from rag_pipeline.stores.filters import check_where, check_where_document, text_matches
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
+
+
+def maximal_marginal_relevance(
+    query: Sequence[float], candidates: Sequence[Sequence[float]], *, lambda_mult: float, k: int
+) -> list[int]:
+    """Indexes of ``k`` candidates picked by maximal marginal relevance, in picking order.
+
+    Each step takes the candidate with the best ``lambda_mult * sim(query, c) - (1 -
+    lambda_mult) * max sim(c, picked)``, cosine similarities throughout: 1 is pure relevance,
+    0 pure diversity.
+
+    >>> maximal_marginal_relevance([1, 0], [[1, 0], [0.99, 0.14], [0.6, 0.8]],
+    ...                            lambda_mult=0.3, k=2)
+    [0, 2]
+    """
+    import numpy as np
+
+    if k <= 0 or not candidates:
+        return []
+    matrix = np.asarray(candidates, dtype=np.float64)
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    q = np.asarray(query, dtype=np.float64)
+    q /= max(float(np.linalg.norm(q)), 1e-12)
+    relevance = matrix @ q
+    picked = [int(np.argmax(relevance))]
+    redundancy = matrix @ matrix[picked[0]]  # max similarity to anything picked so far
+    while len(picked) < min(k, len(candidates)):
+        scores = lambda_mult * relevance - (1 - lambda_mult) * redundancy
+        scores[picked] = -np.inf
+        best = int(np.argmax(scores))
+        picked.append(best)
+        redundancy = np.maximum(redundancy, matrix @ matrix[best])
+    return picked
 
 
 class DenseRetriever(BaseRetriever):
@@ -57,14 +92,8 @@ class DenseRetriever(BaseRetriever):
             )
             hits = self._passing(hits)
             if hits:
-                import numpy as np
-                from langchain_core.vectorstores.utils import maximal_marginal_relevance
-
                 order = maximal_marginal_relevance(
-                    np.array(vector, dtype=np.float32),
-                    [h.vector for h in hits],
-                    lambda_mult=self.lambda_mult,
-                    k=self.k,
+                    vector, [h.vector or [] for h in hits], lambda_mult=self.lambda_mult, k=self.k
                 )
                 hits = [hits[i] for i in order]
             return hits
@@ -109,7 +138,7 @@ class KeywordRetriever(BaseRetriever):
             # Rank every candidate, keep those whose text passes, then cut to k.
             ranked = self.searcher.search(query, max(self.searcher.size, 1), self.filter or None)
             hits = [
-                h for h in ranked if document_matches(h.document.page_content, self.where_document)
+                h for h in ranked if text_matches(h.document.page_content, self.where_document)
             ][: self.k]
         else:
             hits = self.searcher.search(query, self.k, self.filter or None)
@@ -232,7 +261,7 @@ class HybridRetriever(BaseRetriever):
 def load_keyword_index(settings: Settings, store: VectorBackend) -> KeywordSearcher:
     """The collection's keyword index, rebuilt from the store's chunks first when it is missing
     (written by an older tokenizer, or a store filled by another tool)."""
-    from rag_pipeline.keyword import KeywordIndex
+    from rag_pipeline.bm25 import KeywordIndex
 
     index = KeywordIndex(settings.keyword_db, store.namespace)
     if index.count() == 0 and store.count() > 0:
@@ -255,7 +284,8 @@ def build_retriever(
     cfg = settings.retriever
     reranker = build_reranker(settings, top_n=cfg.k)
     k = max(cfg.k, settings.rerank.candidates) if reranker is not None else cfg.k
-    where_document = document_filter(cfg.where_document) or {}
+    where = check_where(dict(cfg.filter)) or {}
+    where_document = check_where_document(cfg.where_document) or {}
     dense = DenseRetriever(
         store=store,
         embeddings=embeddings,
@@ -264,7 +294,7 @@ def build_retriever(
         fetch_k=cfg.fetch_k,
         lambda_mult=cfg.lambda_mult,
         score_threshold=cfg.score_threshold,
-        filter=dict(cfg.filter),
+        filter=where,
         where_document=where_document,
     )
     retriever: BaseRetriever = dense
@@ -278,7 +308,7 @@ def build_retriever(
             keyword=KeywordRetriever(
                 searcher=keyword,
                 k=candidates,
-                filter=dict(cfg.filter),
+                filter=where,
                 where_document=where_document,
             ),
             k=k,

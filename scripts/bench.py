@@ -664,7 +664,7 @@ def reference_query(
 
 
 def bench_in_process(settings: Settings, questions: list[str]) -> dict[str, Any]:
-    from rag_pipeline.chain import Assistant
+    from rag_pipeline.assistant import Assistant
     from rag_pipeline.retrieval import HybridRetriever, build_retriever
 
     assistant, build_s = timed(lambda: Assistant.from_settings(settings))

@@ -263,7 +263,7 @@ def bench(backend: str, n: int, workdir: Path) -> dict[str, Any]:
 
         SharedSystemClient.clear_system_cache()
     else:
-        from rag_pipeline.milvus import release_lite
+        from rag_pipeline.stores.milvus import release_lite
 
         release_lite(data_dir / "m.db")
     res["reopen"] = reopen(backend, data_dir, queries[0])

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from langchain_core.indexing.api import _get_document_with_hash
 
-from rag_pipeline.chain import Assistant
-from rag_pipeline.collections import count_bookkeeping
+from rag_pipeline.assistant import Assistant
+from rag_pipeline.bm25 import KeywordIndex
+from rag_pipeline.bookkeeping import Bookkeeping, SourceManifest, record_manager
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import HashingEmbeddings, build_embedding_model
 from rag_pipeline.errors import EmbeddingMismatchError
-from rag_pipeline.indexing import SourceManifest, ingest, record_manager
-from rag_pipeline.keyword import KeywordIndex
+from rag_pipeline.indexing import ingest
 from rag_pipeline.loading import discover, load_file
 from rag_pipeline.splitting import split_documents
 from rag_pipeline.stores import VectorBackend, connect, open_store
@@ -300,7 +300,7 @@ def test_collections_commands(
     assert code == 0, err
     report = json.loads(out)
     assert report["moved"] == {"records": n, "sources": len(CORPUS), "keyword_chunks": n}
-    assert count_bookkeeping(settings, old_namespace).to_dict() == {
+    assert Bookkeeping(settings, old_namespace).counts().to_dict() == {
         "records": 0,
         "sources": 0,
         "keyword_chunks": 0,

@@ -9,10 +9,11 @@ import pytest
 
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import HashingEmbeddings, build_embedding_model
-from rag_pipeline.errors import ConfigurationError
+from rag_pipeline.errors import StoreUnavailableError
 from rag_pipeline.indexing import ingest
 from rag_pipeline.retrieval import build_retriever
-from rag_pipeline.stores import ChromaBackend, VectorBackend, open_store
+from rag_pipeline.stores import VectorBackend, open_store
+from rag_pipeline.stores.chroma import ChromaBackend
 from tests.integration.servers import ChromaServer, chroma_server, free_port
 
 CORPUS = {
@@ -89,10 +90,10 @@ def test_telemetry_is_off(server: ChromaServer, tmp_path: Path) -> None:
     assert store.client.get_settings().anonymized_telemetry is False
 
 
-def test_unreachable_server_is_a_configuration_error(tmp_path: Path) -> None:
+def test_unreachable_server_is_a_store_unavailable_error(tmp_path: Path) -> None:
     port = free_port()  # nobody listens there
     settings = http_settings(tmp_path / "data", port)
-    with pytest.raises(ConfigurationError) as info:
+    with pytest.raises(StoreUnavailableError) as info:
         open_store(settings, build_embedding_model(settings), create=True)
     message = str(info.value)
     assert "chroma run" in message

@@ -13,6 +13,7 @@ pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 pytest.importorskip("langchain_milvus")
 
+from rag_pipeline.bookkeeping import record_manager  # noqa: E402
 from rag_pipeline.config import Settings  # noqa: E402
 from rag_pipeline.embeddings import HashingEmbeddings, build_embedding_model  # noqa: E402
 from rag_pipeline.errors import (  # noqa: E402
@@ -21,10 +22,11 @@ from rag_pipeline.errors import (  # noqa: E402
     EmptyIndexError,
     MissingExtraError,
 )
-from rag_pipeline.indexing import IngestReport, ingest, record_manager  # noqa: E402
-from rag_pipeline.milvus import MilvusBackend, milvus_expr, redact_uri, release_lite  # noqa: E402
+from rag_pipeline.indexing import IngestReport, ingest  # noqa: E402
 from rag_pipeline.retrieval import build_retriever  # noqa: E402
 from rag_pipeline.stores import VectorBackend, open_store  # noqa: E402
+from rag_pipeline.stores.filters import to_milvus as milvus_expr  # noqa: E402
+from rag_pipeline.stores.milvus import MilvusBackend, redact_uri, release_lite  # noqa: E402
 from tests.helpers import STORE_CORPUS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -306,7 +308,7 @@ def test_expressions() -> None:
     assert milvus_expr(None) == ""
     assert milvus_expr({"source": "faq.csv"}) == 'source == "faq.csv"'
     assert milvus_expr({"source": "a.md", "page": 2, "ok": True}) == (
-        'source == "a.md" and page == 2 and ok == true'
+        '(source == "a.md") and (page == 2) and (ok == true)'
     )
     assert milvus_expr({"source": 'a"b\\c'}) == 'source == "a\\"b\\\\c"'
     assert milvus_expr({"doc_type": {"$in": ["faq", "policy"]}}) == (
@@ -318,7 +320,7 @@ def test_expressions() -> None:
 
 def test_module_imports_without_pymilvus() -> None:
     code = (
-        "import sys, rag_pipeline.milvus, rag_pipeline.stores; "
+        "import sys, rag_pipeline.stores.milvus, rag_pipeline.stores; "
         "assert not [m for m in sys.modules if m.startswith(('pymilvus', 'langchain_milvus'))]"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
@@ -345,15 +347,15 @@ import sys
 from pathlib import Path
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import build_embedding_model
-from rag_pipeline.errors import ConfigurationError
+from rag_pipeline.errors import StoreUnavailableError
 from rag_pipeline.stores import open_store
 tmp = Path(sys.argv[1])
 store = {"backend": "milvus", "uri": str(tmp / "m.db"), "collection": "test_docs"}
 settings = Settings(data_dir=tmp / "data", embeddings={"provider": "fake"}, store=store)
 try:
     print(open_store(settings, build_embedding_model(settings), create=False).count())
-except ConfigurationError as e:
-    print("ConfigurationError:", e)
+except StoreUnavailableError as e:
+    print("StoreUnavailableError:", e)
 """
 
 
@@ -374,6 +376,6 @@ def test_one_process_at_a_time(ingested: tuple[Settings, IngestReport], tmp_path
         return done.stdout.strip().splitlines()[-1]
 
     locked = count_elsewhere()
-    assert locked.startswith("ConfigurationError:") and "one process at a time" in locked
+    assert locked.startswith("StoreUnavailableError:") and "one process at a time" in locked
     release_lite(tmp_path / "m.db")
     assert count_elsewhere() == str(first.chunks_added)

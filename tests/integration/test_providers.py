@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from rag_pipeline.chain import Answer, Assistant
+from rag_pipeline.assistant import Assistant
+from rag_pipeline.chain import Answer
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import build_embedding_model
 from rag_pipeline.errors import ProviderError

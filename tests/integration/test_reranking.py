@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rag_pipeline.chain import Assistant
+from rag_pipeline.assistant import Assistant
 from rag_pipeline.cli import main
 from rag_pipeline.config import Settings
 from rag_pipeline.errors import ProviderError

@@ -14,10 +14,8 @@ escaped, so the filter text is matched literally.
 >>> from rag_pipeline.config import Settings
 >>> settings = Settings(embeddings={"provider": "fake"}, store={"backend": "milvus"})
 >>> backend = MilvusBackend(settings, None)                    # doctest: +SKIP
->>> milvus_expr({"source": "faq.csv", "page": 2})
-'source == "faq.csv" and page == 2'
->>> milvus_document_expr({"$contains": "运费"})
-'text like "%运费%"'
+>>> milvus_filter({"source": "faq.csv", "page": 2}, {"$contains": "运费"})
+'((source == "faq.csv") and (page == 2)) and (text like "%运费%")'
 
 Nothing here imports ``pymilvus`` or ``langchain_milvus`` until a backend is built; without the
 ``milvus`` extra that raises ``MissingExtraError``.
@@ -25,9 +23,6 @@ Nothing here imports ``pymilvus`` or ``langchain_milvus`` until a backend is bui
 
 from __future__ import annotations
 
-import json
-import math
-import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
@@ -38,19 +33,17 @@ from urllib.parse import urlsplit, urlunsplit
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from rag_pipeline.embeddings import batched
-from rag_pipeline.errors import ConfigurationError, MissingExtraError
-from rag_pipeline.stores import (
+from rag_pipeline.batching import batched
+from rag_pipeline.errors import ConfigurationError, MissingExtraError, StoreUnavailableError
+from rag_pipeline.stores.base import (
     FINGERPRINT_KEY,
     SCAN_BATCH,
-    DocumentFilter,
-    Filter,
     Hit,
     Record,
     VectorBackend,
-    document_filter,
     relevance_function,
 )
+from rag_pipeline.stores.filters import Where, WhereDocument, to_milvus, to_milvus_document
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
@@ -64,9 +57,6 @@ TEXT_MAX_LENGTH = 65_535  # bytes: Milvus' VARCHAR limit
 METRICS = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
 BATCH = 1000
 SERVER_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_COMPARISONS = {"$eq": "==", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
 def _missing(e: ImportError) -> MissingExtraError:
@@ -89,114 +79,9 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-# ---------------------------------------------------------------------------------------------
-# Filters: our flat {key: value} (or Chroma-style operators) -> a Milvus boolean expression
-# ---------------------------------------------------------------------------------------------
-
-
-def _literal(value: Any) -> str:
-    if isinstance(value, bool):  # before int: bool is an int
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigurationError(f"filter value {value!r} is not a finite number")
-        return repr(value)
-    if isinstance(value, str):
-        # A JSON string is a valid Milvus string literal: double quotes, backslash escapes.
-        return json.dumps(value, ensure_ascii=False)
-    raise ConfigurationError(
-        f"filter value {value!r} ({type(value).__name__}) is not a string, number or boolean"
-    )
-
-
-def _field(key: str) -> str:
-    if not isinstance(key, str) or not key:
-        raise ConfigurationError(f"filter key {key!r} is not a metadata name")
-    if _IDENTIFIER.match(key):
-        return key  # a schema field, or else a key of the dynamic field
-    return f"$meta[{json.dumps(key, ensure_ascii=False)}]"
-
-
-def _clause(key: str, value: Any) -> str:
-    if key in ("$and", "$or"):
-        if not isinstance(value, list) or not value:
-            raise ConfigurationError(f"filter {key} needs a non-empty list of filters")
-        joiner = " and " if key == "$and" else " or "
-        return joiner.join(f"({milvus_expr(part)})" for part in value)
-    if key.startswith("$"):
-        raise ConfigurationError(f"unsupported filter operator {key!r}")
-    field = _field(key)
-    if not isinstance(value, dict):
-        return f"{field} == {_literal(value)}"
-    parts = []
-    for op, operand in value.items():
-        if op in _COMPARISONS:
-            parts.append(f"{field} {_COMPARISONS[op]} {_literal(operand)}")
-        elif op in ("$in", "$nin"):
-            if not isinstance(operand, list | tuple):
-                raise ConfigurationError(f"filter {op} on {key!r} needs a list")
-            items = ", ".join(_literal(v) for v in operand)
-            parts.append(f"{field} {'in' if op == '$in' else 'not in'} [{items}]")
-        else:
-            raise ConfigurationError(f"unsupported filter operator {op!r} on {key!r}")
-    if not parts:
-        raise ConfigurationError(f"empty filter on {key!r}")
-    return " and ".join(parts)
-
-
-def milvus_expr(filter_: Filter | None) -> str:
-    """Our metadata filter as a Milvus boolean expression ("" = no filter).
-
-    ``{"source": "faq.csv", "row": 3}`` (flat, keys ANDed) is the usual form; Chroma-style
-    operators (``$eq $ne $gt $gte $lt $lte $in $nin``, ``$and``/``$or`` lists) work too.
-    Strings are quoted and escaped, so a value cannot change the expression.
-
-    >>> milvus_expr({"source": 'a "b".md'})
-    'source == "a \\\\"b\\\\".md"'
-    >>> milvus_expr({"$or": [{"doc_type": "faq"}, {"page": {"$gte": 2}}]})
-    '(doc_type == "faq") or (page >= 2)'
-    """
-    if not filter_:
-        return ""
-    clauses = [_clause(key, value) for key, value in filter_.items()]
-    if len(clauses) == 1:
-        return clauses[0]
-    return " and ".join(c if _simple(c) else f"({c})" for c in clauses)
-
-
-def _simple(clause: str) -> bool:
-    return " and " not in clause and " or " not in clause
-
-
-def _like_pattern(text: str) -> str:
-    """``text`` as a LIKE pattern matching it literally anywhere in a string."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return json.dumps(f"%{escaped}%", ensure_ascii=False)
-
-
-def _document_clause(part: DocumentFilter) -> str:
-    ((op, operand),) = part.items()
-    if op == "$contains":
-        return f"{TEXT_FIELD} like {_like_pattern(operand)}"
-    if op == "$not_contains":
-        return f"not ({TEXT_FIELD} like {_like_pattern(operand)})"
-    joiner = " and " if op == "$and" else " or "
-    return joiner.join(f"({_document_clause(item)})" for item in operand)
-
-
-def milvus_document_expr(where_document: DocumentFilter | None) -> str:
-    """A content filter (Chroma's ``where_document`` syntax) as a Milvus expression on the
-    ``text`` field ("" = no filter). Wildcards in the text are escaped: it matches literally.
-
-    >>> print(milvus_document_expr({"$contains": "50%_off"}))
-    text like "%50\\\\%\\\\_off%"
-    >>> milvus_document_expr({"$or": [{"$contains": "运费"}, {"$not_contains": "包邮"}]})
-    '(text like "%运费%") or (not (text like "%包邮%"))'
-    """
-    checked = document_filter(where_document)
-    return _document_clause(checked) if checked else ""
+def milvus_filter(where: Where | None, where_document: WhereDocument | None) -> str:
+    """Metadata and content filters as one Milvus expression ("" = no filter)."""
+    return _and(to_milvus(where, RESERVED_FIELDS), to_milvus_document(where_document, TEXT_FIELD))
 
 
 def _and(*expressions: str) -> str:
@@ -498,12 +383,12 @@ class MilvusBackend(VectorBackend):
             if self._token:
                 detail = detail.replace(self._token, "***")
             if self.lite:
-                raise ConfigurationError(
+                raise StoreUnavailableError(
                     f"cannot open the milvus-lite database {self.location} ({detail}). "
                     "milvus-lite allows one process at a time: stop the other process using it "
                     "(another `rag` command, a notebook) or set RAG_STORE__URI to another file"
                 ) from e
-            raise ConfigurationError(
+            raise StoreUnavailableError(
                 f"cannot reach the Milvus server at {self.location} ({detail}): start it, or "
                 "fix RAG_STORE__URI / RAG_STORE__TOKEN"
             ) from e
@@ -622,10 +507,10 @@ class MilvusBackend(VectorBackend):
         self,
         vector: list[float],
         k: int,
-        where: Filter | None = None,
+        where: Where | None = None,
         *,
         with_vectors: bool = False,
-        where_document: DocumentFilter | None = None,
+        where_document: WhereDocument | None = None,
     ) -> list[Hit]:
         self._ready()
         output = [TEXT_FIELD, "$meta"] + ([VECTOR_FIELD] if with_vectors else [])
@@ -634,7 +519,7 @@ class MilvusBackend(VectorBackend):
             data=[vector],
             anns_field=VECTOR_FIELD,
             limit=k,
-            filter=_and(milvus_expr(where), milvus_document_expr(where_document)),
+            filter=milvus_filter(where, where_document),
             output_fields=output,
             search_params={"metric_type": self._metric, "params": self._search_params(k)},
         )

@@ -1,16 +1,9 @@
 """Collection housekeeping on every backend: list, peek, count, rename, delete, migrate.
 
-A collection is more than its vectors. Ingest keeps three things beside it, all keyed by the
-backend's record-manager namespace (backend + location + collection name):
-
-- the LangChain record manager (``SQLRecordManager`` in ``settings.record_db``): which chunk ids
-  are stored, grouped by ``source``; it is what makes re-ingesting incremental;
-- the source manifest (table ``rag_sources`` in the same file): which files each namespace
-  holds, under which corpus root, so deleted files can be pruned;
-- the keyword index (table ``keyword_chunks`` in ``settings.keyword_db``) for hybrid search.
-
-``rename`` moves all three to the new namespace, ``delete`` removes them, and ``migrate``
-writes them for the target store, so ``rag ingest`` stays incremental afterwards.
+A collection is more than its vectors: its record manager, source manifest and keyword index
+(``rag_pipeline.bookkeeping``) follow every operation here. ``rename`` moves them to the new
+namespace, ``delete`` removes them, ``delete_docs`` removes single chunks everywhere, and
+``migrate`` writes them for the target store, so ``rag ingest`` stays incremental afterwards.
 
 ``migrate`` copies chunk ids, texts, metadata and the stored vectors from the configured
 collection to another store (Chroma <-> Milvus, another location or name) in batches, without
@@ -26,17 +19,16 @@ calling the embedding model; the target records the same embedding fingerprint.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import tomllib
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.errors import ConfigurationError, EmptyIndexError, RagError
-from rag_pipeline.keyword import KeywordIndex
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
@@ -84,90 +76,6 @@ def _describe_location(settings: Settings, backend: VectorBackend) -> dict[str, 
         "location": backend.location,
         "collection": backend.name,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# The bookkeeping beside a collection: record manager, source manifest, keyword index
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Bookkeeping:
-    """Rows kept for one namespace beside the store (what rename moves and delete removes)."""
-
-    records: int = 0
-    sources: int = 0
-    keyword_chunks: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-def _records_table() -> Any:
-    # The record manager's own table: its public API cannot rename a namespace.
-    from langchain_classic.indexes._sql_record_manager import UpsertionRecord
-
-    return UpsertionRecord.__table__
-
-
-def _ensure_tables(settings: Settings, namespace: str) -> Any:
-    """Create every bookkeeping table that is missing; returns the record manager."""
-    from rag_pipeline.indexing import SourceManifest, record_manager
-
-    manager = record_manager(settings, namespace)
-    SourceManifest(settings.record_db, namespace)
-    KeywordIndex(settings.keyword_db, namespace)
-    return manager
-
-
-def count_bookkeeping(settings: Settings, namespace: str) -> Bookkeeping:
-    """How many rows each bookkeeping table holds for ``namespace``."""
-    from sqlalchemy import func, select
-
-    manager = _ensure_tables(settings, namespace)
-    table = _records_table()
-    with manager.engine.connect() as connection:
-        records = connection.execute(
-            select(func.count()).select_from(table).where(table.c.namespace == namespace)
-        ).scalar_one()
-    with closing(sqlite3.connect(settings.record_db)) as db:
-        (sources,) = db.execute(
-            "SELECT COUNT(*) FROM rag_sources WHERE namespace = ?", (namespace,)
-        ).fetchone()
-    chunks = KeywordIndex(settings.keyword_db, namespace).count()
-    return Bookkeeping(int(records), int(sources), chunks)
-
-
-def drop_bookkeeping(settings: Settings, namespace: str) -> Bookkeeping:
-    """Remove every row kept for ``namespace``; returns how many went."""
-    from sqlalchemy import delete
-
-    manager = _ensure_tables(settings, namespace)
-    table = _records_table()
-    with manager.engine.begin() as connection:
-        records = connection.execute(delete(table).where(table.c.namespace == namespace))
-    with closing(sqlite3.connect(settings.record_db)) as db, db:
-        sources = db.execute("DELETE FROM rag_sources WHERE namespace = ?", (namespace,))
-    chunks = KeywordIndex(settings.keyword_db, namespace).clear()
-    return Bookkeeping(records.rowcount, sources.rowcount, chunks)
-
-
-def move_bookkeeping(settings: Settings, old: str, new: str) -> Bookkeeping:
-    """Move every row of namespace ``old`` to ``new`` (rows already under ``new`` are stale
-    leftovers of a collection that no longer exists, and go first)."""
-    from sqlalchemy import update
-
-    drop_bookkeeping(settings, new)
-    manager = _ensure_tables(settings, old)
-    table = _records_table()
-    with manager.engine.begin() as connection:
-        records = connection.execute(
-            update(table).where(table.c.namespace == old).values(namespace=new)
-        )
-    with closing(sqlite3.connect(settings.record_db)) as db, db:
-        sources = db.execute("UPDATE rag_sources SET namespace = ? WHERE namespace = ?", (new, old))
-    chunks = KeywordIndex(settings.keyword_db, old).move_to(new)
-    return Bookkeeping(records.rowcount, sources.rowcount, chunks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +167,7 @@ def rename(settings: Settings, new_name: str) -> dict[str, Any]:
         old_namespace = backend.namespace
         info = _describe_location(settings, backend)
         backend.rename(new_name)
-        moved = move_bookkeeping(settings, old_namespace, backend.namespace)
+        moved = Bookkeeping(settings, old_namespace).move_to(backend.namespace)
         chunks = backend.count()
     return {
         **info,
@@ -285,7 +193,7 @@ def delete(settings: Settings, *, confirm: bool) -> dict[str, Any]:
         chunks = backend.count() if existed else 0
         if existed:
             backend.drop()
-        removed = drop_bookkeeping(settings, backend.namespace)
+        removed = Bookkeeping(settings, backend.namespace).drop()
         info = _describe_location(settings, backend)
     if not existed and not any(removed.to_dict().values()):
         raise EmptyIndexError(
@@ -372,22 +280,6 @@ class MigrationReport:
         return asdict(self)
 
 
-def _copy_manifest(source: Settings, source_ns: str, target: Settings, target_ns: str) -> None:
-    from rag_pipeline.indexing import SourceManifest
-
-    SourceManifest(source.record_db, source_ns)  # the table may not exist yet
-    with closing(sqlite3.connect(source.record_db)) as db:
-        rows = db.execute(
-            "SELECT source, root FROM rag_sources WHERE namespace = ?", (source_ns,)
-        ).fetchall()
-    SourceManifest(target.record_db, target_ns)
-    with closing(sqlite3.connect(target.record_db)) as db, db:
-        db.executemany(
-            "INSERT OR REPLACE INTO rag_sources VALUES (?, ?, ?)",
-            [(target_ns, source_, root) for source_, root in rows],
-        )
-
-
 def _prepare_target(
     target: VectorBackend, settings: Settings, fingerprint: str, *, replace: bool
 ) -> bool:
@@ -430,8 +322,6 @@ def migrate(
     groups = ``source``), source manifest and keyword index are written too, so ingesting the
     same corpus into the target afterwards adds nothing. Counts are checked at the end.
     """
-
-    from rag_pipeline.indexing import record_manager
     from rag_pipeline.stores import connect
 
     if batch_size <= 0:
@@ -461,19 +351,18 @@ def migrate(
             )
             report.replaced = _prepare_target(destination, target, fingerprint, replace=replace)
             # The target is empty now: whatever is recorded for it is stale.
-            drop_bookkeeping(target, destination.namespace)
-            manager = record_manager(target, destination.namespace)
-            keyword = KeywordIndex(target.keyword_db, destination.namespace)
+            state = Bookkeeping(target, destination.namespace)
+            state.drop()
             for batch in source.scan(batch_size):
                 if not batch:
                     continue
                 destination.write(batch)
                 ids = [r.id for r in batch]
-                keyword.add([r.document() for r in batch], ids)
-                manager.update(ids, group_ids=[_group(r.metadata) for r in batch])
+                state.keyword.add([r.document() for r in batch], ids)
+                state.record(ids, [_group(r.metadata) for r in batch])
                 report.chunks_copied += len(batch)
                 report.batches += 1
-            _copy_manifest(settings, source.namespace, target, destination.namespace)
+            state.manifest.add_rows(Bookkeeping(settings, source.namespace).manifest.rows())
             _verify(report, source, destination, target)
         finally:
             destination.close()
@@ -493,7 +382,7 @@ def _verify(
     destination.flush()
     expected = source.count()
     stored = destination.count()
-    kept = count_bookkeeping(target, destination.namespace)
+    kept = Bookkeeping(target, destination.namespace).counts()
     report.target["count"] = stored
     report.bookkeeping = kept.to_dict()
     problems = []

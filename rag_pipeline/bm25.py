@@ -31,6 +31,8 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
+from rag_pipeline.stores.filters import check_where, matches
+
 _CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+)*")
 # Function words carry no topic. In Chinese they also act as separators, so "是什么" in a
@@ -127,6 +129,7 @@ class KeywordSearcher:
     def search(self, query: str, k: int, where: dict[str, Any] | None = None) -> list[KeywordHit]:
         import numpy as np
 
+        where = check_where(where)  # once per query, not per hit
         terms = set(tokenize(query))
         if not terms or not self.size:
             return []
@@ -147,7 +150,7 @@ class KeywordSearcher:
         hits = []
         for doc in ranked.tolist():
             meta = self.metadatas[doc]
-            if where and any(meta.get(key) != value for key, value in where.items()):
+            if where and not matches(meta, where):
                 continue
             document = Document(
                 id=self.ids[doc], page_content=self.contents[doc], metadata=dict(meta)

@@ -1,0 +1,94 @@
+"""Settings + Embeddings -> a vector store, behind one small interface per backend.
+
+``open_store`` is the checked way in (embedding fingerprint, ingest-first message); ``connect``
+opens a backend for housekeeping that needs no embedding model. The backends are
+``ChromaBackend`` (``stores/chroma.py``) and ``MilvusBackend`` (``stores/milvus.py``, the
+``[milvus]`` extra), imported only when chosen; ``base.py`` holds their contract and
+``filters.py`` the one filter grammar they share.
+
+>>> from rag_pipeline.config import Settings
+>>> from rag_pipeline.embeddings import build_embedding_model
+>>> settings = Settings(embeddings={"provider": "fake"}, store={"mode": "memory"})
+>>> store = open_store(settings, build_embedding_model(settings), create=True)
+>>> store.count()
+0
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rag_pipeline.errors import EmbeddingMismatchError, EmptyIndexError
+from rag_pipeline.stores.base import FINGERPRINT_KEY, Hit, Record, VectorBackend
+
+if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
+
+    from rag_pipeline.config import Settings
+    from rag_pipeline.embeddings import EmbeddingModel
+
+__all__ = ["FINGERPRINT_KEY", "Hit", "Record", "VectorBackend", "connect", "open_store"]
+
+
+def ingest_first_message(where: str) -> str:
+    return (
+        f"nothing has been ingested into {where} yet: run `python scripts/ingest.py` "
+        "(or `rag ingest PATH`) first"
+    )
+
+
+def connect(settings: Settings, embedding_function: Embeddings | None = None) -> VectorBackend:
+    """The configured backend, connected but not opened: call ``exists()`` (or ``create``)
+    before using the collection, and ``close()`` when done. ``open_store`` is the checked way
+    in for search and ingest; this one is for housekeeping that needs no embedding model
+    (``rag collections``, ``rag migrate``)."""
+    # Imported here: a backend's module (and its database client) loads only when chosen.
+    if settings.store.backend == "milvus":
+        from rag_pipeline.stores.milvus import MilvusBackend
+
+        return MilvusBackend(settings, embedding_function)
+    from rag_pipeline.stores.chroma import ChromaBackend
+
+    return ChromaBackend(settings, embedding_function)
+
+
+def open_store(
+    settings: Settings,
+    model: EmbeddingModel,
+    *,
+    create: bool,
+    embedding_function: Embeddings | None = None,
+    rebuild: bool = False,
+) -> VectorBackend:
+    """Open the configured collection, checking that it was built with ``model``.
+
+    ``create``: make the collection when missing (ingest); otherwise a missing or empty
+    collection is an EmptyIndexError telling the user to ingest first (ask).
+    ``embedding_function`` defaults to ``model.embeddings`` (ingest passes the cached one).
+    ``rebuild``: drop the collection first (even one built with another model).
+    """
+    backend = connect(settings, embedding_function or model.embeddings)
+    if rebuild and backend.exists():
+        backend.drop()  # whatever model built it: --rebuild is the way out of a mismatch
+    if backend.exists():
+        stored = backend.stored_fingerprint()
+        configured = model.fingerprint if model.dimension is not None else None
+        if (
+            stored is not None
+            and configured is None
+            and not stored.startswith(f"{model.provider}:{model.model}:")
+        ):
+            configured = model.fingerprint
+        if stored is not None and configured is not None and stored != configured:
+            raise EmbeddingMismatchError(settings.store.collection, stored, configured)
+        if stored is not None and model.dimension is None:
+            model.dimension = int(stored.rsplit(":", 1)[1])
+    elif create:
+        model.resolve_dimension()
+        backend.create(settings, model.fingerprint)
+    else:
+        raise EmptyIndexError(
+            ingest_first_message(f"collection {settings.store.collection!r} at {backend.location}")
+        )
+    backend.attach()
+    return backend

@@ -1,0 +1,250 @@
+"""The Chroma backend: a persistent folder, an in-memory client, or a ``chroma run`` server.
+
+>>> from rag_pipeline.config import Settings
+>>> backend = ChromaBackend(Settings(store={"mode": "memory"}), None)
+>>> backend.exists()
+False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+
+from rag_pipeline.errors import StoreUnavailableError
+from rag_pipeline.stores.base import (
+    FINGERPRINT_KEY,
+    SCAN_BATCH,
+    Hit,
+    Record,
+    VectorBackend,
+    relevance_function,
+)
+from rag_pipeline.stores.filters import Where, WhereDocument, to_chroma, to_chroma_document
+
+if TYPE_CHECKING:
+    from rag_pipeline.config import Settings
+
+
+class ChromaBackend(VectorBackend):
+    """A Chroma collection (persistent folder, in-memory, or a ``chroma run`` server)."""
+
+    def __init__(self, settings: Settings, embedding_function: Embeddings | None) -> None:
+        from langchain_chroma import Chroma
+
+        cfg = settings.store
+        self.client = _chroma_client(settings)
+        self.name = cfg.collection
+        self.space = cfg.space
+        if cfg.mode == "http":
+            scheme = "https" if cfg.ssl else "http"
+            self.location = f"{scheme}://{cfg.host}:{cfg.port} ({cfg.tenant}/{cfg.database})"
+        elif cfg.mode == "persistent":
+            self.location = str(settings.chroma_dir)
+        else:
+            self.location = "memory"
+        self._mode = cfg.mode
+        self.namespace = self._namespace(self.name)
+        self._embedding_function = embedding_function
+        self._relevance = relevance_function(cfg.space)
+        self._chroma_cls = Chroma
+        self._collection: Any = None
+        self.vector_store = None  # type: ignore[assignment]
+
+    def _namespace(self, name: str) -> str:
+        # The records live in the same data folder as an embedded collection, so its path is
+        # not part of the name (a relative and an absolute spelling are the same collection).
+        if self._mode == "http":
+            return f"chroma/http/{self.location}/{name}"
+        return f"chroma/{self._mode}/{name}"
+
+    def exists(self) -> bool:
+        from chromadb.errors import NotFoundError
+
+        try:
+            self._collection = self.client.get_collection(self.name, embedding_function=None)
+        except NotFoundError:
+            return False
+        return True
+
+    def create(self, settings: Settings, fingerprint: str) -> None:
+        cfg = settings.store
+        hnsw = {
+            "space": cfg.space,
+            "ef_search": cfg.ef_search,
+            "ef_construction": cfg.ef_construction,
+            "max_neighbors": cfg.max_neighbors,
+        }
+        self._collection = self.client.create_collection(
+            self.name,
+            configuration={"hnsw": hnsw},  # type: ignore[typeddict-item]
+            metadata={FINGERPRINT_KEY: fingerprint, "created_by": "rag_pipeline"},
+            embedding_function=None,
+        )
+
+    def attach(self) -> None:
+        self.vector_store = self._chroma_cls(
+            client=self.client,
+            collection_name=self.name,
+            embedding_function=self._embedding_function,
+            relevance_score_fn=self._relevance,
+            create_collection_if_not_exists=False,
+        )
+
+    def count(self) -> int:
+        return int(self._collection.count())
+
+    def stored_fingerprint(self) -> str | None:
+        value = (self._collection.metadata or {}).get(FINGERPRINT_KEY)
+        return str(value) if value is not None else None
+
+    def drop(self) -> None:
+        from chromadb.errors import NotFoundError
+
+        try:
+            self.client.delete_collection(self.name)
+        except NotFoundError:
+            pass
+        self._collection = None
+
+    def search(
+        self,
+        vector: list[float],
+        k: int,
+        where: Where | None = None,
+        *,
+        with_vectors: bool = False,
+        where_document: WhereDocument | None = None,
+    ) -> list[Hit]:
+        include = ["documents", "metadatas", "distances"] + (["embeddings"] if with_vectors else [])
+        result = self._collection.query(
+            query_embeddings=[vector],
+            n_results=k,
+            where=to_chroma(where),
+            where_document=to_chroma_document(where_document),
+            include=include,
+        )
+        vectors = result["embeddings"][0] if with_vectors else [None] * len(result["ids"][0])
+        return [
+            Hit(
+                Document(id=id_, page_content=text, metadata=dict(meta or {})),
+                self._relevance(distance),
+                [float(v) for v in vec] if vec is not None else None,
+            )
+            for id_, text, meta, distance, vec in zip(
+                result["ids"][0],
+                result["documents"][0],
+                result["metadatas"][0],
+                result["distances"][0],
+                vectors,
+                strict=True,
+            )
+        ]
+
+    def get(self, ids: list[str]) -> list[Document]:
+        if not ids:
+            return []
+        got = self._collection.get(ids=ids, include=["documents", "metadatas"])
+        by_id = {
+            id_: Document(id=id_, page_content=text, metadata=dict(meta or {}))
+            for id_, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        }
+        return [by_id[i] for i in ids if i in by_id]
+
+    def sources(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        offset, page = 0, 5000
+        while True:
+            got = self._collection.get(include=["metadatas"], limit=page, offset=offset)
+            for meta in got["metadatas"]:
+                source = str((meta or {}).get("source", "?"))
+                counts[source] = counts.get(source, 0) + 1
+            if len(got["ids"]) < page:
+                return dict(sorted(counts.items()))
+            offset += page
+
+    def list_collections(self) -> list[str]:
+        return sorted(c if isinstance(c, str) else c.name for c in self.client.list_collections())
+
+    def peek(self, n: int) -> list[Document]:
+        if n <= 0:
+            return []
+        got = self._collection.get(limit=n, include=["documents", "metadatas"])
+        return [
+            Document(id=id_, page_content=text or "", metadata=dict(meta or {}))
+            for id_, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        ]
+
+    def rename(self, new_name: str) -> None:
+        self._collection.modify(name=new_name)
+        self.name = new_name
+        self.namespace = self._namespace(new_name)
+        self.vector_store = None  # type: ignore[assignment]
+
+    def scan(self, batch_size: int = SCAN_BATCH) -> Iterator[list[Record]]:
+        offset = 0
+        while True:
+            got = self._collection.get(
+                include=["documents", "metadatas", "embeddings"], limit=batch_size, offset=offset
+            )
+            if not len(got["ids"]):
+                return
+            yield [
+                Record(id_, text or "", dict(meta or {}), [float(v) for v in vector])
+                for id_, text, meta, vector in zip(
+                    got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
+                )
+            ]
+            if len(got["ids"]) < batch_size:
+                return
+            offset += batch_size
+
+    def write(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        limit = max(1, int(self.client.get_max_batch_size()))  # Chroma caps one request
+        for start in range(0, len(records), limit):
+            batch = records[start : start + limit]
+            self._collection.upsert(
+                ids=[r.id for r in batch],
+                embeddings=[r.vector for r in batch],
+                documents=[r.text for r in batch],
+                metadatas=[r.metadata or None for r in batch],  # type: ignore[misc]
+            )
+
+
+def _chroma_client(settings: Settings) -> Any:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    cfg = settings.store
+    # Telemetry off: the package must never reach the network on its own.
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if cfg.mode == "persistent":
+        settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+    if cfg.mode == "memory":
+        return chromadb.EphemeralClient(settings=chroma_settings)
+    headers = dict(cfg.headers)
+    if cfg.auth_token is not None:
+        headers["Authorization"] = f"Bearer {cfg.auth_token.get_secret_value()}"
+    try:
+        return chromadb.HttpClient(
+            host=cfg.host,
+            port=cfg.port,
+            ssl=cfg.ssl,
+            headers=headers or None,
+            settings=chroma_settings,
+            tenant=cfg.tenant,
+            database=cfg.database,
+        )
+    except Exception as e:  # chromadb raises ValueError / httpx errors for an unreachable server
+        scheme = "https" if cfg.ssl else "http"
+        raise StoreUnavailableError(
+            f"cannot reach the Chroma server at {scheme}://{cfg.host}:{cfg.port} "
+            f"({type(e).__name__}): start one with `chroma run --path DIR --port {cfg.port}` "
+            "or fix RAG_STORE__HOST / RAG_STORE__PORT"
+        ) from e
