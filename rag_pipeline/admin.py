@@ -126,6 +126,62 @@ def peek(settings: Settings, n: int = 5) -> list[dict[str, Any]]:
         ]
 
 
+def get_docs(settings: Settings, ids: list[str]) -> dict[str, Any]:
+    """Chunks of the configured collection by id: ``chunks`` (id, text, metadata) in the order
+    asked, and the ``missing`` ids."""
+    with opened(settings) as backend:
+        found = {doc.id: doc for doc in backend.get(list(dict.fromkeys(ids)))}
+    return {
+        "chunks": [
+            {"id": i, "text": found[i].page_content, "metadata": found[i].metadata}
+            for i in ids
+            if i in found
+        ],
+        "missing": [i for i in ids if i not in found],
+    }
+
+
+def delete_docs(
+    settings: Settings,
+    *,
+    ids: list[str] | None = None,
+    where: dict[str, Any] | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """Delete chunks by id, by metadata filter, or every chunk of one source, from the store,
+    the keyword index and the record manager alike (exactly one of the three).
+
+    The files stay where they are: ingesting their folder again brings their chunks back
+    (remove the file, or list it in ``.ragignore``, to keep it out).
+    """
+    given = [x for x in (ids, where, source) if x]
+    if len(given) != 1:
+        raise ConfigurationError("delete-docs needs exactly one of --ids, --where or --source")
+    with opened(settings) as backend:
+        state = Bookkeeping(settings, backend.namespace)
+        missing: list[str] = []
+        if source:
+            if not state.records.list_keys(group_ids=[source], limit=1):
+                known = ", ".join(list(backend.sources())[:5])
+                raise ConfigurationError(
+                    f"no chunks of source {source!r} in collection {backend.name!r}; sources "
+                    f"are named as `rag info` lists them (e.g. {known or 'none yet'})"
+                )
+            deleted = state.delete_sources(backend, [source])
+        else:
+            if ids:
+                present = {doc.id for doc in backend.get(list(ids))}
+                missing = [i for i in ids if i not in present]
+                chosen = [i for i in ids if i in present]
+            else:
+                chosen = backend.find_ids(where or {})
+            deleted = state.delete_ids(backend, chosen)
+        backend.flush()
+        left = backend.count()
+        info = _describe_location(settings, backend)
+    return {**info, "deleted": deleted, "missing": missing, "count": left}
+
+
 def _with_collection(settings: Settings, name: str) -> Settings:
     """``settings`` with another collection name (validated like RAG_STORE__COLLECTION)."""
     return _with_store(settings, {"collection": name})

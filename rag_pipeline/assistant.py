@@ -20,6 +20,7 @@ from langchain_core.runnables import Runnable, RunnableBranch, RunnableLambda
 from rag_pipeline.chain import (
     Answer,
     History,
+    Source,
     answer_prompt,
     build_rag_chain,
     faq_direct_answer,
@@ -28,6 +29,7 @@ from rag_pipeline.chain import (
     read_prompt,
     render_history,
     to_answer,
+    to_source,
 )
 from rag_pipeline.errors import ProviderError
 
@@ -122,6 +124,12 @@ class Assistant:
         if isinstance(error, openai.APIConnectionError):
             return ProviderError(f"the chat model API is unreachable after retries: {error}")
         return None
+
+    def search(self, query: str) -> list[Source]:
+        """The chunks the retriever finds for ``query`` (after filters and the threshold),
+        numbered as the answer would cite them; no chat model is called."""
+        docs = self.retriever.invoke(query)
+        return [to_source(n, doc) for n, doc in enumerate(docs, start=1)]
 
     def ask(self, question: str, history: History | None = None) -> Answer:
         """Answer one question (with optional earlier turns)."""

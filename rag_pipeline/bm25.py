@@ -109,11 +109,13 @@ class KeywordSearcher:
         term_arr = np.asarray(terms_of, dtype=np.int32)
         order = np.argsort(term_arr, kind="stable")
         self._docs = np.asarray(docs_of, dtype=np.int32)[order]
-        tf = np.asarray(tfs_of, dtype=np.float32)[order]
+        tf_arr = np.asarray(tfs_of, dtype=np.float32)[order]
         length = np.asarray(lengths, dtype=np.float32)
         average = float(length.mean()) if self.size else 1.0
         norm = K1 * (1 - B + B * length / average)
-        self._weights = tf * (K1 + 1) / (tf + norm[self._docs]) if self.size else tf
+        self._weights: Any = (
+            tf_arr * (K1 + 1) / (tf_arr + norm[self._docs]) if self.size else tf_arr
+        )
         bounds = np.concatenate(
             ([0], np.cumsum(np.bincount(term_arr, minlength=len(term_numbers))))
         )

@@ -223,7 +223,9 @@ def build_rag_chain(
         (lambda x: direct(x) is not None, RunnableLambda(lambda x: {**x, "answer": direct(x)})),
         RunnablePassthrough.assign(answer=RunnableLambda(prompt_inputs) | generate),
     )
-    return prepare_step(retriever, condense) | respond | RunnableLambda(to_answer)
+    # RunnableBranch is typed as returning object; the chain's output is the Answer.
+    answered: Any = prepare_step(retriever, condense) | respond
+    return answered | RunnableLambda(to_answer)
 
 
 def to_answer(x: dict[str, Any]) -> Answer:

@@ -1,7 +1,10 @@
 """The ``rag`` command: ingest, ask, chat, eval, info, config, collections, migrate.
 
 Exit codes: 0 success; 1 a remote API failed; 2 usage or configuration error (including "nothing
-ingested yet" and an embedding-model mismatch); 3 ingest finished but some files failed.
+ingested yet" and an embedding-model mismatch); 3 ingest finished but some files failed; 4 a
+vector store server is unreachable or a store file is locked by another process.
+Global options (``--data-dir``, ``--collection``, ``--json``, ``--debug``) go before or after
+the command name.
 Library errors become one line on stderr; ``--debug`` shows the traceback.
 """
 
@@ -10,8 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,26 +25,57 @@ from rag_pipeline.errors import (
     EmbeddingMismatchError,
     EmptyIndexError,
     RagError,
+    StoreUnavailableError,
 )
 
 if TYPE_CHECKING:
     from rag_pipeline.chain import Answer
     from rag_pipeline.config import Settings
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL, EXIT_STORE = 0, 1, 2, 3, 4
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every command takes, before or after the subcommand name.
+
+    On the top-level parser they have real defaults; on subcommands they default to
+    SUPPRESS, so a value given after the subcommand wins and an absent one keeps the
+    top-level value (``rag --debug ask Q`` and ``rag ask Q --debug`` are the same).
+    """
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=default(None),
+        help="data folder (default .rag; RAG_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--collection", default=default(None), help="collection name (RAG_STORE__COLLECTION)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=default(False), help="show tracebacks"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print the result as JSON (commands that have a report or an answer)",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, help="data folder (default .rag; RAG_DATA_DIR)")
-    parser.add_argument("--collection", help="collection name (RAG_STORE__COLLECTION)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    _global_options(parser, top=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rag", description="Retrieval-augmented answers over your own documents."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    _global_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("ingest", help="load, split, embed and store files (incremental)")
     p.add_argument("paths", nargs="*", type=Path, help="files or folders (default: corpus/)")
@@ -49,29 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep chunks of files that were deleted from an ingested folder",
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(p)
 
     p = sub.add_parser("ask", help="answer one question with sources")
-    p.add_argument("question")
-    p.add_argument("--json", action="store_true", help="print the answer as JSON")
-    p.add_argument("--k", type=int, help="chunks to retrieve (RAG_RETRIEVER__K)")
-    p.add_argument("--threshold", type=float, help="relevance threshold 0..1")
-    p.add_argument(
-        "--filter",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="only chunks whose metadata KEY equals VALUE (repeatable), e.g. source=faq.csv",
-    )
+    p.add_argument("question", help="the question, e.g. 东西坏了能退吗")
     p.add_argument("--show-context", action="store_true", help="also print every retrieved chunk")
-    _where_document_option(p)
+    _retrieval_options(p)
+    _common(p)
+
+    p = sub.add_parser("search", help="the chunks retrieval finds for a query (no answer)")
+    p.add_argument("query", help="the question or keywords to search for")
+    _retrieval_options(p)
     _common(p)
 
     p = sub.add_parser("chat", help="interactive conversation (/sources, /reset, /exit)")
-    p.add_argument("--k", type=int)
-    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE")
-    _where_document_option(p)
+    _retrieval_options(p, threshold=False)
     _common(p)
 
     p = sub.add_parser("eval", help="measure retrieval quality on QA sets or your own corpus")
@@ -83,19 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         "models such as local, openai:text-embedding-3-small, huggingface:/path/to/model",
     )
     p.add_argument("--limit", type=int, help="at most N queries per dataset")
-    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     _common(p)
 
     p = sub.add_parser(
         "similarity", help="cosine similarity and L2 distance of texts to a query, ranked"
     )
-    p.add_argument("query")
-    p.add_argument("texts", nargs="+")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("query", help="the text the others are compared with")
+    p.add_argument("texts", nargs="+", help="texts to compare with the query")
     _common(p)
 
     p = sub.add_parser("info", help="show the collection: backend, size, embedding model, sources")
-    p.add_argument("--json", action="store_true")
     _common(p)
 
     p = sub.add_parser("config", help="print the effective settings (secrets masked)")
@@ -106,7 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _where_document_option(parser: argparse.ArgumentParser) -> None:
+def _retrieval_options(parser: argparse.ArgumentParser, *, threshold: bool = True) -> None:
+    parser.add_argument("--k", type=int, help="chunks to retrieve (RAG_RETRIEVER__K)")
+    if threshold:
+        parser.add_argument(
+            "--threshold",
+            type=float,
+            help="relevance threshold 0..1 (RAG_RETRIEVER__SCORE_THRESHOLD)",
+        )
+    parser.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE|JSON",
+        help="only chunks whose metadata matches (repeatable, all must hold): KEY=VALUE, or a "
+        'JSON filter such as \'{"page": {"$gte": 2}}\' ($eq $ne $gt $gte $lt $lte $in $nin, '
+        "$and, $or)",
+    )
     parser.add_argument(
         "--where-document-contains",
         action="append",
@@ -118,27 +159,43 @@ def _where_document_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_collections_parser(sub: Any) -> None:
-    p = sub.add_parser("collections", help="list, peek into, count, rename or delete collections")
+    p = sub.add_parser(
+        "collections",
+        help="list, peek into, count, get, rename or delete collections and chunks",
+    )
+    _common(p)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     c = actions.add_parser("list", help="every collection at the configured location")
-    c.add_argument("--json", action="store_true")
     _common(c)
     c = actions.add_parser("peek", help="show a few chunks of the collection")
     c.add_argument("n", nargs="?", type=int, default=5, help="how many (default 5)")
-    c.add_argument("--json", action="store_true")
     _common(c)
     c = actions.add_parser("count", help="number of chunks in the collection")
-    c.add_argument("--json", action="store_true")
     _common(c)
     c = actions.add_parser(
         "rename", help="rename the collection, keeping its records and keyword index"
     )
     c.add_argument("new_name", help="letters, digits, underscores; 3-63 characters")
-    c.add_argument("--json", action="store_true")
+    _common(c)
+    c = actions.add_parser("get", help="show chunks by id (text and metadata)")
+    c.add_argument("ids", nargs="+", metavar="ID", help="chunk ids, as `peek` or `search` show")
+    _common(c)
+    c = actions.add_parser(
+        "delete-docs",
+        help="delete chunks by id, metadata filter or source file, from the store, the keyword "
+        "index and the records alike",
+    )
+    which = c.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ids", nargs="+", metavar="ID", help="chunk ids")
+    which.add_argument(
+        "--where", metavar="JSON", help='a metadata filter, e.g. \'{"doc_type": "faq"}\''
+    )
+    which.add_argument(
+        "--source", metavar="PATH", help="every chunk of one source, as `rag info` lists it"
+    )
     _common(c)
     c = actions.add_parser("delete", help="drop the collection and its records (needs --yes)")
     c.add_argument("--yes", action="store_true", help="confirm: there is no undo")
-    c.add_argument("--json", action="store_true")
     _common(c)
 
 
@@ -173,19 +230,39 @@ def _add_migrate_parser(sub: Any) -> None:
         help="drop an existing non-empty target (or one built with other embeddings) first",
     )
     p.add_argument("--batch-size", type=int, default=500, help="chunks per batch (default 500)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(p)
 
 
+def _json_filter(option: str, text: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigurationError(
+            f"{option} {text!r}: not valid JSON ({e.msg} at column {e.colno})"
+        ) from e
+    if not isinstance(parsed, dict):
+        raise ConfigurationError(f'{option} {text!r}: expected a JSON object, e.g. {{"page": 2}}')
+    return parsed
+
+
 def _parse_filters(items: Sequence[str]) -> dict[str, Any]:
-    filters: dict[str, Any] = {}
+    """``--filter`` values (KEY=VALUE or a JSON filter), all of which must hold."""
+    parts: list[dict[str, Any]] = []
     for item in items:
+        if item.strip().startswith("{"):
+            parts.append(_json_filter("--filter", item))
+            continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigurationError(f"--filter {item!r}: expected KEY=VALUE, e.g. source=faq.csv")
+            raise ConfigurationError(
+                f"--filter {item!r}: expected KEY=VALUE (e.g. source=faq.csv) or a JSON filter "
+                '(e.g. \'{"page": {"$gte": 2}}\')'
+            )
         text = value.strip()
-        filters[key.strip()] = int(text) if text.lstrip("-").isdigit() else text
-    return filters
+        parts.append({key.strip(): int(text) if text.lstrip("-").isdigit() else text})
+    if not parts:
+        return {}
+    return parts[0] if len(parts) == 1 else {"$and": parts}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -284,6 +361,23 @@ def cmd_ask(args: argparse.Namespace) -> int:
     else:
         print(answer.answer)
         _print_sources(answer, show_context=args.show_context)
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rag_pipeline.assistant import Assistant
+
+    assistant = Assistant.from_settings(_settings(args))
+    found = assistant.search(args.query)
+    if args.json:
+        _print_json([asdict(s) for s in found])
+        return EXIT_OK
+    if not found:
+        print("(nothing passed the relevance threshold)")
+    for s in found:
+        where = s.source + (f" p.{s.page}" if s.page else "")
+        print(f"[{s.number}] {where} (relevance {s.score:.2f}) id={s.id}")
+        print("    " + s.content.replace("\n", " ")[:200])
     return EXIT_OK
 
 
@@ -428,6 +522,29 @@ def cmd_collections(args: argparse.Namespace) -> int:
             if len(text) > admin.PEEK_TEXT:
                 text = text[: admin.PEEK_TEXT] + "…"
             print(f"{chunk['id']}  {chunk['metadata'].get('source', '?')}\n    {text}")
+    elif args.action == "get":
+        got = admin.get_docs(settings, args.ids)
+        if args.json:
+            _print_json(got)
+            return EXIT_OK
+        for chunk in got["chunks"]:
+            meta = json.dumps(chunk["metadata"], ensure_ascii=False)
+            print(f"{chunk['id']}\n  metadata: {meta}\n  {chunk['text']}")
+        for missing in got["missing"]:
+            print(f"{missing}: no such chunk")
+    elif args.action == "delete-docs":
+        where = _json_filter("--where", args.where) if args.where else None
+        deleted = admin.delete_docs(settings, ids=args.ids, where=where, source=args.source)
+        if args.json:
+            _print_json(deleted)
+            return EXIT_OK
+        print(
+            f"deleted {deleted['deleted']} chunks from {deleted['collection']!r} at "
+            f"{deleted['location']} (store, keyword index and records); "
+            f"{deleted['count']} chunks left"
+        )
+        if deleted["missing"]:
+            print(f"  not found: {', '.join(deleted['missing'])}")
     elif args.action == "count":
         counted = admin.count(settings)
         if args.json:
@@ -496,6 +613,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 COMMANDS = {
     "ingest": cmd_ingest,
     "ask": cmd_ask,
+    "search": cmd_search,
     "chat": cmd_chat,
     "eval": cmd_eval,
     "similarity": cmd_similarity,
@@ -507,6 +625,11 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The local model's OpenMP runtime reads this once when it loads. With the default (active)
+    # policy idle threads spin, and when other processes shared the cores a third of
+    # single-query calls stalled for ~1.7 s (bench-results/ask-busy-*.json). Set here, by the
+    # entry point, so that a user's own process keeps its own choice; a value set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     # Parsers log every oddity of a broken file; the report already says what failed and why.
@@ -518,6 +641,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreUnavailableError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_STORE
     except RagError as e:
         if args.debug:
             raise

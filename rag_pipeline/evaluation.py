@@ -302,7 +302,7 @@ def _run_config(
     store = open_store(settings, model, create=False)
     # Loaded once, shared by the ranking run and the refusal run.
     keyword = load_keyword_index(settings, store) if mode in ("bm25", "hybrid") else None
-    if mode == "bm25":
+    if keyword is not None and mode == "bm25":
         retriever: Any = KeywordRetriever(searcher=keyword, k=settings.retriever.k)
     else:
         search_type = {"dense": "similarity", "mmr": "mmr", "hybrid": "hybrid"}[mode]
@@ -320,7 +320,7 @@ def _run_config(
         if progress is not None:
             progress(name, done, total)
     contexts = ["\n".join(texts[:answer_k]) for texts in chunk_texts]
-    figures = summarise(rankings, contexts, latencies, eval_set.queries)
+    figures: dict[str, Any] = dict(summarise(rankings, contexts, latencies, eval_set.queries))
     figures["chunks"] = store.count()
     figures.update(by_context_size(chunk_texts, eval_set.queries))
     threshold = base.retriever.score_threshold
@@ -363,7 +363,7 @@ def evaluate(
     eval_set = load_eval_set(dirs, limit)
     scratch = scratch or settings.data_dir
     default = settings.retriever.search_type
-    default_name = "dense" if default == "similarity" else default
+    default_name: str = "dense" if default == "similarity" else default
     if settings.rerank.provider is not None:
         default_name = "rerank"
     result: dict[str, Any] = _run_config(default_name, settings, eval_set, scratch, progress)

@@ -167,6 +167,7 @@ def build_chat_model(settings: Settings) -> BaseChatModel:
         return ExtractiveChatModel()
     from langchain_openai import ChatOpenAI
 
+    base_url: str | None
     if provider == "dashscope":
         key, variable = settings.dashscope_api_key, "DASHSCOPE_API_KEY"
         base_url = cfg.base_url or DASHSCOPE_COMPATIBLE_URL

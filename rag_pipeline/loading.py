@@ -16,6 +16,7 @@ import csv
 import fnmatch
 import io
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,15 @@ SUPPORTED_SUFFIXES = (
     TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | {".pdf", ".docx", ".csv", ".jsonl"}
 )
 IGNORE_FILE = ".ragignore"
+# ``NAME.meta.json`` beside a file holds metadata merged into every chunk of NAME.
+META_SUFFIX = ".meta.json"
+# Keys the loaders, the splitter and the retriever set themselves; user metadata cannot.
+RESERVED_METADATA = frozenset(
+    {"source", "file_type", "title", "markup", "page", "doc_type", "headers", "start_index"}
+    | {"chunk_index", "content_hash", "score", "dense_relevance", "keyword_coverage", "bm25"}
+    | {"rerank_score", "faq_question", "faq_answer", "faq_alternatives", "row"}
+)
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 _CJK_OR_COMMA = re.compile(r"[\u3400-\u9fff，、（“]")
 
 # Column names accepted as the question / answer / alternatives of an FAQ table.
@@ -101,6 +111,8 @@ def discover(paths: Iterable[Path]) -> Discovery:
             relative = file.relative_to(root).as_posix()
             if any(part.startswith(".") for part in file.relative_to(root).parts):
                 continue
+            if file.name.endswith(META_SUFFIX):
+                continue  # a sidecar: read with the file it describes
             if _ignored(relative, patterns):
                 found.skipped.append({"path": relative, "reason": f"ignored by {IGNORE_FILE}"})
             elif file.suffix.lower() not in SUPPORTED_SUFFIXES:
@@ -183,7 +195,59 @@ def _load_plain(file: SourceFile, data: bytes) -> list[Document]:
 
 def _load_markdown(file: SourceFile, data: bytes) -> list[Document]:
     text = decode_text(data).strip()
-    return [_doc(text, file, title=_first_heading(text) or file.path.stem, markup="markdown")]
+    front: dict[str, Any] = {}
+    match = _FRONT_MATTER.match(text)
+    if match:
+        front = _parse_front_matter(match.group(1))
+        text = text[match.end() :].strip()
+    doc = _doc(text, file, title=_first_heading(text) or file.path.stem, markup="markdown")
+    doc.metadata["front_matter"] = front  # merged (and checked) by load_file
+    return [doc]
+
+
+def _parse_front_matter(block: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(block)
+    except yaml.YAMLError as e:
+        raise LoadError(f"front matter is not valid YAML ({e})") from e
+    if parsed is None:
+        return {}
+    if not isinstance(parsed, dict):
+        raise LoadError("front matter must be `key: value` lines")
+    return parsed
+
+
+def user_metadata(file: SourceFile, front_matter: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metadata a user attached to ``file``: Markdown front matter, then the ``NAME.meta.json``
+    sidecar over it. Values must be strings, numbers or booleans (what every store can
+    filter on); keys the package sets itself are refused.
+
+    >>> user_metadata(SourceFile(Path("corpus/faq.csv"), Path("corpus")), {"team": "售后"})
+    {'team': '售后'}
+    """
+    merged = dict(front_matter or {})
+    sidecar = file.path.with_name(file.path.name + META_SUFFIX)
+    if sidecar.is_file():
+        try:
+            data = json.loads(sidecar.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LoadError(f"cannot read {sidecar.name}: {e}") from e
+        if not isinstance(data, dict):
+            raise LoadError(f'{sidecar.name} must hold one JSON object, e.g. {{"team": "售后"}}')
+        merged.update(data)
+    for key, value in merged.items():
+        where = f"metadata key {key!r}"
+        if not isinstance(key, str) or not key or key.startswith("$"):
+            raise LoadError(f"{where}: keys must be non-empty names not starting with $")
+        if key in RESERVED_METADATA:
+            raise LoadError(f"{where} is set by rag_pipeline itself: choose another name")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise LoadError(f"{where}: {value!r} is not a finite number")
+        if not isinstance(value, str | int | float | bool):
+            raise LoadError(f"{where}: values must be a string, number or boolean, not {value!r}")
+    return merged
 
 
 def _table_lines(rows: Iterable[Iterable[str]]) -> list[str]:
@@ -429,4 +493,10 @@ def load_file(file: SourceFile) -> list[Document]:
         raise LoadError(f"cannot read file ({e.strerror or e})") from e
     if not data.strip():
         raise LoadError("file is empty")
-    return loader(file, data)
+    docs = loader(file, data)
+    front = docs[0].metadata.get("front_matter") if docs else None
+    extra = user_metadata(file, front)
+    for doc in docs:
+        doc.metadata.pop("front_matter", None)
+        doc.metadata.update(extra)
+    return docs

@@ -34,7 +34,7 @@ def with_retries(call: Callable[[], T], max_retries: int, what: str) -> T:
     try:
         return retrying()
     except Retryable as e:
-        raise ProviderError(f"{what} failed after {max_retries} retries: {e}") from None
+        raise ProviderError(f"{what} failed after {max_retries} retries: {e}") from e
 
 
 def dashscope_call(

@@ -4,9 +4,8 @@ Off by default (``settings.rerank.provider`` None). Each reranker is a LangChain
 ``BaseDocumentCompressor``, so ``build_retriever`` puts it behind LangChain's
 ``ContextualCompressionRetriever``:
 
-- ``dashscope``: DashScope's rerank API (``gte-rerank-v2`` by default) through LangChain's
-  ``DashScopeRerank``, with a client that honours ``base_url``, retries 429/5xx and turns
-  failures into ``ProviderError``;
+- ``dashscope``: DashScope's rerank API (``gte-rerank-v2`` by default) through the official
+  SDK, honouring ``base_url``, retrying 429/5xx and turning failures into ``ProviderError``;
 - ``huggingface``: a cross-encoder (e.g. bge-reranker-v2-m3) in a local folder, through
   LangChain's ``HuggingFaceCrossEncoder`` (extra ``[hf]``; never downloads);
 - ``http``: any server speaking the common ``POST .../rerank`` format (Jina, Cohere-compatible,
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict
+from pydantic import ConfigDict, SecretStr
 
 from rag_pipeline.errors import (
     ConfigurationError,
@@ -87,51 +86,40 @@ def _scores_by_index(results: list[tuple[int, float]], n: int) -> list[float]:
     return scores
 
 
-class _DashScopeClient:
-    """What ``DashScopeRerank`` calls as ``client.call(...)``: the SDK's ``TextReRank.call``
-    with a base URL, retries and a clear error instead of ``None`` output on failure."""
-
-    def __init__(self, base_url: str | None, max_retries: int) -> None:
-        self.base_url = base_url
-        self.max_retries = max_retries
-
-    def call(self, **kwargs: Any) -> Any:
-        import dashscope
-
-        return dashscope_call(
-            dashscope.TextReRank, "DashScope rerank", self.max_retries, self.base_url, **kwargs
-        )
-
-
 class DashScopeReranker(Reranker):
-    """DashScope's rerank API via LangChain's ``DashScopeRerank``.
+    """DashScope's rerank API (``dashscope.TextReRank``, the official SDK), with ``base_url``,
+    retries on 429/5xx and a ``ProviderError`` on failure.
 
-    >>> DashScopeReranker.create(api_key="sk-...", top_n=4)   # doctest: +SKIP
+    >>> DashScopeReranker(api_key=SecretStr("sk-..."), top_n=4)   # doctest: +SKIP
     """
 
-    rerank: Any  # langchain_community DashScopeRerank
-
-    @classmethod
-    def create(
-        cls,
-        *,
-        api_key: str,
-        model: str = DEFAULT_DASHSCOPE_MODEL,
-        base_url: str | None = None,
-        max_retries: int = 2,
-        top_n: int = 4,
-        min_score: float | None = None,
-    ) -> DashScopeReranker:
-        from langchain_community.document_compressors.dashscope_rerank import DashScopeRerank
-
-        rerank = DashScopeRerank(
-            client=_DashScopeClient(base_url, max_retries), model=model, api_key=api_key
-        )
-        return cls(rerank=rerank, top_n=top_n, min_score=min_score)
+    api_key: SecretStr
+    model: str = DEFAULT_DASHSCOPE_MODEL
+    base_url: str | None = None
+    max_retries: int = 2
 
     def score(self, query: str, texts: list[str]) -> list[float]:
-        results = self.rerank.rerank(texts, query, top_n=None)
-        return _scores_by_index([(r["index"], r["relevance_score"]) for r in results], len(texts))
+        import dashscope
+
+        response = dashscope_call(
+            dashscope.TextReRank,
+            "DashScope rerank",
+            self.max_retries,
+            self.base_url,
+            model=self.model,
+            query=query,
+            documents=texts,
+            top_n=len(texts),
+            return_documents=False,
+            api_key=self.api_key.get_secret_value(),
+        )
+        try:
+            results = [
+                (int(r["index"]), float(r["relevance_score"])) for r in response.output["results"]
+            ]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProviderError(f"DashScope rerank answered in an unknown format ({e})") from e
+        return _scores_by_index(results, len(texts))
 
 
 class CrossEncoderReranker(Reranker):
@@ -184,7 +172,7 @@ class HTTPReranker(Reranker):
 
     url: str
     model: str | None = None
-    api_key: str | None = None
+    api_key: SecretStr | None = None
     timeout: float = 30.0
     max_retries: int = 2
 
@@ -194,7 +182,9 @@ class HTTPReranker(Reranker):
         body: dict[str, Any] = {"query": query, "documents": texts, "top_n": len(texts)}
         if self.model:
             body["model"] = self.model
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = (
+            {"Authorization": f"Bearer {self.api_key.get_secret_value()}"} if self.api_key else {}
+        )
 
         def once() -> httpx.Response:
             try:
@@ -231,8 +221,8 @@ def build_reranker(settings: Settings, top_n: int) -> Reranker | None:
     if cfg.provider == "dashscope":
         if settings.dashscope_api_key is None:
             raise MissingAPIKeyError("DASHSCOPE_API_KEY", "the dashscope reranker")
-        return DashScopeReranker.create(
-            api_key=settings.dashscope_api_key.get_secret_value(),
+        return DashScopeReranker(
+            api_key=settings.dashscope_api_key,
             model=cfg.model or DEFAULT_DASHSCOPE_MODEL,
             base_url=cfg.base_url,
             max_retries=cfg.max_retries,
@@ -251,7 +241,7 @@ def build_reranker(settings: Settings, top_n: int) -> Reranker | None:
     return HTTPReranker(
         url=cfg.base_url,
         model=cfg.model,
-        api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
+        api_key=cfg.api_key,
         timeout=cfg.timeout,
         max_retries=cfg.max_retries,
         top_n=top_n,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.documents import Document
 from langchain_core.vectorstores import VectorStore
 
-from rag_pipeline.stores.filters import Where, WhereDocument
+from rag_pipeline.stores.filters import Where, WhereDocument, check_where, matches
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
@@ -133,6 +133,19 @@ class VectorBackend(ABC):
     @abstractmethod
     def write(self, records: Sequence[Record]) -> None:
         """Store chunks with the given vectors (upsert by id), without embedding anything."""
+
+    def find_ids(self, where: Where) -> list[str]:
+        """Ids of every chunk whose metadata matches ``where`` (the one filter grammar).
+
+        Shared implementation: a scan evaluated with ``filters.matches``; a backend whose
+        database filters natively overrides it."""
+        checked = check_where(where)
+        return [
+            record.id
+            for batch in self.scan()
+            for record in batch
+            if matches(record.metadata, checked)
+        ]
 
     def delete(self, ids: list[str]) -> None:
         if ids:

@@ -1,7 +1,7 @@
 """The Chroma backend: a persistent folder, an in-memory client, or a ``chroma run`` server.
 
 >>> from rag_pipeline.config import Settings
->>> backend = ChromaBackend(Settings(store={"mode": "memory"}), None)
+>>> backend = ChromaBackend(Settings(store={"mode": "memory", "collection": "doc_example"}), None)
 >>> backend.exists()
 False
 """
@@ -143,6 +143,24 @@ class ChromaBackend(VectorBackend):
                 strict=True,
             )
         ]
+
+    def delete(self, ids: list[str]) -> None:
+        # Through the collection, not the LangChain store: housekeeping opens no store.
+        limit = max(1, int(self.client.get_max_batch_size()))
+        for start in range(0, len(ids), limit):
+            self._collection.delete(ids=ids[start : start + limit])
+
+    def find_ids(self, where: Where) -> list[str]:
+        found: list[str] = []
+        offset, page = 0, 5000
+        while True:
+            got = self._collection.get(
+                where=to_chroma(where), include=[], limit=page, offset=offset
+            )
+            found.extend(got["ids"])
+            if len(got["ids"]) < page:
+                return found
+            offset += page
 
     def get(self, ids: list[str]) -> list[Document]:
         if not ids:

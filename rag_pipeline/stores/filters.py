@@ -7,9 +7,10 @@ keys ANDed, or ``{"$and": [...]}`` / ``{"$or": [...]}`` of such filters. Operato
 - ``$gt`` ``$gte`` ``$lt`` ``$lte``: a number;
 - ``$in`` ``$nin``: a non-empty list of strings, numbers or booleans.
 
-A chunk without the key never matches (not even ``$ne`` / ``$nin``): that is what Chroma and
-Milvus do, so the keyword side of hybrid search, which evaluates filters here in Python, keeps
-exactly the chunks the vector side keeps.
+A chunk without the key matches the negations ``$ne`` and ``$nin`` and no other operator, as in
+Chroma; the Milvus translation is chosen to agree (``$ne`` becomes ``not in [VALUE]``: Milvus'
+``!=`` would leave such chunks out), so the keyword side of hybrid search, which evaluates
+filters here in Python, keeps exactly the chunks the vector side keeps.
 
 Content filters (``where_document``): ``{"$contains": TEXT}``, ``{"$not_contains": TEXT}``
 (case-sensitive substrings), combined with ``$and`` / ``$or`` lists.
@@ -177,8 +178,10 @@ def matches(metadata: dict[str, Any], where: Where | None) -> bool:
 
     >>> matches({"page": 1}, check_where({"page": {"$in": [1, 2]}}))
     True
-    >>> matches({}, check_where({"page": {"$ne": 1}}))
+    >>> matches({}, check_where({"page": {"$gt": 1}}))
     False
+    >>> matches({}, check_where({"page": {"$ne": 1}}))  # no page: it is not 1
+    True
     """
     if not where:
         return True
@@ -187,9 +190,9 @@ def matches(metadata: dict[str, Any], where: Where | None) -> bool:
         return all(matches(metadata, part) for part in value)
     if key == "$or":
         return any(matches(metadata, part) for part in value)
-    if key not in metadata:
-        return False
     ((op, operand),) = value.items()
+    if key not in metadata:
+        return op in ("$ne", "$nin")
     return _compare(metadata[key], op, operand)
 
 
@@ -298,6 +301,9 @@ def _milvus_expr(where: Where, reserved: Collection[str]) -> str:
         return joiner.join(f"({_milvus_expr(part, reserved)})" for part in value)
     field = _milvus_field(key, reserved)
     ((op, operand),) = value.items()
+    if op == "$ne":
+        # Milvus' != leaves out rows without the key; `not in` keeps them, as Chroma does.
+        return f"{field} not in [{_literal(operand)}]"
     if op in MEMBERSHIP:
         items = ", ".join(_literal(v) for v in operand)
         return f"{field} {'in' if op == '$in' else 'not in'} [{items}]"

@@ -111,8 +111,12 @@ def test_python_evaluation_of_every_operator() -> None:
         ({"source": {"$gt": 1}}, False),  # a range on text matches nothing
         ({"$or": [{"page": 1}, {"score": {"$gte": 0.5}}]}, True),
         ({"$and": [{"page": 3}, {"source": "x"}]}, False),
-        ({"missing": {"$ne": 1}}, False),  # a chunk without the key never matches
-        ({"missing": {"$nin": [1]}}, False),
+        # A chunk without the key matches only the negations, as in Chroma.
+        ({"missing": {"$ne": 1}}, True),
+        ({"missing": {"$nin": [1]}}, True),
+        ({"missing": {"$eq": 1}}, False),
+        ({"missing": {"$gte": 1}}, False),
+        ({"missing": {"$in": [1]}}, False),
     ]
     for where, expected in cases:
         assert matches(meta, check_where(where)) is expected, where
@@ -135,6 +139,7 @@ def test_milvus_metadata_expressions() -> None:
         "(page in [1, 2]) and (ok == false)"
     )
     assert to_milvus({"source": {"$nin": ["a", "b"]}}) == 'source not in ["a", "b"]'
+    assert to_milvus({"source": {"$ne": "a"}}) == 'source not in ["a"]'
     assert to_milvus({"$or": [{"page": {"$gte": 2}}, {"score": {"$lt": 0.5}}]}) == (
         "(page >= 2) or (score < 0.5)"
     )
