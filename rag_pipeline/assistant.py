@@ -32,6 +32,7 @@ from rag_pipeline.chain import (
     to_source,
 )
 from rag_pipeline.errors import ProviderError
+from rag_pipeline.providers import openai_error
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
@@ -113,17 +114,7 @@ class Assistant:
         )
 
     def _provider_errors(self, error: Exception) -> ProviderError | None:
-        import openai
-
-        if isinstance(error, openai.AuthenticationError):
-            return ProviderError(
-                f"the chat model rejected the API key (HTTP 401): check {self.key_variable}"
-            )
-        if isinstance(error, openai.APIStatusError):
-            return ProviderError(f"the chat model API failed: HTTP {error.status_code}")
-        if isinstance(error, openai.APIConnectionError):
-            return ProviderError(f"the chat model API is unreachable after retries: {error}")
-        return None
+        return openai_error(error, "the chat model API", self.key_variable)
 
     def search(self, query: str) -> list[Source]:
         """The chunks the retriever finds for ``query`` (after filters and the threshold),

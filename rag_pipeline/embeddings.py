@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.embeddings import Embeddings
+from pydantic import SecretStr
 
 from rag_pipeline.batching import batched
 from rag_pipeline.errors import (
     ConfigurationError,
     MissingAPIKeyError,
     MissingExtraError,
-    ProviderError,
 )
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class DashScopeEmbeddings(Embeddings):
     def __init__(
         self,
         *,
-        api_key: str,
+        api_key: SecretStr | str,
         model: str = "text-embedding-v4",
         dimensions: int | None = None,
         base_url: str | None = None,
@@ -154,7 +154,8 @@ class DashScopeEmbeddings(Embeddings):
         self.max_retries = max_retries
         limit = DASHSCOPE_BATCH_LIMIT.get(model, 10)
         self.batch_size = min(batch_size or limit, limit)
-        self._api_key = api_key
+        # Kept as a SecretStr: repr() or a debugger shows '**********', never the key.
+        self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
 
     def _call(self, texts: list[str], text_type: str) -> list[list[float]]:
         import dashscope
@@ -169,7 +170,7 @@ class DashScopeEmbeddings(Embeddings):
             self.base_url,
             model=self.model,
             input=texts,
-            api_key=self._api_key,
+            api_key=self._api_key.get_secret_value(),
             text_type=text_type,
             **extra,
         )
@@ -195,23 +196,15 @@ class ProviderErrorEmbeddings(Embeddings):
         self.key_variable = key_variable
 
     def _guard(self, call: Callable[[], T]) -> T:
-        import openai
+        from rag_pipeline.providers import openai_error
 
         try:
             return call()
-        except openai.AuthenticationError as e:
-            raise ProviderError(
-                f"{self.provider} embeddings rejected the API key (HTTP 401): "
-                f"check {self.key_variable}"
-            ) from e
-        except openai.APIStatusError as e:
-            raise ProviderError(
-                f"{self.provider} embeddings error HTTP {e.status_code}: {e.message}"
-            ) from e
-        except openai.APIConnectionError as e:
-            raise ProviderError(
-                f"{self.provider} embeddings endpoint unreachable after retries: {e}"
-            ) from e
+        except Exception as e:
+            wrapped = openai_error(e, f"the {self.provider} embeddings API", self.key_variable)
+            if wrapped is not None:
+                raise wrapped from e
+            raise
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self._guard(lambda: self.inner.embed_documents(texts))
@@ -275,13 +268,14 @@ def build_embedding_model(settings: Settings) -> EmbeddingModel:
             batch_size=cfg.batch_size,
         )
     elif provider == "openai":
-        from langchain_openai import OpenAIEmbeddings
+        from langchain.embeddings import init_embeddings
 
         key = _secret(settings.openai_api_key)
         if not key:
             raise MissingAPIKeyError("OPENAI_API_KEY", "OpenAI-compatible embeddings")
-        inner = OpenAIEmbeddings(
-            model=model,
+        inner = init_embeddings(
+            model,
+            provider="openai",
             base_url=cfg.base_url or settings.openai_base_url,
             api_key=key,  # type: ignore[arg-type]
             dimensions=cfg.dimensions,

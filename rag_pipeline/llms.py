@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -165,7 +165,7 @@ def build_chat_model(settings: Settings) -> BaseChatModel:
     cfg = settings.llm
     if provider == "extractive":
         return ExtractiveChatModel()
-    from langchain_openai import ChatOpenAI
+    from langchain.chat_models import init_chat_model
 
     base_url: str | None
     if provider == "dashscope":
@@ -176,15 +176,19 @@ def build_chat_model(settings: Settings) -> BaseChatModel:
         base_url = cfg.base_url or settings.openai_base_url
     if key is None:
         raise MissingAPIKeyError(variable, f"the {provider} chat model")
-    return ChatOpenAI(
-        model=cfg.model or DEFAULT_CHAT_MODELS[provider],
+    # Both providers speak the OpenAI wire format (DashScope through its compatible mode).
+    model = init_chat_model(
+        cfg.model or DEFAULT_CHAT_MODELS[provider],
+        model_provider="openai",
         base_url=base_url,
         api_key=key,
         temperature=cfg.temperature,
-        max_tokens=cfg.max_tokens,  # type: ignore[call-arg]
+        max_tokens=cfg.max_tokens,
         timeout=cfg.timeout,
         max_retries=cfg.max_retries,
     )
+    # With a model named and no configurable fields, init_chat_model builds the model itself.
+    return cast("BaseChatModel", model)
 
 
 def key_variable(settings: Settings) -> str:

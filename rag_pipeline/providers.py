@@ -37,6 +37,25 @@ def with_retries(call: Callable[[], T], max_retries: int, what: str) -> T:
         raise ProviderError(f"{what} failed after {max_retries} retries: {e}") from e
 
 
+def openai_error(error: BaseException, what: str, key_variable: str) -> ProviderError | None:
+    """The one mapping of an ``openai`` SDK failure (used by the OpenAI-compatible embeddings
+    and chat models alike) to a ProviderError that names what to check; None for any other
+    exception. The key itself never appears: the SDK's messages do not carry it.
+
+    >>> openai_error(ValueError("x"), "the chat model", "OPENAI_API_KEY") is None
+    True
+    """
+    import openai
+
+    if isinstance(error, openai.AuthenticationError):
+        return ProviderError(f"{what} rejected the API key (HTTP 401): check {key_variable}")
+    if isinstance(error, openai.APIStatusError):
+        return ProviderError(f"{what} failed: HTTP {error.status_code}: {error.message}")
+    if isinstance(error, openai.APIConnectionError):
+        return ProviderError(f"{what} is unreachable after retries: {error}")
+    return None
+
+
 def dashscope_call(
     api: Any, what: str, max_retries: int, base_url: str | None, **kwargs: Any
 ) -> Any:
