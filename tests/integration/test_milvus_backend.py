@@ -11,7 +11,6 @@ import pytest
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
-pytest.importorskip("langchain_milvus")
 
 from rag_pipeline.bookkeeping import record_manager  # noqa: E402
 from rag_pipeline.config import Settings  # noqa: E402
