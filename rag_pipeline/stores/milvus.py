@@ -17,21 +17,24 @@ escaped, so the filter text is matched literally.
 >>> milvus_filter({"source": "faq.csv", "page": 2}, {"$contains": "运费"})
 '((source == "faq.csv") and (page == 2)) and (text like "%运费%")'
 
-Nothing here imports ``pymilvus`` or ``langchain_milvus`` until a backend is built; without the
-``milvus`` extra that raises ``MissingExtraError``.
+``backend.vector_store`` is a ``MilvusVectorStore``: a LangChain ``VectorStore`` written here over
+pymilvus' public ``MilvusClient`` API (no ``langchain_milvus``). Nothing here imports
+``pymilvus`` until a backend is built; without the ``milvus`` extra that raises
+``MissingExtraError``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from functools import cache
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
+from langchain_core.runnables.config import run_in_executor
+from langchain_core.vectorstores import VectorStore
 
 from rag_pipeline.batching import batched
 from rag_pipeline.errors import ConfigurationError, MissingExtraError, StoreUnavailableError
@@ -46,6 +49,8 @@ from rag_pipeline.stores.base import (
 from rag_pipeline.stores.filters import Where, WhereDocument, to_milvus, to_milvus_document
 
 if TYPE_CHECKING:
+    from pymilvus import MilvusClient
+
     from rag_pipeline.config import Settings
 
 PK_FIELD = "pk"
@@ -92,7 +97,7 @@ def _and(*expressions: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The LangChain vector store: langchain_milvus.Milvus with upserts and our relevance
+# Rows <-> Documents, and the one search call (shared by the vector store and the backend)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -114,204 +119,358 @@ def _restore_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 def _fill_ids(ids: Sequence[str | None] | None, n: int) -> list[str]:
     """The given ids, with a fresh uuid4 wherever one is missing (as Chroma does)."""
     given = list(ids) if ids is not None else [None] * n
+    if len(given) != n:
+        raise ValueError(f"got {len(given)} ids for {n} texts")
     return [i if i else str(uuid.uuid4()) for i in given]
 
 
-@cache
-def milvus_store_class() -> type:
-    """``langchain_milvus.Milvus`` adapted to this package (built on first use).
+def _row(id_: str, text: str, metadata: dict[str, Any], vector: Sequence[float]) -> dict[str, Any]:
+    """One collection row: the fixed fields, the metadata in the dynamic field."""
+    return {
+        **_clean_metadata(metadata),
+        PK_FIELD: id_,
+        TEXT_FIELD: text,
+        VECTOR_FIELD: [float(v) for v in vector],
+    }
 
-    - ``add_documents(docs, ids=...)`` upserts: re-adding an id replaces the chunk instead of
-      storing a duplicate (a Milvus server does not deduplicate primary keys on insert);
-    - ids come from ``ids=``, else from ``Document.id``, else fresh uuid4 strings (upstream
-      switches to ``auto_id``, which our string primary key cannot take);
-    - found documents carry their id in ``Document.id`` (not ``metadata["pk"]``), and
-      ``get_by_ids`` works;
-    - ``delete(ids=...)`` lets pymilvus quote the ids;
-    - relevance scores use the backend's 0..1 mapping (``_rag_relevance``).
-    The async methods behave the same through pymilvus' async client.
+
+def _document(id_: Any, entity: dict[str, Any]) -> Document:
+    """A row (search hit entity or get/query row) as a Document with its id."""
+    entity = dict(entity)
+    text = entity.pop(TEXT_FIELD, "")
+    for field in (PK_FIELD, VECTOR_FIELD, "$meta"):
+        entity.pop(field, None)
+    return Document(id=str(id_), page_content=text or "", metadata=_restore_metadata(entity))
+
+
+def _upsert(client: MilvusClient, collection: str, rows: Sequence[dict[str, Any]]) -> None:
+    # Upsert, never insert: a Milvus server keeps duplicate primary keys.
+    for start in range(0, len(rows), BATCH):
+        client.upsert(collection, list(rows[start : start + BATCH]))
+
+
+def _get(client: MilvusClient, collection: str, ids: Sequence[str]) -> dict[str, Document]:
+    """The stored chunks among ``ids``, by id (missing ids are absent)."""
+    found: dict[str, Document] = {}
+    for batch in batched(list(ids), BATCH):
+        for row in client.get(collection, ids=list(batch), output_fields=[TEXT_FIELD, "$meta"]):
+            row = dict(row)
+            found[str(row[PK_FIELD])] = _document(row[PK_FIELD], row)
+    return found
+
+
+def search_params(metric: str, ef_search: int, k: int) -> dict[str, Any]:
+    """The search request's parameters; HNSW needs ``ef >= k``, other indexes ignore ``ef``."""
+    return {"metric_type": metric, "params": {"ef": max(ef_search, k)}}
+
+
+def metric_relevance(metric: str) -> Callable[[float], float]:
+    """Milvus score -> relevance in 0..1: COSINE/IP are similarities (higher = closer, clipped
+    at 0), L2 a squared distance (``2 - 2 cos`` for unit vectors)."""
+    if metric.upper() == "L2":
+        return relevance_function("l2")
+    return lambda score: max(0.0, min(1.0, score))
+
+
+def _search(
+    client: MilvusClient,
+    collection: str,
+    vector: Sequence[float],
+    k: int,
+    expr: str,
+    params: dict[str, Any],
+    *,
+    with_vectors: bool = False,
+) -> list[tuple[Document, float, list[float] | None]]:
+    """Top-k rows for ``vector``: (document, raw Milvus score, vector if asked), best first."""
+    output = [TEXT_FIELD, "$meta"] + ([VECTOR_FIELD] if with_vectors else [])
+    result = client.search(
+        collection,
+        data=[list(vector)],
+        anns_field=VECTOR_FIELD,
+        limit=k,
+        filter=expr,
+        output_fields=output,
+        search_params=params,
+    )
+    found = []
+    for hit in result[0] if result else []:
+        entity = dict(hit["entity"])
+        vec = entity.pop(VECTOR_FIELD, None)
+        document = _document(hit.get(PK_FIELD, hit.get("id")), entity)
+        vector_out = [float(v) for v in vec] if with_vectors and vec is not None else None
+        found.append((document, float(hit["distance"]), vector_out))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The LangChain vector store, over pymilvus' public MilvusClient API
+# ---------------------------------------------------------------------------------------------
+
+
+class MilvusVectorStore(VectorStore):
+    """A LangChain ``VectorStore`` over one collection of this package's Milvus schema
+    (``pk``, ``text``, ``vector`` and a dynamic field for metadata).
+
+    - ``add_texts`` / ``add_documents`` embed and *upsert*: re-adding an id replaces the chunk
+      (a Milvus server keeps duplicate primary keys on insert). Ids come from ``ids=``, else
+      from ``Document.id``, else fresh uuid4 strings.
+    - Found documents carry their id in ``Document.id``; metadata keys named like a schema
+      field (``pk``, ``text``, ``vector``) round-trip through ``metadata_<key>``.
+    - ``similarity_search_with_score`` returns Milvus' raw score (COSINE/IP similarity, L2
+      squared distance); ``similarity_search_with_relevance_scores`` maps it through
+      ``relevance`` (by default ``metric_relevance(metric)``, 0..1, higher = closer).
+    - ``filter`` is a metadata filter in ``rag_pipeline.stores.filters``' grammar (or a raw
+      Milvus expression as a string), ``where_document`` a content filter.
+    - The async methods run the sync ones in an executor (LangChain's default).
+
+    The collection must exist (``MilvusBackend.create`` builds it); ``from_texts`` is not
+    offered. The store does not own ``client``: close it yourself.
+
+    >>> from pymilvus import MilvusClient                            # doctest: +SKIP
+    >>> store = MilvusVectorStore(MilvusClient("kb.db"), "rag_docs", emb)  # doctest: +SKIP
+    >>> ids = store.add_texts(["七天无理由退货"], [{"source": "a.md"}])  # doctest: +SKIP
+    >>> store.similarity_search("退货", k=1, filter={"source": "a.md"})  # doctest: +SKIP
     """
-    try:
-        from langchain_milvus import Milvus
-    except ImportError as e:
-        raise _missing(e) from e
 
-    class RagMilvus(Milvus):  # type: ignore[misc]
-        _rag_relevance: Callable[[float], float] | None = None
+    def __init__(
+        self,
+        client: MilvusClient,
+        collection_name: str,
+        embedding: Embeddings,
+        *,
+        metric: str = "COSINE",
+        relevance: Callable[[float], float] | None = None,
+        ef_search: int = 400,
+    ) -> None:
+        self.client = client
+        self.collection_name = collection_name
+        self._embedding = embedding
+        self.metric = metric.upper()
+        self.relevance = relevance if relevance is not None else metric_relevance(self.metric)
+        self.ef_search = ef_search
 
-        def _select_relevance_score_fn(self) -> Callable[[float], float]:
-            if self._rag_relevance is not None:
-                return self._rag_relevance
-            return super()._select_relevance_score_fn()  # type: ignore[no-any-return]
+    @property
+    def embeddings(self) -> Embeddings:
+        return self._embedding
 
-        def add_embeddings(
-            self,
-            texts: list[str],
-            embeddings: list[list[float]] | list[list[list[float]]],
-            metadatas: list[dict] | None = None,
-            timeout: float | None = None,
-            batch_size: int = BATCH,
-            *,
-            ids: list[str] | None = None,
-            **kwargs: Any,
-        ) -> list[str]:
-            if self.auto_id or not ids or self._is_multi_embedding:
-                return super().add_embeddings(  # type: ignore[no-any-return]
-                    texts,
-                    embeddings,
-                    metadatas,
-                    timeout,
-                    batch_size,
-                    ids=ids,
-                    **kwargs,
+    # -- writing -----------------------------------------------------------------------------
+
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str] | None = None,
+        batch_size: int = BATCH,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Embed and upsert ``texts``, ``batch_size`` at a time; returns their ids (given, else
+        fresh uuid4 strings)."""
+        _no_extra(kwargs, "add_texts")
+        texts = list(texts)
+        if metadatas is not None and len(metadatas) != len(texts):
+            raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
+        filled = _fill_ids(ids, len(texts))
+        metas = metadatas if metadatas is not None else [{}] * len(texts)
+        # One batch at a time: at most batch_size vectors in memory.
+        for start in range(0, len(texts), batch_size):
+            end = start + batch_size
+            vectors = self._embedding.embed_documents(texts[start:end])
+            rows = [
+                _row(i, t, m or {}, v)
+                for i, t, m, v in zip(
+                    filled[start:end], texts[start:end], metas[start:end], vectors, strict=True
                 )
-            column = cast("list[list[float]]", list(embeddings))
-            rows = self._prepare_insert_list(
-                texts=list(texts),
-                embeddings=[column],  # field-wise: one column per vector field
-                metadatas=[_clean_metadata(m) for m in metadatas] if metadatas else None,
-                ids=list(ids),
-                force_ids=True,
-            )
-            for start in range(0, len(rows), batch_size):
-                self.client.upsert(
-                    self.collection_name,
-                    rows[start : start + batch_size],
-                    timeout=self.timeout or timeout,
-                    **kwargs,
-                )
-            return list(ids)
+            ]
+            _upsert(self.client, self.collection_name, rows)
+        return filled
 
-        def delete(
-            self, ids: list[str] | None = None, expr: str | None = None, **kwargs: Any
-        ) -> bool | None:
-            if not ids:
-                return super().delete(ids=ids, expr=expr, **kwargs)  # type: ignore[no-any-return]
-            for batch in batched(ids, BATCH):
-                self.client.delete(self.collection_name, ids=list(batch), **kwargs)
-            return True
+    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        """Upsert ``documents``; ``ids=`` wins over ``Document.id`` (missing ones get uuid4)."""
+        ids = kwargs.pop("ids", None)
+        if ids is None:
+            ids = [doc.id for doc in documents]
+        return self.add_texts(
+            [doc.page_content for doc in documents],
+            [doc.metadata for doc in documents],
+            ids=ids,
+            **kwargs,
+        )
 
-        def add_texts(
-            self,
-            texts: Any,
-            metadatas: list[dict] | None = None,
-            timeout: float | None = None,
-            batch_size: int = BATCH,
-            *,
-            ids: list[str] | None = None,
-            **kwargs: Any,
-        ) -> list[str]:
-            texts = list(texts)
-            if not self.auto_id:
-                ids = _fill_ids(ids, len(texts))
-            return super().add_texts(  # type: ignore[no-any-return]
-                texts, metadatas, timeout, batch_size, ids=ids, **kwargs
-            )
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
+        """Delete chunks by id (unknown ids are ignored). ``ids=None`` is refused rather than
+        read as "everything": dropping a collection is ``MilvusBackend.drop``."""
+        _no_extra(kwargs, "delete")
+        if ids is None:
+            raise ValueError("MilvusVectorStore.delete needs ids=[...]")
+        for batch in batched(list(ids), BATCH):
+            self.client.delete(self.collection_name, ids=list(batch))
+        return True
 
-        def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-            if kwargs.get("ids") is None:
-                kwargs["ids"] = [doc.id for doc in documents]
-            return self.add_texts(
-                [doc.page_content for doc in documents],
-                [doc.metadata for doc in documents],
-                **kwargs,
-            )
+    # -- reading -----------------------------------------------------------------------------
 
-        def _parse_document(self, data: dict) -> Document:
-            id_ = data.pop(self._primary_field, None)
-            document = super()._parse_document(data)
-            document.metadata = _restore_metadata(document.metadata)
-            document.id = str(id_) if id_ is not None else None
-            return document  # type: ignore[no-any-return]
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """The stored chunks among ``ids``, in the order asked, each once; missing ids are
+        skipped."""
+        found = _get(self.client, self.collection_name, ids)
+        return [found.pop(i) for i in ids if i in found]
 
-        def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-            found: list[Document] = []
-            for batch in batched(list(ids), BATCH):
-                rows = self.client.get(
-                    self.collection_name, ids=list(batch), output_fields=[TEXT_FIELD, "$meta"]
-                )
-                found.extend(self._parse_document(dict(row)) for row in rows)
-            return found
+    def similarity_search(
+        self,
+        query: str,
+        k: int = 4,
+        filter: Where | str | None = None,
+        where_document: WhereDocument | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        _no_extra(kwargs, "similarity_search")
+        return [
+            doc for doc, _ in self.similarity_search_with_score(query, k, filter, where_document)
+        ]
 
-        async def aadd_texts(
-            self,
-            texts: Any,
-            metadatas: list[dict] | None = None,
-            timeout: float | None = None,
-            batch_size: int = BATCH,
-            *,
-            ids: list[str] | None = None,
-            **kwargs: Any,
-        ) -> list[str]:
-            texts = list(texts)
-            if not self.auto_id:
-                ids = _fill_ids(ids, len(texts))
-            return await super().aadd_texts(  # type: ignore[no-any-return]
-                texts, metadatas, timeout, batch_size, ids=ids, **kwargs
-            )
+    def similarity_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: Where | str | None = None,
+        where_document: WhereDocument | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        _no_extra(kwargs, "similarity_search_by_vector")
+        return [doc for doc, _, _ in self._search_vector(embedding, k, filter, where_document)]
 
-        async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-            if kwargs.get("ids") is None:
-                kwargs["ids"] = [doc.id for doc in documents]
-            return await self.aadd_texts(
-                [doc.page_content for doc in documents],
-                [doc.metadata for doc in documents],
-                **kwargs,
-            )
+    def similarity_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        filter: Where | str | None = None,
+        where_document: WhereDocument | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Documents with Milvus' raw score (COSINE/IP: similarity, L2: squared distance)."""
+        _no_extra(kwargs, "similarity_search_with_score")
+        vector = self._embedding.embed_query(query)
+        return [
+            (doc, score) for doc, score, _ in self._search_vector(vector, k, filter, where_document)
+        ]
 
-        async def aadd_embeddings(
-            self,
-            texts: list[str],
-            embeddings: list[list[float]] | list[list[list[float]]],
-            metadatas: list[dict] | None = None,
-            timeout: float | None = None,
-            batch_size: int = BATCH,
-            *,
-            ids: list[str] | None = None,
-            **kwargs: Any,
-        ) -> list[str]:
-            if self.auto_id or not ids or self._is_multi_embedding:
-                return await super().aadd_embeddings(  # type: ignore[no-any-return]
-                    texts, embeddings, metadatas, timeout, batch_size, ids=ids, **kwargs
-                )
-            column = cast("list[list[float]]", list(embeddings))
-            rows = self._prepare_insert_list(
-                texts=list(texts),
-                embeddings=[column],
-                metadatas=[_clean_metadata(m) for m in metadatas] if metadatas else None,
-                ids=list(ids),
-                force_ids=True,
-            )
-            for start in range(0, len(rows), batch_size):
-                await self.aclient.upsert(
-                    self.collection_name,
-                    rows[start : start + batch_size],
-                    timeout=self.timeout or timeout,
-                    **kwargs,
-                )
-            return list(ids)
+    def similarity_search_with_relevance_scores(
+        self,
+        query: str,
+        k: int = 4,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Documents with relevance in 0..1 (the constructor's ``relevance`` mapping), those
+        below ``score_threshold`` dropped."""
+        scored = [
+            (doc, self.relevance(score))
+            for doc, score in self.similarity_search_with_score(query, k, **kwargs)
+        ]
+        if score_threshold is None:
+            return scored
+        return [(doc, r) for doc, r in scored if r >= score_threshold]
 
-        async def adelete(
-            self, ids: list[str] | None = None, expr: str | None = None, **kwargs: Any
-        ) -> bool | None:
-            if not ids:
-                return await super().adelete(  # type: ignore[no-any-return]
-                    ids=ids, expr=expr, **kwargs
-                )
-            for batch in batched(ids, BATCH):
-                await self.aclient.delete(self.collection_name, ids=list(batch), **kwargs)
-            return True
+    async def asimilarity_search_with_relevance_scores(
+        self,
+        query: str,
+        k: int = 4,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        return await run_in_executor(
+            None,
+            self.similarity_search_with_relevance_scores,
+            query,
+            k,
+            score_threshold,
+            **kwargs,
+        )
 
-        async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-            found: list[Document] = []
-            for batch in batched(list(ids), BATCH):
-                rows = await self.aclient.get(
-                    self.collection_name, ids=list(batch), output_fields=[TEXT_FIELD, "$meta"]
-                )
-                found.extend(self._parse_document(dict(row)) for row in rows)
-            return found
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Where | str | None = None,
+        where_document: WhereDocument | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        _no_extra(kwargs, "max_marginal_relevance_search")
+        return self.max_marginal_relevance_search_by_vector(
+            self._embedding.embed_query(query), k, fetch_k, lambda_mult, filter, where_document
+        )
 
-    return RagMilvus
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Where | str | None = None,
+        where_document: WhereDocument | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """``fetch_k`` nearest chunks, ``k`` of them picked by maximal marginal relevance."""
+        from rag_pipeline.retrieval import maximal_marginal_relevance  # imports this package
+
+        _no_extra(kwargs, "max_marginal_relevance_search_by_vector")
+        found = self._search_vector(
+            embedding, max(fetch_k, k), filter, where_document, with_vectors=True
+        )
+        order = maximal_marginal_relevance(
+            embedding, [vec or [] for _, _, vec in found], lambda_mult=lambda_mult, k=k
+        )
+        return [found[i][0] for i in order]
+
+    @classmethod
+    def from_texts(
+        cls: type[MilvusVectorStore],
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> MilvusVectorStore:
+        raise NotImplementedError(
+            "MilvusVectorStore works on an existing collection: create it with "
+            "open_store(settings, model, create=True) (or MilvusBackend.create), then use "
+            "backend.vector_store or MilvusVectorStore(client, name, embedding).add_texts(...)"
+        )
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _search_vector(
+        self,
+        vector: Sequence[float],
+        k: int,
+        filter: Where | str | None,
+        where_document: WhereDocument | None,
+        *,
+        with_vectors: bool = False,
+    ) -> list[tuple[Document, float, list[float] | None]]:
+        if isinstance(filter, str):  # a raw Milvus expression
+            expr = _and(filter, milvus_filter(None, where_document))
+        else:
+            expr = milvus_filter(filter, where_document)
+        return _search(
+            self.client,
+            self.collection_name,
+            vector,
+            k,
+            expr,
+            search_params(self.metric, self.ef_search, k),
+            with_vectors=with_vectors,
+        )
+
+
+def _no_extra(kwargs: dict[str, Any], method: str) -> None:
+    # Unknown keywords (e.g. langchain_milvus' ``expr``) fail loudly instead of being ignored.
+    if kwargs:
+        raise TypeError(f"MilvusVectorStore.{method}() got unexpected arguments {sorted(kwargs)}")
 
 
 def _faiss_available() -> bool:
@@ -394,11 +553,8 @@ class MilvusBackend(VectorBackend):
             ) from e
 
     def close(self) -> None:
-        """Close this backend's clients (the milvus-lite server itself stays up: see
-        ``release_lite``)."""
-        store: Any = self.vector_store
-        if store is not None:
-            store.client.close()
+        """Close this backend's client, which ``vector_store`` shares (the milvus-lite server
+        itself stays up: see ``release_lite``)."""
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -467,20 +623,15 @@ class MilvusBackend(VectorBackend):
         index = self._vector_index()
         if index is not None:
             self._metric = str(index.get("metric_type", self._metric)).upper()
-        store = milvus_store_class()(
-            embedding_function=self._embedding_function,
-            collection_name=self.name,
-            connection_args={"uri": self.uri, "token": self._token},
-            consistency_level="Strong",
-            search_params={"metric_type": self._metric, "params": self._search_params(4)},
-            primary_field=PK_FIELD,
-            text_field=TEXT_FIELD,
-            vector_field=VECTOR_FIELD,
-            enable_dynamic_field=True,
-            auto_id=False,
-        )  # also loads the collection (a reopened milvus-lite collection starts released)
-        store._rag_relevance = self._relevance
-        self.vector_store = store
+        self._ready()  # a reopened milvus-lite collection starts released
+        self.vector_store = MilvusVectorStore(
+            self.client,
+            self.name,
+            self._embedding_function,
+            metric=self._metric,
+            relevance=self._relevance,
+            ef_search=self._ef_search,
+        )
 
     def count(self) -> int:
         self._ready()
@@ -513,39 +664,20 @@ class MilvusBackend(VectorBackend):
         where_document: WhereDocument | None = None,
     ) -> list[Hit]:
         self._ready()
-        output = [TEXT_FIELD, "$meta"] + ([VECTOR_FIELD] if with_vectors else [])
-        result = self.client.search(
+        found = _search(
+            self.client,
             self.name,
-            data=[vector],
-            anns_field=VECTOR_FIELD,
-            limit=k,
-            filter=milvus_filter(where, where_document),
-            output_fields=output,
-            search_params={"metric_type": self._metric, "params": self._search_params(k)},
+            vector,
+            k,
+            milvus_filter(where, where_document),
+            search_params(self._metric, self._ef_search, k),
+            with_vectors=with_vectors,
         )
-        hits = []
-        for hit in result[0] if result else []:
-            entity = dict(hit["entity"])
-            vec = entity.pop(VECTOR_FIELD, None)
-            document = self._document(hit.get(PK_FIELD, getattr(hit, "id", None)), entity)
-            hits.append(
-                Hit(
-                    document,
-                    self._relevance(float(hit["distance"])),
-                    [float(v) for v in vec] if with_vectors and vec is not None else None,
-                )
-            )
-        return hits
+        return [Hit(document, self._relevance(score), vec) for document, score, vec in found]
 
     def get(self, ids: list[str]) -> list[Document]:
         self._ready()
-        by_id: dict[str, Document] = {}
-        for batch in batched(ids, BATCH):
-            for row in self.client.get(
-                self.name, ids=list(batch), output_fields=[TEXT_FIELD, "$meta"]
-            ):
-                row = dict(row)
-                by_id[row[PK_FIELD]] = self._document(row[PK_FIELD], row)
+        by_id = _get(self.client, self.name, ids)
         return [by_id[i] for i in ids if i in by_id]
 
     def sources(self) -> dict[str, int]:
@@ -576,7 +708,7 @@ class MilvusBackend(VectorBackend):
             return []
         self._ready()
         rows = self.client.query(self.name, filter="", output_fields=[TEXT_FIELD, "$meta"], limit=n)
-        return [self._document(row[PK_FIELD], dict(row)) for row in rows]
+        return [_document(row[PK_FIELD], dict(row)) for row in rows]
 
     def rename(self, new_name: str) -> None:
         self.client.rename_collection(self.name, new_name)
@@ -598,48 +730,25 @@ class MilvusBackend(VectorBackend):
                 if row is None:  # deleted meanwhile
                     continue
                 vector = [float(v) for v in row[VECTOR_FIELD]]
-                document = self._document(id_, row)
+                document = _document(id_, row)
                 records.append(Record(id_, document.page_content, document.metadata, vector))
             yield records
 
     def write(self, records: Sequence[Record]) -> None:
         self._ready()
-        rows = [
-            {
-                **_clean_metadata(r.metadata),
-                PK_FIELD: r.id,
-                TEXT_FIELD: r.text,
-                VECTOR_FIELD: list(r.vector),
-            }
-            for r in records
-        ]
-        for start in range(0, len(rows), BATCH):
-            self.client.upsert(self.name, rows[start : start + BATCH])
+        _upsert(self.client, self.name, [_row(r.id, r.text, r.metadata, r.vector) for r in records])
 
     # -- helpers -----------------------------------------------------------------------------
 
     def _relevance(self, score: float) -> float:
-        """Milvus COSINE/IP return a similarity (higher = closer), L2 a squared distance."""
-        if self._metric == "L2":
-            return relevance_function("l2")(score)
-        return max(0.0, min(1.0, score))
-
-    def _search_params(self, k: int) -> dict[str, Any]:
-        return {"ef": max(self._ef_search, k)}  # HNSW needs ef >= k; others ignore it
+        """The 0..1 relevance of a Milvus score under the index's metric."""
+        return metric_relevance(self._metric)(score)
 
     def _vector_index(self) -> dict[str, Any] | None:
         names = self.client.list_indexes(self.name, field_name=VECTOR_FIELD)
         if not names:
             return None
         return dict(self.client.describe_index(self.name, names[0]))
-
-    def _document(self, id_: Any, entity: dict[str, Any]) -> Document:
-        entity = dict(entity)
-        text = entity.pop(TEXT_FIELD, "")
-        entity.pop(PK_FIELD, None)
-        entity.pop(VECTOR_FIELD, None)
-        entity.pop("$meta", None)
-        return Document(id=str(id_), page_content=text or "", metadata=_restore_metadata(entity))
 
     def _scan(self, fields: list[str]) -> Iterator[dict[str, Any]]:
         """Every row's ``fields`` (plus ``pk``)."""
@@ -659,9 +768,37 @@ class MilvusBackend(VectorBackend):
 
 def release_lite(path: str | Path) -> None:
     """Stop this process's milvus-lite server for ``path`` and release its lock, so that another
-    process can open the database. Clients still connected to it stop working."""
+    process can open the database. Clients still connected to it stop working; a path this
+    process never opened is left alone.
+
+    >>> release_lite("data/milvus.db")                                    # doctest: +SKIP
+    """
+    manager = _lite_server_manager()
+    if manager is not None:
+        manager.release_server(str(Path(path).expanduser()))
+
+
+def _lite_server_manager() -> Any | None:
+    """milvus-lite's per-process registry of in-process servers (None without milvus-lite).
+
+    The one place this module goes past pymilvus' client API, on purpose and only here: pymilvus
+    starts a milvus-lite server per ``.db`` path through this registry and stops it only at exit.
+    ``MilvusClient.close()`` just drops the gRPC connection (checked with pymilvus 3.0 /
+    milvus-lite 3.2: the lock stays held after every client of the path is closed), and neither
+    package offers another way to release the database folder. milvus-lite 3 exports the
+    registry as ``milvus_lite.server_manager_instance`` (in ``__all__``, "pymilvus
+    integration"); 2.x has it only in ``milvus_lite.server_manager``. If a release renames it,
+    this is the function to change.
+    """
     try:
-        from milvus_lite.server_manager import server_manager_instance
+        import milvus_lite
     except ImportError:
-        return
-    server_manager_instance.release_server(str(Path(path).expanduser()))
+        return None
+    manager = getattr(milvus_lite, "server_manager_instance", None)
+    if manager is None:  # milvus-lite 2.x: not exported at the top level
+        try:
+            from milvus_lite import server_manager
+        except ImportError:
+            return None
+        manager = getattr(server_manager, "server_manager_instance", None)
+    return manager

@@ -58,7 +58,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
         server: ChromaServer = request.getfixturevalue("server")
         store = {"mode": "http", "host": server.host, "port": server.port, "collection": unique}
     else:
-        pytest.importorskip("langchain_milvus")
+        pytest.importorskip("pymilvus")
         pytest.importorskip("milvus_lite")
         store = {"backend": "milvus", "uri": str(tmp_path / "milvus.db")}
     return Settings(

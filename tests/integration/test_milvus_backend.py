@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.documents import Document
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
-pytest.importorskip("langchain_milvus")
 
 from rag_pipeline.bookkeeping import record_manager  # noqa: E402
 from rag_pipeline.config import Settings  # noqa: E402
@@ -25,8 +27,15 @@ from rag_pipeline.errors import (  # noqa: E402
 from rag_pipeline.indexing import IngestReport, ingest  # noqa: E402
 from rag_pipeline.retrieval import build_retriever  # noqa: E402
 from rag_pipeline.stores import VectorBackend, open_store  # noqa: E402
+from rag_pipeline.stores import milvus as milvus_module  # noqa: E402
 from rag_pipeline.stores.filters import to_milvus as milvus_expr  # noqa: E402
-from rag_pipeline.stores.milvus import MilvusBackend, redact_uri, release_lite  # noqa: E402
+from rag_pipeline.stores.milvus import (  # noqa: E402
+    MilvusBackend,
+    MilvusVectorStore,
+    metric_relevance,
+    redact_uri,
+    release_lite,
+)
 from tests.helpers import STORE_CORPUS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -379,3 +388,182 @@ def test_one_process_at_a_time(ingested: tuple[Settings, IngestReport], tmp_path
     assert locked.startswith("StoreUnavailableError:") and "one process at a time" in locked
     release_lite(tmp_path / "m.db")
     assert count_elsewhere() == str(first.chunks_added)
+
+
+# -- MilvusVectorStore: the LangChain store over MilvusClient ----------------------------------
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[MilvusBackend]:
+    """An empty attached collection (256-dim hashing embeddings, cosine)."""
+    settings = milvus_settings(tmp_path)
+    with MilvusBackend(settings, HashingEmbeddings(256)) as opened:
+        opened.create(settings, "fake:hashed-char-ngrams:256")
+        opened.attach()
+        yield opened
+
+
+@pytest.fixture
+def vstore(backend: MilvusBackend) -> MilvusVectorStore:
+    assert isinstance(backend.vector_store, MilvusVectorStore)
+    return backend.vector_store
+
+
+def test_store_upserts_instead_of_duplicating(
+    backend: MilvusBackend, vstore: MilvusVectorStore
+) -> None:
+    assert vstore.add_texts(["运费说明", "退货政策"], ids=["a", "b"]) == ["a", "b"]
+    assert vstore.add_documents([Document("运费已调整", id="a", metadata={"v": 2})]) == ["a"]
+    assert backend.count() == 2
+    (a,) = vstore.get_by_ids(["a"])
+    assert (a.id, a.page_content, a.metadata) == ("a", "运费已调整", {"v": 2})
+
+
+def test_store_ids_from_argument_document_or_uuid(vstore: MilvusVectorStore) -> None:
+    docs = [Document("一", id="doc-1"), Document("二"), Document("三", id="doc-3")]
+    ids = vstore.add_documents(docs)
+    assert ids[0] == "doc-1" and ids[2] == "doc-3"
+    assert str(uuid.UUID(ids[1])) == ids[1]  # a fresh uuid4 string for the one without an id
+    # ids= wins over Document.id.
+    assert vstore.add_documents([Document("四", id="ignored")], ids=["given"]) == ["given"]
+    assert vstore.get_by_ids(["ignored"]) == []
+    with pytest.raises(ValueError, match="ids"):
+        vstore.add_texts(["x", "y"], ids=["only-one"])
+    with pytest.raises(ValueError, match="metadatas"):
+        vstore.add_texts(["x", "y"], [{}])
+
+
+def test_store_get_by_ids_keeps_the_order_asked(vstore: MilvusVectorStore) -> None:
+    vstore.add_texts(["甲", "乙", "丙"], ids=["a", "b", "c"])
+    found = vstore.get_by_ids(["c", "missing", "a", "c"])
+    assert [(d.id, d.page_content) for d in found] == [("c", "丙"), ("a", "甲")]
+    assert vstore.get_by_ids([]) == []
+
+
+def test_store_reserved_metadata_keys_round_trip(
+    backend: MilvusBackend, vstore: MilvusVectorStore
+) -> None:
+    metadata = {"pk": "mine", "text": "说明", "vector": [1, 2], "source": "a.md"}
+    vstore.add_texts(["正文"], [metadata], ids=["r"])
+    (row,) = backend.client.get(backend.name, ids=["r"], output_fields=["*"])
+    assert (row["pk"], row["text"], row["metadata_text"]) == ("r", "正文", "说明")
+    (doc,) = vstore.get_by_ids(["r"])
+    assert (doc.page_content, doc.metadata) == ("正文", metadata)
+    (hit,) = vstore.similarity_search("正文", k=1)
+    assert (hit.id, hit.metadata) == ("r", metadata)
+
+
+def test_store_relevance_uses_the_mapping_it_was_given(
+    backend: MilvusBackend, vstore: MilvusVectorStore
+) -> None:
+    vstore.add_texts(["七天无理由退货", "发票开具说明"], ids=["a", "b"])
+    ((doc, score), (_, other)) = vstore.similarity_search_with_score("七天无理由退货", k=2)
+    assert doc.id == "a" and score == pytest.approx(1.0, abs=1e-3) and other < score
+    scored = vstore.similarity_search_with_relevance_scores("七天无理由退货", k=2)
+    hits = backend.search(HashingEmbeddings(256).embed_query("七天无理由退货"), 2)
+    assert [(d.id, pytest.approx(r)) for d, r in scored] == [
+        (h.document.id, h.relevance) for h in hits
+    ]
+    above = vstore.similarity_search_with_relevance_scores(
+        "七天无理由退货", k=2, score_threshold=0.99
+    )
+    assert [d.id for d, _ in above] == ["a"]
+
+    halved = MilvusVectorStore(
+        backend.client, backend.name, HashingEmbeddings(256), relevance=lambda s: s / 2
+    )
+    assert [r for _, r in halved.similarity_search_with_relevance_scores("七天无理由退货", 1)] == [
+        pytest.approx(score / 2)
+    ]
+
+
+def test_metric_relevance_is_zero_to_one() -> None:
+    cosine, l2 = metric_relevance("COSINE"), metric_relevance("L2")
+    assert [cosine(s) for s in (-0.3, 0.4, 1.2)] == [0.0, 0.4, 1.0]
+    assert [l2(d) for d in (0.0, 1.0, 2.0, 3.0)] == [1.0, 0.5, 0.0, 0.0]
+
+
+def test_store_search_filters_and_vector_search(vstore: MilvusVectorStore) -> None:
+    vstore.add_texts(
+        ["运费 10 元", "运费 20 元", "退货 7 天"],
+        [{"source": "a.md"}, {"source": "b.md"}, {"source": "a.md"}],
+        ids=["1", "2", "3"],
+    )
+    assert {d.id for d in vstore.similarity_search("运费", k=5, filter={"source": "a.md"})} == {
+        "1",
+        "3",
+    }
+    assert [d.id for d in vstore.similarity_search("运费", k=5, filter='source == "b.md"')] == ["2"]
+    content = vstore.similarity_search("运费", k=5, where_document={"$contains": "退货"})
+    assert [d.id for d in content] == ["3"]
+    vector = HashingEmbeddings(256).embed_query("运费 20 元")
+    assert vstore.similarity_search_by_vector(vector, k=1)[0].id == "2"
+    mmr = vstore.max_marginal_relevance_search("运费", k=2, fetch_k=3, lambda_mult=0.2)
+    assert len({d.id for d in mmr}) == 2
+    with pytest.raises(TypeError, match="expr"):
+        vstore.similarity_search("运费", k=1, expr='source == "a.md"')
+
+
+def test_store_writes_and_deletes_in_batches(
+    backend: MilvusBackend, vstore: MilvusVectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, int]] = []
+    client = backend.client
+    real_upsert, real_delete = client.upsert, client.delete
+
+    def upsert(name: str, rows: list[dict[str, Any]], **kwargs: Any) -> Any:
+        calls.append(("upsert", len(rows)))
+        return real_upsert(name, rows, **kwargs)
+
+    def delete(name: str, ids: list[str], **kwargs: Any) -> Any:
+        calls.append(("delete", len(ids)))
+        return real_delete(name, ids=ids, **kwargs)
+
+    monkeypatch.setattr(client, "upsert", upsert)
+    monkeypatch.setattr(client, "delete", delete)
+    monkeypatch.setattr(milvus_module, "BATCH", 2)
+    ids = vstore.add_texts([f"第{i}条" for i in range(5)], batch_size=2)
+    assert calls == [("upsert", 2), ("upsert", 2), ("upsert", 1)]
+    calls.clear()
+    assert vstore.delete(ids=[*ids[:3], "never-stored"]) is True
+    assert calls == [("delete", 2), ("delete", 2)]
+    assert backend.count() == 2
+    assert vstore.delete(ids=[]) is True
+    with pytest.raises(ValueError, match="ids"):
+        vstore.delete()
+
+
+def test_store_from_texts_is_refused() -> None:
+    with pytest.raises(NotImplementedError, match="open_store"):
+        MilvusVectorStore.from_texts(["x"], HashingEmbeddings(256))
+
+
+async def test_store_async_methods(vstore: MilvusVectorStore) -> None:
+    assert await vstore.aadd_texts(["运费说明"], ids=["a"]) == ["a"]
+    assert [d.id for d in await vstore.aget_by_ids(["a"])] == ["a"]
+    scored = await vstore.asimilarity_search_with_relevance_scores("运费说明", k=1)
+    assert [(d.id, pytest.approx(r, abs=1e-3)) for d, r in scored] == [("a", 1.0)]
+    assert await vstore.adelete(ids=["a"]) is True
+    assert await vstore.asimilarity_search("运费说明", k=1) == []
+
+
+def test_search_through_the_store_needs_no_langchain_milvus(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from rag_pipeline.config import Settings\n"
+        "from rag_pipeline.embeddings import HashingEmbeddings\n"
+        "from rag_pipeline.stores.milvus import MilvusBackend\n"
+        "settings = Settings(data_dir=sys.argv[1], embeddings={'provider': 'fake'},\n"
+        "                    store={'backend': 'milvus', 'uri': sys.argv[1] + '/m.db'})\n"
+        "with MilvusBackend(settings, HashingEmbeddings(256)) as b:\n"
+        "    b.create(settings, 'fake:hashed-char-ngrams:256')\n"
+        "    b.attach()\n"
+        "    b.vector_store.add_texts(['运费'], ids=['a'])\n"
+        "    assert [d.id for d in b.vector_store.similarity_search('运费', k=1)] == ['a']\n"
+        "assert 'langchain_milvus' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=REPO, timeout=120)
+
+
+def test_release_lite_leaves_an_unopened_path_alone(tmp_path: Path) -> None:
+    release_lite(tmp_path / "never-opened.db")  # no server for it: nothing to stop, no error

@@ -83,5 +83,6 @@ class TestChromaHttp(_OurStore):
 
 class TestMilvusLite(_OurStore):
     def store_settings(self, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
-        pytest.importorskip("langchain_milvus")
+        pytest.importorskip("pymilvus")
+        pytest.importorskip("milvus_lite")
         return {"backend": "milvus", "uri": str(tmp_path / "milvus.db")}
