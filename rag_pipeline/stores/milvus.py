@@ -414,7 +414,7 @@ class MilvusVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[Document]:
         """``fetch_k`` nearest chunks, ``k`` of them picked by maximal marginal relevance."""
-        from rag_pipeline.retrieval import maximal_marginal_relevance  # imports this package
+        from rag_pipeline.stores.mmr import maximal_marginal_relevance
 
         _no_extra(kwargs, "max_marginal_relevance_search_by_vector")
         found = self._search_vector(

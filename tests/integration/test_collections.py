@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("langchain_milvus")
+pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
 import rag_pipeline.embeddings  # noqa: E402

@@ -1,4 +1,6 @@
-"""The package's structure: no import cycle between its modules at import time."""
+"""The package's structure: no import cycle between its modules, counting the imports inside
+functions too (a lazy import only postpones a cycle), but not those made only for type
+checking."""
 
 from __future__ import annotations
 
@@ -13,20 +15,25 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_time_imports(path: Path) -> set[str]:
-    """rag_pipeline modules imported at module level (not inside functions, not only for
-    type checking): the imports that run when the module is imported."""
+def imports(path: Path) -> set[str]:
+    """rag_pipeline modules a module imports anywhere (module level or inside functions),
+    except under ``if TYPE_CHECKING:``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
     found: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
             continue
-        for inner in ast.walk(node) if isinstance(node, ast.If | ast.Try) else [node]:
-            if isinstance(inner, ast.ImportFrom) and inner.module and inner.level == 0:
-                if inner.module.startswith("rag_pipeline"):
-                    found.add(inner.module)
-            elif isinstance(inner, ast.Import):
-                found.update(a.name for a in inner.names if a.name.startswith("rag_pipeline"))
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.startswith("rag_pipeline"):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("rag_pipeline"))
     return found
 
 
@@ -35,11 +42,13 @@ def graph() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets = set()
-        for imported in import_time_imports(path):
+        for imported in imports(path):
             # "from rag_pipeline.stores.base import X" also runs rag_pipeline.stores.__init__.
             parts = imported.split(".")
             targets.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
-        edges[name] = {t for t in targets if t in modules and t != name}
+        # A module's own parent packages are imported before it anyway: not an edge.
+        ancestors = {name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)}
+        edges[name] = {t for t in targets if t in modules and t != name and t not in ancestors}
     return edges
 
 
