@@ -169,6 +169,17 @@ class RerankSettings(_Section):
     timeout: float = Field(default=30.0, gt=0)
 
 
+class IngestSettings(_Section):
+    """How ingest treats the corpus and other writers of the same collection."""
+
+    # Seconds a second writer waits for the collection's lock; 0 = fail at once.
+    lock_timeout: float = Field(default=0.0, ge=0)
+    # A larger file is reported as failed (with this setting named), not loaded.
+    max_file_mb: float = Field(default=50.0, gt=0)
+    # Links inside a corpus folder that point outside it are skipped unless this is true.
+    follow_symlinks: bool = False
+
+
 class LLMSettings(_Section):
     """Which chat model writes the answer. provider None = pick from the keys that are set."""
 
@@ -216,6 +227,7 @@ class Settings(BaseSettings):
     split: SplitSettings = Field(default_factory=SplitSettings)
     retriever: RetrieverSettings = Field(default_factory=RetrieverSettings)
     rerank: RerankSettings = Field(default_factory=RerankSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     prompts: PromptSettings = Field(default_factory=PromptSettings)
 

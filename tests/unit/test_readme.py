@@ -97,7 +97,7 @@ def test_the_walk_finds_every_section_and_the_provider_keys() -> None:
         for field_name, field in Settings.model_fields.items()
         if _section(field.annotation) is not None
     }
-    assert sections == nested and len(nested) == 7
+    assert sections == nested and {"RAG_RETRIEVER", "RAG_STORE", "RAG_LLM"} <= nested
 
 
 def test_every_setting_has_a_row_and_every_row_is_a_setting(readme: str) -> None:
