@@ -22,13 +22,15 @@ from __future__ import annotations
 import time
 import tomllib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.errors import ConfigurationError, EmptyIndexError, RagError
+from rag_pipeline.locking import collection_lock
+from rag_pipeline.stores.base import group_of
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
@@ -52,18 +54,25 @@ def missing_collection_message(settings: Settings, backend: VectorBackend) -> st
 
 
 @contextmanager
-def opened(settings: Settings, *, must_exist: bool = True) -> Iterator[VectorBackend]:
+def opened(
+    settings: Settings, *, must_exist: bool = True, writing: str | None = None
+) -> Iterator[VectorBackend]:
     """The configured backend, connected (no embedding model needed) and closed afterwards.
 
     ``must_exist``: a missing collection is an EmptyIndexError that says what to do.
+    ``writing``: the command that writes it (``"rag migrate"``, ...): holds the collection's
+    write lock meanwhile (see ``rag_pipeline.locking``).
     """
     from rag_pipeline.stores import connect
 
     backend = connect(settings)
     try:
-        if not backend.exists() and must_exist:
-            raise EmptyIndexError(missing_collection_message(settings, backend))
-        yield backend
+        with ExitStack() as stack:
+            if writing is not None:
+                stack.enter_context(collection_lock(settings, backend.namespace, what=writing))
+            if not backend.exists() and must_exist:
+                raise EmptyIndexError(missing_collection_message(settings, backend))
+            yield backend
     finally:
         backend.close()
 
@@ -157,17 +166,11 @@ def delete_docs(
     given = [x for x in (ids, where, source) if x]
     if len(given) != 1:
         raise ConfigurationError("delete-docs needs exactly one of --ids, --where or --source")
-    with opened(settings) as backend:
+    with opened(settings, writing="rag collections delete-docs") as backend:
         state = Bookkeeping(settings, backend.namespace)
         missing: list[str] = []
         if source:
-            if not state.records.list_keys(group_ids=[source], limit=1):
-                known = ", ".join(list(backend.sources())[:5])
-                raise ConfigurationError(
-                    f"no chunks of source {source!r} in collection {backend.name!r}; sources "
-                    f"are named as `rag info` lists them (e.g. {known or 'none yet'})"
-                )
-            deleted = state.delete_sources(backend, [source])
+            deleted = state.delete_sources(backend, [_source_key(state, backend, source)])
         else:
             if ids:
                 present = {doc.id for doc in backend.get(list(ids))}
@@ -180,6 +183,26 @@ def delete_docs(
         left = backend.count()
         info = _describe_location(settings, backend)
     return {**info, "deleted": deleted, "missing": missing, "count": left}
+
+
+def _source_key(state: Bookkeeping, backend: VectorBackend, source: str) -> str:
+    """The source key (``LABEL/PATH``) meant by ``source``: a key as `rag info` lists it, or a
+    path relative to its folder when only one folder holds that path."""
+    keys = [key for key, _root in state.manifest.rows()]
+    if source in keys or state.records.list_keys(group_ids=[source], limit=1):
+        return source
+    matching = [key for key in keys if key.split("/", 1)[-1] == source]
+    if len(matching) == 1:
+        return matching[0]
+    if matching:
+        raise ConfigurationError(
+            f"{len(matching)} folders hold {source!r}: give one of {', '.join(matching)}"
+        )
+    known = ", ".join(keys[:5]) or "none yet"
+    raise ConfigurationError(
+        f"no chunks of source {source!r} in collection {backend.name!r}; sources are named as "
+        f"`rag info` lists them (e.g. {known})"
+    )
 
 
 def _with_collection(settings: Settings, name: str) -> Settings:
@@ -211,7 +234,7 @@ def rename(settings: Settings, new_name: str) -> dict[str, Any]:
     """Rename the configured collection and move its records, manifest and keyword rows to
     the new name's namespace. Afterwards point the settings at the new name."""
     _with_collection(settings, new_name)  # the new name must be a valid collection name
-    with opened(settings) as backend:
+    with opened(settings, writing="rag collections rename") as backend:
         if new_name == backend.name:
             raise ConfigurationError(f"the collection is already called {new_name!r}")
         if new_name in backend.list_collections():
@@ -244,7 +267,7 @@ def delete(settings: Settings, *, confirm: bool) -> dict[str, Any]:
             f"`rag collections delete` drops collection {name!r} with all its chunks and "
             "records, and cannot be undone: pass --yes to confirm"
         )
-    with opened(settings, must_exist=False) as backend:
+    with opened(settings, must_exist=False, writing="rag collections delete") as backend:
         existed = backend.exists()
         chunks = backend.count() if existed else 0
         if existed:
@@ -383,7 +406,7 @@ def migrate(
     if batch_size <= 0:
         raise ConfigurationError(f"--batch-size {batch_size}: give a positive number")
     started = time.perf_counter()
-    with opened(settings) as source:
+    with opened(settings, writing="rag migrate (source)") as source:
         fingerprint = source.stored_fingerprint()
         if fingerprint is None:
             raise ConfigurationError(
@@ -392,6 +415,7 @@ def migrate(
                 "`rag ingest --rebuild`, or ingest the corpus into the target directly"
             )
         destination = connect(target)
+        stack = ExitStack()
         try:
             if destination.namespace == source.namespace and (
                 target.record_db.resolve() == settings.record_db.resolve()
@@ -405,6 +429,8 @@ def migrate(
                 target=_describe_location(target, destination),
                 fingerprint=fingerprint,
             )
+            lock = collection_lock(target, destination.namespace, what="rag migrate (target)")
+            stack.enter_context(lock)
             report.replaced = _prepare_target(destination, target, fingerprint, replace=replace)
             # The target is empty now: whatever is recorded for it is stale.
             state = Bookkeeping(target, destination.namespace)
@@ -415,21 +441,16 @@ def migrate(
                 destination.write(batch)
                 ids = [r.id for r in batch]
                 state.keyword.add([r.document() for r in batch], ids)
-                state.record(ids, [_group(r.metadata) for r in batch])
+                state.record(ids, [group_of(r.metadata) for r in batch])
                 report.chunks_copied += len(batch)
                 report.batches += 1
-            state.manifest.add_rows(Bookkeeping(settings, source.namespace).manifest.rows())
+            Bookkeeping(settings, source.namespace).copy_roots_and_manifest(state)
             _verify(report, source, destination, target)
         finally:
+            stack.close()
             destination.close()
     report.seconds = round(time.perf_counter() - started, 3)
     return report
-
-
-def _group(metadata: dict[str, Any]) -> str | None:
-    """The record-manager group of a chunk: its ``source``, as LangChain's ``index()`` sets."""
-    value = metadata.get("source")
-    return None if value is None else str(value)
 
 
 def _verify(

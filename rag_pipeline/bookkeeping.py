@@ -6,6 +6,11 @@ Three things, all keyed by the backend's namespace (backend + location + collect
   ids are stored, grouped by ``source``; it is what makes re-ingesting incremental;
 - the source manifest (our table ``rag_sources`` in the same file): which files the namespace
   holds, under which corpus root, so deleted files can be pruned;
+- the corpus roots (our table ``rag_roots``): each ingested folder's resolved path and a short
+  label, unique in the namespace. A file's *source key* is ``LABEL/SOURCE`` (``SOURCE`` being
+  its path relative to the folder, the ``source`` metadata users see), so two folders holding
+  ``faq.csv`` keep both; the key is the record-manager group of the file's chunks, which carry
+  the label as ``root`` metadata.
 - the keyword index (``rag_pipeline.bm25.KeywordIndex`` in ``settings.keyword_db``).
 
 Only public record-manager calls are used (``list_keys``, ``update``, ``delete_keys``): a
@@ -19,6 +24,7 @@ rename moves each source's keys to the new namespace group by group.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import closing
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from rag_pipeline.batching import batched
 from rag_pipeline.bm25 import KeywordIndex
+from rag_pipeline.stores.base import source_key
 
 if TYPE_CHECKING:
     from langchain_classic.indexes import SQLRecordManager
@@ -37,6 +44,8 @@ if TYPE_CHECKING:
     from rag_pipeline.stores.base import VectorBackend
 
 KEY_BATCH = 500
+LAYOUT_VERSION = 2  # 1: sources keyed by relative path alone (same names in two folders clashed)
+_LABEL_CHARS = re.compile(r"[^\w.-]+")
 
 
 @dataclass
@@ -84,8 +93,9 @@ class SourceManifest:
     def under(self, root: Path) -> set[str]:
         return {source for source, at in self.rows() if at == str(root)}
 
-    def add(self, files: Iterable[SourceFile]) -> None:
-        self.add_rows((f.source, str(f.root)) for f in files)
+    def add(self, files: Iterable[SourceFile], labels: dict[Path, str]) -> None:
+        """Record files (each under its root's label) as held by the namespace."""
+        self.add_rows((source_key(labels[f.root], f.source), str(f.root)) for f in files)
 
     def add_rows(self, rows: Iterable[tuple[str, str]]) -> None:
         with closing(self._connect()) as db, db:
@@ -131,6 +141,88 @@ class Bookkeeping:
         self.records = record_manager(settings, namespace)
         self.manifest = SourceManifest(settings.record_db, namespace)
         self.keyword = KeywordIndex(settings.keyword_db, namespace)
+        with closing(self._db()) as db, db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS rag_roots (namespace TEXT NOT NULL, "
+                "label TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY (namespace, label), "
+                "UNIQUE (namespace, path))"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS rag_layout (namespace TEXT PRIMARY KEY, "
+                "version INTEGER NOT NULL)"
+            )
+
+    def _db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.settings.record_db)
+
+    # -- roots -------------------------------------------------------------------------------
+
+    def roots(self) -> dict[str, str]:
+        """Every corpus root of the namespace: label -> resolved path."""
+        with closing(self._db()) as db:
+            rows = db.execute(
+                "SELECT label, path FROM rag_roots WHERE namespace = ? ORDER BY label",
+                (self.namespace,),
+            ).fetchall()
+        return {str(label): str(path) for label, path in rows}
+
+    def root_label(self, path: Path) -> str:
+        """The label of the corpus root ``path`` (resolved), made and recorded on first use:
+        the folder's name, with ``-2``, ``-3``, ... when another folder has that name."""
+        resolved = str(path.resolve())
+        known = self.roots()
+        for label, at in known.items():
+            if at == resolved:
+                return label
+        base = _LABEL_CHARS.sub("_", path.resolve().name).strip("_") or "root"
+        label, n = base, 1
+        while label in known:
+            n += 1
+            label = f"{base}-{n}"
+        with closing(self._db()) as db, db:
+            db.execute("INSERT INTO rag_roots VALUES (?, ?, ?)", (self.namespace, label, resolved))
+        return label
+
+    def _add_roots(self, roots: dict[str, str]) -> None:
+        with closing(self._db()) as db, db:
+            db.executemany(
+                "INSERT OR REPLACE INTO rag_roots VALUES (?, ?, ?)",
+                [(self.namespace, label, path) for label, path in roots.items()],
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO rag_layout VALUES (?, ?)", (self.namespace, LAYOUT_VERSION)
+            )
+
+    def _clear_roots(self) -> None:
+        with closing(self._db()) as db, db:
+            db.execute("DELETE FROM rag_roots WHERE namespace = ?", (self.namespace,))
+            db.execute("DELETE FROM rag_layout WHERE namespace = ?", (self.namespace,))
+
+    def upgrade_layout(self) -> int:
+        """Key the sources of a namespace written before roots existed by root label + path
+        (once); returns how many sources were re-keyed. Their chunks gain the ``root`` label,
+        and so new ids, at the next ingest of their folder (vectors come from the cache)."""
+        with closing(self._db()) as db:
+            row = db.execute(
+                "SELECT version FROM rag_layout WHERE namespace = ?", (self.namespace,)
+            ).fetchone()
+        if row is not None and int(row[0]) >= LAYOUT_VERSION:
+            return 0
+        labels = {path: label for label, path in self.roots().items()}
+        moved = 0
+        for source, root in self.manifest.rows():
+            label = labels.get(root) or self.root_label(Path(root))
+            labels[root] = label
+            if source.startswith(f"{label}/"):
+                continue
+            keys = self.records.list_keys(group_ids=[source])
+            for batch in batched(keys, KEY_BATCH):
+                self.record(batch, [source_key(label, source)] * len(batch))
+            self.manifest.remove([source])
+            self.manifest.add_rows([(source_key(label, source), root)])
+            moved += 1
+        self._add_roots({})
+        return moved
 
     def counts(self) -> Counts:
         """How many rows each part holds."""
@@ -154,6 +246,7 @@ class Bookkeeping:
         """Remove every row kept for the namespace; returns how many went."""
         sources = self.manifest.clear()
         records = self.forget_records()
+        self._clear_roots()
         return Counts(records, sources, self.keyword.clear())
 
     def move_to(self, namespace: str) -> Counts:
@@ -163,12 +256,20 @@ class Bookkeeping:
         target.drop()
         rows = self.manifest.rows()
         moved = self.copy_to(target, rows)
+        roots = self.roots()
         self.forget_records()
+        self._clear_roots()
         target.manifest.add_rows(rows)
+        target._add_roots(roots)
         chunks = self.keyword.move_to(namespace)
         self.namespace = namespace
         self.records, self.manifest = target.records, target.manifest
         return Counts(moved, len(rows), chunks)
+
+    def copy_roots_and_manifest(self, target: Bookkeeping) -> None:
+        """Give ``target`` this namespace's roots and source manifest (after a migration)."""
+        target._add_roots(self.roots())
+        target.manifest.add_rows(self.manifest.rows())
 
     def copy_to(self, target: Bookkeeping, rows: list[tuple[str, str]] | None = None) -> int:
         """Copy every record-manager key, with its group, to ``target``; returns the count."""

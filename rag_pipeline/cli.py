@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a remote API failed; 2 usage or configuration error (including "nothing
 ingested yet" and an embedding-model mismatch); 3 ingest finished but some files failed; 4 a
-vector store server is unreachable or a store file is locked by another process.
+vector store server is unreachable or a store file is locked by another process; 5 another
+writer holds the collection's lock; 6 ``rag verify`` found problems.
 Global options (``--data-dir``, ``--collection``, ``--json``, ``--debug``) go before or after
 the command name.
 Library errors become one line on stderr; ``--debug`` shows the traceback.
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag_pipeline.errors import (
+    CollectionLockedError,
     ConfigurationError,
     EmbeddingMismatchError,
     EmptyIndexError,
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
     from rag_pipeline.chain import Answer
     from rag_pipeline.config import Settings
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL, EXIT_STORE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL, EXIT_STORE, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
+EXIT_INCONSISTENT = 6  # rag verify found problems
 
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -458,6 +461,7 @@ def cmd_similarity(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from rag_pipeline.bookkeeping import Bookkeeping
     from rag_pipeline.embeddings import build_embedding_model
     from rag_pipeline.stores import open_store
 
@@ -470,14 +474,18 @@ def cmd_info(args: argparse.Namespace) -> int:
         "collection": settings.store.collection,
         **store.describe(),
         "configured_embeddings": model.fingerprint,
+        "roots": Bookkeeping(settings, store.namespace).roots(),
         "sources": store.sources(),
     }
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
     else:
         for key, value in info.items():
-            if key != "sources":
+            if key not in ("sources", "roots"):
                 print(f"{key:>22}: {value}")
+        print(f"{'roots':>22}:")
+        for label, path in info["roots"].items():
+            print(f"{'':>24}{label}: {path}")
         print(f"{'sources':>22}:")
         for source, count in info["sources"].items():
             print(f"{count:>26}  {source}")
@@ -646,6 +654,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_STORE
+    except CollectionLockedError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_LOCKED
     except RagError as e:
         if args.debug:
             raise

@@ -7,7 +7,9 @@ Every error raised on purpose is a ``RagError``; the CLI maps each kind to an ex
 - 2 ``ConfigurationError`` (and its subclasses), ``EmptyIndexError``,
   ``EmbeddingMismatchError``: fix the settings, the command or ingest first;
 - 3 ingest finished but some files failed (``LoadError``s, listed in the report);
-- 4 ``StoreUnavailableError``: a vector store server is unreachable or a store file is locked.
+- 4 ``StoreUnavailableError``: a vector store server is unreachable or a store file is locked;
+- 5 ``CollectionLockedError``: another writer holds the collection (see ``rag_pipeline.locking``);
+- 6 ``rag verify`` found problems (without ``--repair``, or some that need ``--rebuild``).
 
 >>> issubclass(StoreUnavailableError, RagError)
 True
@@ -70,6 +72,10 @@ class ProviderError(RagError):
 
 class StoreUnavailableError(RagError):
     """A vector store server cannot be reached, or a store file is held by another process."""
+
+
+class CollectionLockedError(RagError):
+    """Another process is writing the collection (ingest, migrate, rename, ...)."""
 
 
 class LoadError(RagError):

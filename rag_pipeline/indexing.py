@@ -27,9 +27,11 @@ from langchain_core.documents import Document
 from rag_pipeline.bm25 import KeywordMirror
 from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.embeddings import EmbeddingModel, build_embedding_model, cached
-from rag_pipeline.loading import LoadError, SourceFile, discover, load_file
+from rag_pipeline.loading import Discovery, LoadError, SourceFile, discover, load_file
+from rag_pipeline.locking import collection_lock
 from rag_pipeline.splitting import split_documents
-from rag_pipeline.stores import open_store
+from rag_pipeline.stores import VectorBackend, connect, open_store
+from rag_pipeline.stores.base import group_of, source_key
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
@@ -50,6 +52,7 @@ class IngestReport:
     chunks_updated: int = 0
     chunks_deleted: int = 0
     chunks_unchanged: int = 0
+    notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,16 +63,18 @@ def _file_groups(
     files: list[SourceFile],
     settings: Settings,
     report: IngestReport,
-    loaded: list[SourceFile],
+    labels: dict[Path, str],
     group_size: int,
-) -> Iterator[tuple[list[Document], int]]:
-    """Chunks of whole files, about ``group_size`` at a time, with the count of files done.
+) -> Iterator[tuple[list[Document], int, list[SourceFile]]]:
+    """Chunks of whole files, about ``group_size`` at a time, with the count of files done and
+    the files whose chunks the group holds. Each chunk gets its root's label as ``root``.
 
     LangChain's incremental cleanup runs after each batch and removes a source's records that
     were not touched yet in this run, so a file whose chunks straddled two batches would lose
     its second half and re-embed it. Groups therefore never split a file.
     """
     group: list[Document] = []
+    loaded: list[SourceFile] = []
     for done, file in enumerate(files, start=1):
         try:
             chunks = split_documents(load_file(file), settings.split)
@@ -82,11 +87,13 @@ def _file_groups(
                 {"path": file.source, "reason": f"unexpected {type(e).__name__}: {e}"}
             )
         else:
+            for chunk in chunks:
+                chunk.metadata["root"] = labels[file.root]
             loaded.append(file)
             group.extend(chunks)
         if len(group) >= group_size or done == len(files):
-            yield group, done
-            group = []
+            yield group, done, loaded
+            group, loaded = [], []
 
 
 def ingest(
@@ -99,7 +106,6 @@ def ingest(
     progress: ProgressCallback | None = None,
 ) -> IngestReport:
     """Ingest files and folders into the configured collection and report what changed."""
-    from langchain_core.indexing import index
 
     started = time.perf_counter()
     model = model or build_embedding_model(settings)
@@ -107,27 +113,55 @@ def ingest(
     report = IngestReport(files_seen=len(found.files), files_skipped=found.skipped)
 
     embedding_function = cached(model, settings.cache_dir) if settings.embeddings.cache else None
-    store = open_store(
-        settings, model, create=True, embedding_function=embedding_function, rebuild=rebuild
-    )
+    backend = connect(settings, embedding_function or model.embeddings)
+    try:
+        with collection_lock(settings, backend.namespace, what="ingest"):
+            store = open_store(settings, model, create=True, rebuild=rebuild, backend=backend)
+            _ingest_locked(found, settings, store, report, prune=prune, progress=progress)
+    finally:
+        backend.close()
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _ingest_locked(
+    found: Discovery,
+    settings: Settings,
+    store: VectorBackend,
+    report: IngestReport,
+    *,
+    prune: bool,
+    progress: ProgressCallback | None,
+) -> None:
+    from langchain_core.indexing import index
+
     state = Bookkeeping(settings, store.namespace)
     if store.count() == 0 and state.records.list_keys(limit=1):
         # An empty store with records: rebuilt, or emptied behind our back (in-memory store,
         # deleted folder). The records would make ingest skip everything, so they go too.
         state.forget_records()
+    rekeyed = state.upgrade_layout()
+    if rekeyed:
+        report.notes.append(
+            f"upgraded the collection's records: {rekeyed} sources are now keyed by folder + "
+            "path, so two folders may hold files of the same name; their chunks are rewritten "
+            "once in this run (vectors from the embedding cache)"
+        )
     state.sync_keyword_index(store)
+    labels = {root: state.root_label(root) for root in {f.root for f in found.files}}
+    labels.update({root: state.root_label(root) for root in found.roots})
     # index() writes through the mirror, so the keyword index follows every add and delete.
     mirror = KeywordMirror(store.vector_store, state.keyword)
 
-    loaded: list[SourceFile] = []
-    for group, done in _file_groups(found.files, settings, report, loaded, INDEX_GROUP_SIZE):
+    groups = _file_groups(found.files, settings, report, labels, INDEX_GROUP_SIZE)
+    for group, done, files in groups:
         if group:
             result = index(
                 group,
                 state.records,
                 mirror,
                 cleanup="incremental",
-                source_id_key="source",
+                source_id_key=_group_of_document,
                 key_encoder="sha256",
                 batch_size=len(group),
             )
@@ -135,17 +169,20 @@ def ingest(
             report.chunks_updated += result["num_updated"]
             report.chunks_unchanged += result["num_skipped"]
             report.chunks_deleted += result["num_deleted"]
+            # Recorded as each group commits: a run killed later still prunes these files.
+            state.manifest.add(files, labels)
+        report.files_ingested += len(files)
         if progress is not None:
-            progress(loaded[-1].source if loaded else "", done, len(found.files))
-    report.files_ingested = len(loaded)
-    state.manifest.add(loaded)
+            progress(files[-1].source if files else "", done, len(found.files))
 
     if prune:
         for root in found.roots:
-            present = {f.source for f in found.files if f.root == root}
+            present = {source_key(labels[root], f.source) for f in found.files if f.root == root}
             gone = state.manifest.under(root) - present
             report.chunks_deleted += state.delete_sources(store, sorted(gone))
     if report.chunks_added or report.chunks_updated or report.chunks_deleted:
         store.flush()
-    report.seconds = round(time.perf_counter() - started, 3)
-    return report
+
+
+def _group_of_document(doc: Document) -> str:
+    return group_of(doc.metadata) or ""

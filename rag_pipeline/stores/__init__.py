@@ -59,6 +59,7 @@ def open_store(
     create: bool,
     embedding_function: Embeddings | None = None,
     rebuild: bool = False,
+    backend: VectorBackend | None = None,
 ) -> VectorBackend:
     """Open the configured collection, checking that it was built with ``model``.
 
@@ -66,8 +67,10 @@ def open_store(
     collection is an EmptyIndexError telling the user to ingest first (ask).
     ``embedding_function`` defaults to ``model.embeddings`` (ingest passes the cached one).
     ``rebuild``: drop the collection first (even one built with another model).
+    ``backend``: one ``connect`` made already (ingest holds the collection's lock on it).
     """
-    backend = connect(settings, embedding_function or model.embeddings)
+    if backend is None:
+        backend = connect(settings, embedding_function or model.embeddings)
     if rebuild and backend.exists():
         backend.drop()  # whatever model built it: --rebuild is the way out of a mismatch
     if backend.exists():

@@ -27,6 +27,21 @@ FINGERPRINT_KEY = "rag_fingerprint"
 SCAN_BATCH = 500
 
 
+def source_key(label: str, source: str) -> str:
+    """The record-manager group and manifest key of one file: ``LABEL/SOURCE``."""
+    return f"{label}/{source}"
+
+
+def group_of(metadata: dict[str, object]) -> str | None:
+    """The source key of a chunk from its metadata (``root`` label + ``source``); chunks of a
+    collection written before roots existed have no ``root`` and are grouped by source."""
+    source = metadata.get("source")
+    if source is None:
+        return None
+    root = metadata.get("root")
+    return source_key(str(root), str(source)) if root else str(source)
+
+
 @dataclass
 class Hit:
     """One search result: the chunk, its relevance (0..1) and, on request, its vector."""

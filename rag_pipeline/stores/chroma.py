@@ -21,6 +21,7 @@ from rag_pipeline.stores.base import (
     Hit,
     Record,
     VectorBackend,
+    group_of,
     relevance_function,
 )
 from rag_pipeline.stores.filters import Where, WhereDocument, to_chroma, to_chroma_document
@@ -178,7 +179,7 @@ class ChromaBackend(VectorBackend):
         while True:
             got = self._collection.get(include=["metadatas"], limit=page, offset=offset)
             for meta in got["metadatas"]:
-                source = str((meta or {}).get("source", "?"))
+                source = group_of(dict(meta or {})) or "?"
                 counts[source] = counts.get(source, 0) + 1
             if len(got["ids"]) < page:
                 return dict(sorted(counts.items()))

@@ -44,6 +44,7 @@ from rag_pipeline.stores.base import (
     Hit,
     Record,
     VectorBackend,
+    group_of,
     relevance_function,
 )
 from rag_pipeline.stores.filters import Where, WhereDocument, to_milvus, to_milvus_document
@@ -683,9 +684,8 @@ class MilvusBackend(VectorBackend):
     def sources(self) -> dict[str, int]:
         self._ready()
         counts: dict[str, int] = {}
-        for row in self._scan(["source"]):
-            value = row.get("source")
-            source = "?" if value is None else str(value)
+        for row in self._scan(["source", "root"]):
+            source = group_of(dict(row)) or "?"
             counts[source] = counts.get(source, 0) + 1
         return dict(sorted(counts.items()))
 

@@ -86,6 +86,7 @@ def expected_ids(corpus: Path, settings: Settings) -> dict[str, set[str]]:
     ids: dict[str, set[str]] = {}
     for file in discover([corpus]).files:
         for chunk in split_documents(load_file(file), settings.split):
+            chunk.metadata["root"] = corpus.name  # the folder's label (the first of its name)
             hashed = _get_document_with_hash(chunk, key_encoder="sha256")
             ids.setdefault(file.source, set()).add(str(hashed.id))
     return ids
@@ -224,7 +225,9 @@ def test_cli_info_ask_and_content_filter(
     assert info["collection"] == settings.store.collection
     assert info["count"] == added
     assert info["fingerprint"] == "fake:hashed-char-ngrams:256"
-    assert set(info["sources"]) == set(CORPUS)
+    # Sources are keyed by the folder's label and the path inside it.
+    assert set(info["sources"]) == {f"corpus/{name}" for name in CORPUS}
+    assert info["roots"] == {"corpus": str(corpus.resolve())}
 
     question = ("ask", "怎么退货", "--json", "--show-context", "--threshold", "0")
     code, out, err = run_cli(capsys, *question, "--where-document-contains", "运费")
@@ -315,7 +318,8 @@ def test_collections_commands(
     assert (again.chunks_added, again.chunks_deleted, again.chunks_unchanged) == (0, 0, n)
     store = reopen(moved)
     assert store.namespace == report["namespace"]
-    assert SourceManifest(moved.record_db, store.namespace).under(corpus.resolve()) == set(CORPUS)
+    manifest = SourceManifest(moved.record_db, store.namespace)
+    assert manifest.under(corpus.resolve()) == {f"corpus/{name}" for name in CORPUS}
     assert Assistant.from_settings(moved).ask("运费怎么算").sources
     store.close()
 

@@ -59,7 +59,7 @@ def test_ingest_survives_a_server_restart(server: ChromaServer, tmp_path: Path) 
     assert isinstance(store, ChromaBackend)
     assert store.location.startswith(f"http://{server.host}:{server.port}")
     assert store.count() == n
-    assert set(store.sources()) == set(CORPUS)
+    assert set(store.sources()) == {f"corpus/{name}" for name in CORPUS}
 
     again = ingest([corpus], settings)
     assert again.chunks_added == again.chunks_deleted == 0

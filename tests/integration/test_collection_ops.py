@@ -168,7 +168,7 @@ def test_get_and_delete_docs_keep_everything_consistent(
     remaining = consistent(settings)
     store = open_store(settings, build_embedding_model(settings), create=False)
     try:
-        assert set(store.sources()) <= {"returns.md"}
+        assert set(store.sources()) <= {"corpus/returns.md"}
     finally:
         store.close()
     assert remaining < left

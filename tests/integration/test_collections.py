@@ -160,11 +160,12 @@ def test_migrate_chroma_to_milvus_and_back(
     ids = set(records(source))
     manager = record_manager(target, namespace)
     assert set(manager.list_keys()) == ids
-    assert set(manager.list_keys(group_ids=["shipping.txt"])) == {
+    assert set(manager.list_keys(group_ids=["corpus/shipping.txt"])) == {
         i for i, r in records(source).items() if r.metadata["source"] == "shipping.txt"
     }
     assert KeywordIndex(target.keyword_db, namespace).ids() == ids
-    assert SourceManifest(target.record_db, namespace).under(corpus.resolve()) == set(CORPUS)
+    manifest = SourceManifest(target.record_db, namespace)
+    assert manifest.under(corpus.resolve()) == {f"corpus/{name}" for name in CORPUS}
 
     # Ingesting the same corpus into the target: incremental, nothing embedded.
     again = ingest([corpus], target, model=model)
