@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from .common import (
     machine_info,
     measured,
     portable_path,
+    timed,
     write_results,
 )
 
@@ -139,9 +140,8 @@ def run_queries(
     times: list[float] = []
     results: list[set[int]] = []
     for q in [[float(v) for v in q] for q in queries]:
-        started = time.perf_counter()
-        hits = backend.search(q, K, where=where)
-        times.append(time.perf_counter() - started)
+        hits, seconds = timed(partial(backend.search, q, K, where=where))
+        times.append(seconds)
         results.append({int(str(h.document.id)[2:]) for h in hits})
     return times, results
 
@@ -161,19 +161,15 @@ def reopen_child(backend: str, data_dir: str, query: list[float]) -> dict[str, f
     """In a fresh process: open the existing store (create=False) and run one query."""
     from rag_pipeline.stores import open_store
 
-    t0 = time.perf_counter()
-    settings = settings_for(backend, Path(data_dir))
-    t1 = time.perf_counter()
-    store = open_store(settings, model(), create=False)
-    t2 = time.perf_counter()
-    hits = store.search(query, K)
-    t3 = time.perf_counter()
+    settings, settings_s = timed(partial(settings_for, backend, Path(data_dir)))
+    store, open_s = timed(partial(open_store, settings, model(), create=False))
+    hits, query_s = timed(partial(store.search, query, K))
     store.close()
     return {
-        "settings_s": round(t1 - t0, 4),
-        "open_store_s": round(t2 - t1, 4),
-        "first_query_s": round(t3 - t2, 4),
-        "open_plus_first_query_s": round(t3 - t1, 4),
+        "settings_s": round(settings_s, 4),
+        "open_store_s": round(open_s, 4),
+        "first_query_s": round(query_s, 4),
+        "open_plus_first_query_s": round(open_s + query_s, 4),
         "hits": len(hits),
     }
 
@@ -188,15 +184,16 @@ def reopen(backend: str, data_dir: Path, query: np.ndarray) -> dict[str, Any]:
         backend,
         str(data_dir),
     ]
-    started = time.perf_counter()
-    proc = subprocess.run(
-        command,
-        input=json.dumps([float(v) for v in query]),
-        capture_output=True,
-        text=True,
-        check=True,
+    proc, wall = timed(
+        partial(
+            subprocess.run,
+            command,
+            input=json.dumps([float(v) for v in query]),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     )
-    wall = time.perf_counter() - started
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     out["subprocess_wall_s_incl_imports"] = round(wall, 3)
     return out
@@ -253,16 +250,13 @@ def bench(backend: str, n: int, workdir: Path) -> dict[str, Any]:
     settings = settings_for(backend, data_dir)
     res: dict[str, Any] = {"backend": backend, "n": n, "ef_search": settings.store.ef_search}
 
-    started = time.perf_counter()
-    store = open_store(settings, model(), create=True)
-    res["create_s"] = round(time.perf_counter() - started, 3)
+    store, create_s = timed(partial(open_store, settings, model(), create=True))
+    res["create_s"] = round(create_s, 3)
 
     batch_s = []
     for start in range(0, n, BATCH):
         recs = records(vectors, start, min(n, start + BATCH))  # built outside the timer
-        started = time.perf_counter()
-        store.write(recs)
-        batch_s.append(time.perf_counter() - started)
+        batch_s.append(timed(partial(store.write, recs))[1])
     write_s = sum(batch_s)
     res["insert"] = {
         "total_s": round(write_s, 3),
@@ -271,9 +265,7 @@ def bench(backend: str, n: int, workdir: Path) -> dict[str, Any]:
         "last_batch_s": round(batch_s[-1], 3),
     }
     # As ingest does after writing: milvus-lite brute-forces unsealed rows until a flush.
-    started = time.perf_counter()
-    store.flush()
-    res["insert"]["flush_s"] = round(time.perf_counter() - started, 3)
+    res["insert"]["flush_s"] = round(timed(store.flush)[1], 3)
     res["count"] = store.count()
     print(f"[{backend} {n}] insert {res['insert']['chunks_per_s']:.0f} chunks/s", flush=True)
 
@@ -402,7 +394,7 @@ def run_all(sizes: list[int], backends: list[str], workdir: Path, out: Path) -> 
                 print(f"[milvus {n}] skipped: {skip['skipped']}", flush=True)
                 result["results"].append(skip)
                 continue
-            row, timing = measured(lambda: bench(backend, n, workdir))  # noqa: B023 - run now
+            row, timing = measured(partial(bench, backend, n, workdir))
             row["run"] = timing  # wall, CPU and the load around this row
             first_rows.setdefault(backend, row)
             result["results"].append(row)
