@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,7 @@ from rag_pipeline.stores import VectorBackend, open_store  # noqa: E402
 from rag_pipeline.stores.filters import to_milvus as milvus_expr  # noqa: E402
 from rag_pipeline.stores.milvus import MilvusBackend, redact_uri, release_lite  # noqa: E402
 from tests.helpers import STORE_CORPUS  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.processes import run_python  # noqa: E402
 
 # STORE_CORPUS: every file splits the same way each run; see tests/helpers.py.
 CORPUS = {
@@ -323,7 +321,8 @@ def test_module_imports_without_pymilvus() -> None:
         "import sys, rag_pipeline.stores.milvus, rag_pipeline.stores; "
         "assert not [m for m in sys.modules if m.startswith(('pymilvus', 'langchain_milvus'))]"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    done = run_python(["-c", code], timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_missing_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -365,13 +364,7 @@ def test_one_process_at_a_time(ingested: tuple[Settings, IngestReport], tmp_path
     _, first = ingested
 
     def count_elsewhere() -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", COUNT_IN_ANOTHER_PROCESS, str(tmp_path)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_python(["-c", COUNT_IN_ANOTHER_PROCESS, str(tmp_path)], timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1]
 
