@@ -7,22 +7,9 @@ from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import (
     HashingEmbeddings,
-    LocalE5Embeddings,
     build_embedding_model,
 )
 from rag_pipeline.errors import ConfigurationError, MissingAPIKeyError
-
-
-class TestLocalE5Standard(EmbeddingsIntegrationTests):
-    """LangChain's standard suite, run for real on the bundled offline model."""
-
-    @property
-    def embeddings_class(self) -> type[LocalE5Embeddings]:
-        return LocalE5Embeddings
-
-    @property
-    def embedding_model_params(self) -> dict:
-        return {"threads": 2}
 
 
 class TestHashingStandard(EmbeddingsIntegrationTests):
@@ -37,17 +24,6 @@ class TestHashingStandard(EmbeddingsIntegrationTests):
 
 def _cos(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))
-
-
-def test_local_model_uses_e5_prefixes_and_ranks_by_meaning() -> None:
-    emb = LocalE5Embeddings()
-    question = emb.embed_query("快递多久能到")
-    passages = emb.embed_documents(["订单一般在2到4天内送达。", "会员积分可以抵扣现金。"])
-    assert len(question) == 384
-    assert math.isclose(_cos(question, question), 1.0, abs_tol=1e-3)
-    assert _cos(question, passages[0]) > _cos(question, passages[1])
-    # query: and passage: prefixes give different vectors for the same text
-    assert emb.embed_query("退货") != emb.embed_documents(["退货"])[0]
 
 
 def test_hashing_embeddings_are_deterministic_and_share_characters() -> None:
@@ -102,23 +78,3 @@ def test_similarities_rank_by_cosine_with_l2() -> None:
     # unit vectors: l2^2 = 2 - 2 cos
     for _, c, d in rows:
         assert math.isclose(d * d, 2 - 2 * c, abs_tol=1e-9)
-
-
-@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_local_model_defaults_openmp_threads_to_sleep(preset: str | None, expected: str) -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if preset:
-        env["OMP_WAIT_POLICY"] = preset
-    code = (
-        "import os; from rag_pipeline.embeddings import LocalE5Embeddings as E;"
-        "e = E(threads=1); assert len(e.embed_query('你好')) == 384;"
-        "print(os.environ['OMP_WAIT_POLICY'])"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert done.stdout.strip() == expected
