@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,13 @@ from rag_pipeline.bookkeeping import record_manager  # noqa: E402
 from rag_pipeline.config import Settings  # noqa: E402
 from rag_pipeline.embeddings import HashingEmbeddings, build_embedding_model  # noqa: E402
 from rag_pipeline.errors import (  # noqa: E402
-    ConfigurationError,
     EmbeddingMismatchError,
     EmptyIndexError,
-    MissingExtraError,
 )
 from rag_pipeline.indexing import IngestReport, ingest  # noqa: E402
 from rag_pipeline.retrieval import build_retriever  # noqa: E402
 from rag_pipeline.stores import VectorBackend, open_store  # noqa: E402
-from rag_pipeline.stores.filters import to_milvus as milvus_expr  # noqa: E402
-from rag_pipeline.stores.milvus import MilvusBackend, redact_uri, release_lite  # noqa: E402
+from rag_pipeline.stores.milvus import MilvusBackend, release_lite  # noqa: E402
 from tests.helpers import STORE_CORPUS  # noqa: E402
 from tests.integration.processes import run_python  # noqa: E402
 
@@ -302,20 +298,6 @@ def test_missing_collection_and_repeated_opening(tmp_path: Path, corpus: Path) -
         assert not backend.exists()
 
 
-def test_expressions() -> None:
-    assert milvus_expr(None) == ""
-    assert milvus_expr({"source": "faq.csv"}) == 'source == "faq.csv"'
-    assert milvus_expr({"source": "a.md", "page": 2, "ok": True}) == (
-        '(source == "a.md") and (page == 2) and (ok == true)'
-    )
-    assert milvus_expr({"source": 'a"b\\c'}) == 'source == "a\\"b\\\\c"'
-    assert milvus_expr({"doc_type": {"$in": ["faq", "policy"]}}) == (
-        'doc_type in ["faq", "policy"]'
-    )
-    assert milvus_expr({"odd key": 1}) == '$meta["odd key"] == 1'
-    assert redact_uri("https://user:pw@host:19530/db") == "https://host:19530/db"
-
-
 def test_module_imports_without_pymilvus() -> None:
     code = (
         "import sys, rag_pipeline.stores.milvus, rag_pipeline.stores; "
@@ -323,22 +305,6 @@ def test_module_imports_without_pymilvus() -> None:
     )
     done = run_python(["-c", code], timeout=120)
     assert done.returncode == 0, done.stderr
-
-
-def test_missing_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pymilvus", None)  # import pymilvus -> ImportError
-    with pytest.raises(MissingExtraError, match=r"rag-pipeline\[milvus\]"):
-        MilvusBackend(milvus_settings(tmp_path), HashingEmbeddings(256))
-
-
-def test_lite_path_must_end_in_db(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        embeddings={"provider": "fake"},
-        store={"backend": "milvus", "uri": str(tmp_path / "m.sqlite")},
-    )
-    with pytest.raises(ConfigurationError, match=r"\.db"):
-        MilvusBackend(settings, HashingEmbeddings(256))
 
 
 COUNT_IN_ANOTHER_PROCESS = """
