@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,15 @@ def fake_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for tests: fake embeddings, persistent Chroma under ``data_dir``."""
     embeddings = {"provider": "fake", **overrides.pop("embeddings", {})}
     return Settings(data_dir=data_dir, embeddings=embeddings, **overrides)
+
+
+def memory_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Fake embeddings and an in-memory Chroma collection with a fresh name: in-memory clients
+    of one process share their collections, so a fixed name would leak between tests. Records
+    and the keyword index go to ``data_dir``."""
+    store = {"mode": "memory", "collection": f"t_{uuid.uuid4().hex[:16]}"}
+    store.update(overrides.pop("store", {}))
+    return fake_settings(data_dir, store=store, **overrides)
 
 
 SMALL_CORPUS = {

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from tests.integration.processes import clean_env, outside_repo
+
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -94,7 +96,7 @@ class ChromaServer:
             time.sleep(0.2)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+        env = clean_env()  # no RAG_* or provider variables, telemetry off
         command = [
             chroma_executable(),
             "run",
@@ -113,6 +115,7 @@ class ChromaServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=outside_repo(self.path.parent),  # never the repository (its .env, rag.toml)
             # Its own process group: stopping it also stops anything it spawned.
             start_new_session=os.name != "nt",
         )

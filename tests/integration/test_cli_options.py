@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rag_pipeline.cli import EXIT_STORE, build_parser, main
-from tests.integration.conftest import clean_env
+from tests.integration.processes import clean_env
 from tests.integration.servers import free_port
 
 

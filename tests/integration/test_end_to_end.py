@@ -1,18 +1,25 @@
-"""The user's path through real subprocesses: ingest the sample corpus, then ask questions."""
+"""The user's path on the sample corpus with the real local model: ingest it through the
+script (once per session, ``sample_index``), then ask questions in process through
+``Assistant`` and, for the command line, through ``scripts/ask.py`` and ``rag chat``
+subprocesses."""
 
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
 
-from rag_pipeline.config import Settings
+import pytest
+
+from rag_pipeline.assistant import Assistant
+from rag_pipeline.config import Settings, load_settings
 from rag_pipeline.embeddings import build_embedding_model
 from rag_pipeline.stores import open_store
 from tests.conftest import CORPUS
-from tests.integration.conftest import SampleIndex, run_script
+from tests.integration.conftest import SampleIndex
+from tests.integration.processes import run_python, run_script
 
 QUESTIONS = [json.loads(line) for line in (CORPUS / "questions.jsonl").open(encoding="utf-8")]
 
 
+@pytest.mark.slow
 def test_ingest_twice_second_run_adds_nothing(sample_index: SampleIndex) -> None:
     first, second = sample_index.first, sample_index.second
     assert first["files_failed"] == [] and first["files_ingested"] == first["files_seen"] >= 26
@@ -32,6 +39,7 @@ def test_ingest_twice_second_run_adds_nothing(sample_index: SampleIndex) -> None
     }
 
 
+@pytest.mark.slow
 def test_local_model_finds_an_expected_source_in_the_top_5(sample_index: SampleIndex) -> None:
     settings = Settings(data_dir=sample_index.data_dir)
     model = build_embedding_model(settings)
@@ -49,12 +57,18 @@ def _ask(data_dir: str, question: str) -> dict:
     return json.loads(done.stdout)
 
 
-def test_ask_json_cites_an_expected_source_for_90_percent(sample_index: SampleIndex) -> None:
-    data_dir = str(sample_index.data_dir)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        answers = list(pool.map(lambda q: _ask(data_dir, q["question"]), QUESTIONS))
+def _assistant(sample_index: SampleIndex) -> Assistant:
+    """What ``ask.py --data-dir DATA`` builds: the settings (no rag.toml or .env in the
+    hermetic working directory) with the data folder."""
+    return Assistant.from_settings(load_settings(data_dir=sample_index.data_dir))
+
+
+@pytest.mark.slow
+def test_answers_cite_an_expected_source_for_90_percent(sample_index: SampleIndex) -> None:
+    assistant = _assistant(sample_index)
     good = 0
-    for q, answer in zip(QUESTIONS, answers, strict=True):
+    for q in QUESTIONS:
+        answer = assistant.ask(q["question"]).to_dict()
         assert set(answer) >= {"answer", "refused", "sources", "question", "standalone_question"}
         assert answer["question"] == q["question"]
         cited = {s["source"] for s in answer["sources"]}
@@ -64,6 +78,22 @@ def test_ask_json_cites_an_expected_source_for_90_percent(sample_index: SampleIn
     assert good / len(QUESTIONS) >= 0.90
 
 
+@pytest.mark.slow
+def test_ask_json_prints_the_answer_the_library_gives(sample_index: SampleIndex) -> None:
+    """The command-line path of the check above, for one question: ``ask.py --json`` in a
+    subprocess prints what ``Assistant.ask`` returns in process."""
+    question = QUESTIONS[0]["question"]
+    printed = _ask(str(sample_index.data_dir), question)
+    expected = _assistant(sample_index).ask(question).to_dict()
+    assert printed["answer"] == expected["answer"] and printed["refused"] is False
+    assert [s["source"] for s in printed["sources"]] == [s["source"] for s in expected["sources"]]
+    assert {s["source"] for s in printed["sources"]} & set(QUESTIONS[0]["sources"])
+    assert [s["score"] for s in printed["sources"]] == pytest.approx(
+        [s["score"] for s in expected["sources"]], abs=1e-3
+    )
+
+
+@pytest.mark.slow
 def test_out_of_scope_question_is_refused(sample_index: SampleIndex) -> None:
     answer = _ask(str(sample_index.data_dir), "今天天气怎么样")
     assert answer["refused"] is True
@@ -71,6 +101,7 @@ def test_out_of_scope_question_is_refused(sample_index: SampleIndex) -> None:
     assert answer["answer"].startswith("抱歉")
 
 
+@pytest.mark.slow
 def test_human_output_prints_answer_then_numbered_sources(sample_index: SampleIndex) -> None:
     done = run_script("ask.py", "--data-dir", str(sample_index.data_dir), "满多少钱包邮")
     assert done.returncode == 0, done.stderr
@@ -85,6 +116,7 @@ def test_ask_before_ingest_exits_2_with_a_clear_message(tmp_path) -> None:  # ty
     assert "ingest" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_filter_restricts_sources(sample_index: SampleIndex) -> None:
     done = run_script(
         "ask.py",
@@ -124,6 +156,7 @@ def _retriever(data_dir, search_type: str):  # type: ignore[no-untyped-def]
     return build_retriever(settings, open_store(settings, model, create=False), model.embeddings)
 
 
+@pytest.mark.slow
 def test_exact_codes_are_found_by_hybrid_where_dense_misses(sample_index: SampleIndex) -> None:
     dense = _retriever(sample_index.data_dir, "similarity")
     hybrid = _retriever(sample_index.data_dir, "hybrid")
@@ -139,6 +172,7 @@ def test_exact_codes_are_found_by_hybrid_where_dense_misses(sample_index: Sample
     assert hybrid_first >= 8 and hybrid_first > dense_first
 
 
+@pytest.mark.slow
 def test_paraphrased_faq_question_retrieves_its_entry_first(sample_index: SampleIndex) -> None:
     hybrid = _retriever(sample_index.data_dir, "hybrid")
     for paraphrase, question in [
@@ -153,28 +187,12 @@ def test_paraphrased_faq_question_retrieves_its_entry_first(sample_index: Sample
         assert "答：" in top.page_content  # the whole answer comes with it
 
 
+@pytest.mark.slow
 def test_chat_session_keeps_history_and_commands(sample_index: SampleIndex) -> None:
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-    from tests.integration.conftest import clean_env
-
     script = "七天无理由退货怎么申请\n那运费呢？\n/sources\n/reset\n/sources\n/exit\n"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rag_pipeline.cli",
-            "chat",
-            "--data-dir",
-            str(sample_index.data_dir),
-        ],
+    done = run_python(
+        ["-m", "rag_pipeline.cli", "chat", "--data-dir", str(sample_index.data_dir)],
         input=script,
-        cwd=REPO,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr

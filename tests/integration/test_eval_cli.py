@@ -76,6 +76,7 @@ def test_eval_rejects_a_folder_that_is_not_a_dataset(tmp_path: Path) -> None:
     assert main(["eval", str(tmp_path / "empty"), "--data-dir", str(tmp_path / "s")]) == 2
 
 
+@pytest.mark.slow  # the real local model
 def test_similarity_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(
@@ -88,6 +89,7 @@ def test_similarity_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert [r["text"] for r in result["results"]][0] == "订单2到4天内送达。"
 
 
+@pytest.mark.slow  # the real local model
 def test_eval_compares_embedding_models_in_their_own_collections(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

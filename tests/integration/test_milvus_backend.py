@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,26 +17,21 @@ from rag_pipeline.bookkeeping import record_manager  # noqa: E402
 from rag_pipeline.config import Settings  # noqa: E402
 from rag_pipeline.embeddings import HashingEmbeddings, build_embedding_model  # noqa: E402
 from rag_pipeline.errors import (  # noqa: E402
-    ConfigurationError,
     EmbeddingMismatchError,
     EmptyIndexError,
-    MissingExtraError,
 )
 from rag_pipeline.indexing import IngestReport, ingest  # noqa: E402
 from rag_pipeline.retrieval import build_retriever  # noqa: E402
 from rag_pipeline.stores import VectorBackend, open_store  # noqa: E402
 from rag_pipeline.stores import milvus as milvus_module  # noqa: E402
-from rag_pipeline.stores.filters import to_milvus as milvus_expr  # noqa: E402
 from rag_pipeline.stores.milvus import (  # noqa: E402
     MilvusBackend,
     MilvusVectorStore,
     metric_relevance,
-    redact_uri,
     release_lite,
 )
 from tests.helpers import STORE_CORPUS  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.processes import run_python  # noqa: E402
 
 # STORE_CORPUS: every file splits the same way each run; see tests/helpers.py.
 CORPUS = {
@@ -313,42 +306,13 @@ def test_missing_collection_and_repeated_opening(tmp_path: Path, corpus: Path) -
         assert not backend.exists()
 
 
-def test_expressions() -> None:
-    assert milvus_expr(None) == ""
-    assert milvus_expr({"source": "faq.csv"}) == 'source == "faq.csv"'
-    assert milvus_expr({"source": "a.md", "page": 2, "ok": True}) == (
-        '(source == "a.md") and (page == 2) and (ok == true)'
-    )
-    assert milvus_expr({"source": 'a"b\\c'}) == 'source == "a\\"b\\\\c"'
-    assert milvus_expr({"doc_type": {"$in": ["faq", "policy"]}}) == (
-        'doc_type in ["faq", "policy"]'
-    )
-    assert milvus_expr({"odd key": 1}) == '$meta["odd key"] == 1'
-    assert redact_uri("https://user:pw@host:19530/db") == "https://host:19530/db"
-
-
 def test_module_imports_without_pymilvus() -> None:
     code = (
         "import sys, rag_pipeline.stores.milvus, rag_pipeline.stores; "
         "assert not [m for m in sys.modules if m.startswith(('pymilvus', 'langchain_milvus'))]"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
-
-
-def test_missing_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pymilvus", None)  # import pymilvus -> ImportError
-    with pytest.raises(MissingExtraError, match=r"rag-pipeline\[milvus\]"):
-        MilvusBackend(milvus_settings(tmp_path), HashingEmbeddings(256))
-
-
-def test_lite_path_must_end_in_db(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        embeddings={"provider": "fake"},
-        store={"backend": "milvus", "uri": str(tmp_path / "m.sqlite")},
-    )
-    with pytest.raises(ConfigurationError, match=r"\.db"):
-        MilvusBackend(settings, HashingEmbeddings(256))
+    done = run_python(["-c", code], timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 COUNT_IN_ANOTHER_PROCESS = """
@@ -374,13 +338,7 @@ def test_one_process_at_a_time(ingested: tuple[Settings, IngestReport], tmp_path
     _, first = ingested
 
     def count_elsewhere() -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", COUNT_IN_ANOTHER_PROCESS, str(tmp_path)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_python(["-c", COUNT_IN_ANOTHER_PROCESS, str(tmp_path)], timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1]
 
@@ -562,7 +520,8 @@ def test_search_through_the_store_needs_no_langchain_milvus(tmp_path: Path) -> N
         "    assert [d.id for d in b.vector_store.similarity_search('运费', k=1)] == ['a']\n"
         "assert 'langchain_milvus' not in sys.modules\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=REPO, timeout=120)
+    done = run_python(["-c", code, str(tmp_path)], timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_release_lite_leaves_an_unopened_path_alone(tmp_path: Path) -> None:

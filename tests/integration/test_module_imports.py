@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import clean_env
+from tests.integration.processes import clean_env
 from tests.unit.test_layout import PACKAGE, module_name
 
 MODULES = sorted(module_name(p) for p in PACKAGE.rglob("*.py"))

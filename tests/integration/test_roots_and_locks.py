@@ -23,7 +23,7 @@ from rag_pipeline.locking import collection_lock
 from rag_pipeline.splitting import split_documents
 from rag_pipeline.stores import open_store
 from tests.helpers import STORE_CORPUS, fake_settings, run_cli, use_env, write_corpus
-from tests.integration.conftest import clean_env
+from tests.integration.processes import clean_env
 
 
 def settings_in(tmp_path: Path, **ingest: Any) -> Settings:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.conftest import clean_env
+from tests.integration.processes import clean_env
 
 pytestmark = pytest.mark.slow
 

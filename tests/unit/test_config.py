@@ -75,3 +75,11 @@ def test_collection_names_valid_for_every_backend() -> None:
     with pytest.raises(ValueError):
         Settings(store={"collection": "has-dash"})
     assert Settings(store={"collection": "docs_v2"}).store.collection == "docs_v2"
+
+
+def test_where_document_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_RETRIEVER__WHERE_DOCUMENT", '{"$not_contains": "退货"}')
+    assert load_settings().retriever.where_document == {"$not_contains": "退货"}
+    monkeypatch.setenv("RAG_RETRIEVER__WHERE_DOCUMENT", '{"$like": "退货"}')
+    with pytest.raises(ConfigurationError, match="RAG_RETRIEVER__WHERE_DOCUMENT.*'[$]like'"):
+        load_settings()  # checked with the other settings, before anything is opened

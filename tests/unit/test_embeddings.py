@@ -7,22 +7,9 @@ from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import (
     HashingEmbeddings,
-    LocalE5Embeddings,
     build_embedding_model,
 )
 from rag_pipeline.errors import ConfigurationError, MissingAPIKeyError
-
-
-class TestLocalE5Standard(EmbeddingsIntegrationTests):
-    """LangChain's standard suite, run for real on the bundled offline model."""
-
-    @property
-    def embeddings_class(self) -> type[LocalE5Embeddings]:
-        return LocalE5Embeddings
-
-    @property
-    def embedding_model_params(self) -> dict:
-        return {"threads": 2}
 
 
 class TestHashingStandard(EmbeddingsIntegrationTests):
@@ -37,17 +24,6 @@ class TestHashingStandard(EmbeddingsIntegrationTests):
 
 def _cos(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))
-
-
-def test_local_model_uses_e5_prefixes_and_ranks_by_meaning() -> None:
-    emb = LocalE5Embeddings()
-    question = emb.embed_query("快递多久能到")
-    passages = emb.embed_documents(["订单一般在2到4天内送达。", "会员积分可以抵扣现金。"])
-    assert len(question) == 384
-    assert math.isclose(_cos(question, question), 1.0, abs_tol=1e-3)
-    assert _cos(question, passages[0]) > _cos(question, passages[1])
-    # query: and passage: prefixes give different vectors for the same text
-    assert emb.embed_query("退货") != emb.embed_documents(["退货"])[0]
 
 
 def test_hashing_embeddings_are_deterministic_and_share_characters() -> None:
