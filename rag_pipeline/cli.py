@@ -129,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the effective settings (secrets masked)")
     _common(p)
 
+    p = sub.add_parser(
+        "verify",
+        help="check that the store, the records and the keyword index agree (--repair fixes)",
+        description="Check the configured collection: the chunk ids of the store, the record "
+        "manager and the keyword index, sources whose files are gone, the embedding fingerprint "
+        "and the index settings. Exit 0 when all is well, 6 when a problem is left.",
+    )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="fix what needs no re-embedding (holds the collection's write lock)",
+    )
+    _common(p)
+
     _add_collections_parser(sub)
     _add_migrate_parser(sub)
     return parser
@@ -492,6 +506,32 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rag_pipeline.verify import verify
+
+    report = verify(_settings(args), repair=args.repair)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(
+            f"collection {report.collection!r} at {report.location}: {report.chunks} chunks, "
+            f"{report.records} records, {report.keyword_rows} keyword rows, "
+            f"{report.sources} sources"
+        )
+        for problem in report.problems:
+            done = f", repaired {problem.repaired}" if report.repaired else ""
+            print(f"  {problem.kind}: {problem.count}{done}")
+            for example in problem.examples[:3]:
+                print(f"      {example}")
+            if problem.needs:
+                print(f"    needs: {problem.needs}")
+        if not report.problems:
+            print("  everything agrees")
+        elif not report.repaired and report.problems:
+            print("run `rag verify --repair` to fix what needs no re-embedding")
+    return EXIT_OK if report.ok else EXIT_INCONSISTENT
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(_settings(args).masked(), ensure_ascii=False, indent=2))
     return EXIT_OK
@@ -627,6 +667,7 @@ COMMANDS = {
     "similarity": cmd_similarity,
     "info": cmd_info,
     "config": cmd_config,
+    "verify": cmd_verify,
     "collections": cmd_collections,
     "migrate": cmd_migrate,
 }

@@ -62,6 +62,10 @@ class EmbeddingMismatchError(RagError):
         self.configured = configured
 
 
+class IndexSettingsMismatchError(ConfigurationError):
+    """The collection's index was built with another distance space or graph parameters."""
+
+
 class EmptyIndexError(RagError):
     """Nothing has been ingested into the configured collection yet."""
 

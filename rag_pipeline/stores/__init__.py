@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rag_pipeline.errors import EmbeddingMismatchError, EmptyIndexError
+from rag_pipeline.errors import EmbeddingMismatchError, EmptyIndexError, IndexSettingsMismatchError
 from rag_pipeline.stores.base import FINGERPRINT_KEY, Hit, Record, VectorBackend
 
 if TYPE_CHECKING:
@@ -50,6 +50,33 @@ def connect(settings: Settings, embedding_function: Embeddings | None = None) ->
     from rag_pipeline.stores.chroma import ChromaBackend
 
     return ChromaBackend(settings, embedding_function)
+
+
+FIXED_INDEX_SETTINGS = ("space", "max_neighbors", "ef_construction")
+
+
+def check_index_settings(settings: Settings, backend: VectorBackend, *, writing: bool) -> None:
+    """The settings must describe the index the collection was built with: another distance
+    space would change every score (and so the refusal threshold) without a word. ``ef_search``
+    may change: a writer applies it in place where the backend stores it."""
+    stored = backend.index_settings()
+    cfg = settings.store
+    wanted = {"space": cfg.space, "max_neighbors": cfg.max_neighbors}
+    wanted["ef_construction"] = cfg.ef_construction
+    wrong = [key for key in FIXED_INDEX_SETTINGS if key in stored and stored[key] != wanted[key]]
+    if wrong:
+        found = ", ".join(
+            f"{key}={stored[key]} (settings: RAG_STORE__{key.upper()}={wanted[key]})"
+            for key in wrong
+        )
+        raise IndexSettingsMismatchError(
+            f"collection {cfg.collection!r} at {backend.location} was built with {found}: set "
+            "the settings back to the collection's values, or rebuild it with the new ones "
+            "(`rag ingest --rebuild`, or `rag migrate --to-collection NEW` with the new "
+            "settings to keep the old one)"
+        )
+    if writing and stored.get("ef_search") not in (None, cfg.ef_search):
+        backend.set_ef_search(cfg.ef_search)
 
 
 def open_store(
@@ -86,6 +113,7 @@ def open_store(
             raise EmbeddingMismatchError(settings.store.collection, stored, configured)
         if stored is not None and model.dimension is None:
             model.dimension = int(stored.rsplit(":", 1)[1])
+        check_index_settings(settings, backend, writing=create)
     elif create:
         model.resolve_dimension()
         backend.create(settings, model.fingerprint)

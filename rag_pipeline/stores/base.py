@@ -166,6 +166,15 @@ class VectorBackend(ABC):
         if ids:
             self.vector_store.delete(ids=ids)
 
+    def index_settings(self) -> dict[str, Any]:
+        """The index parameters the collection was built with: ``space`` and, where the
+        backend exposes them, ``max_neighbors``, ``ef_construction``, ``ef_search``. Empty
+        when unknown."""
+        return {}
+
+    def set_ef_search(self, ef_search: int) -> None:  # noqa: B027 - optional hook
+        """Change the search-time candidate list size in place (where it is stored)."""
+
     def flush(self) -> None:  # noqa: B027 - optional hook, Chroma indexes on write
         """Make recent writes searchable through the vector index (called after ingest)."""
 

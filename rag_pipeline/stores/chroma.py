@@ -95,6 +95,21 @@ class ChromaBackend(VectorBackend):
             create_collection_if_not_exists=False,
         )
 
+    def index_settings(self) -> dict[str, Any]:
+        import warnings
+
+        with warnings.catch_warnings():
+            # Chroma warns about its own stored config of collections made without an
+            # embedding function (ours: vectors come from our Embeddings); nothing to act on.
+            warnings.filterwarnings("ignore", "legacy embedding function", DeprecationWarning)
+            configuration = self._collection.configuration or {}
+        hnsw = dict(configuration.get("hnsw") or {})
+        keys = ("space", "max_neighbors", "ef_construction", "ef_search")
+        return {key: hnsw[key] for key in keys if hnsw.get(key) is not None}
+
+    def set_ef_search(self, ef_search: int) -> None:
+        self._collection.modify(configuration={"hnsw": {"ef_search": ef_search}})
+
     def count(self) -> int:
         return int(self._collection.count())
 

@@ -738,6 +738,18 @@ class MilvusBackend(VectorBackend):
         self._ready()
         _upsert(self.client, self.name, [_row(r.id, r.text, r.metadata, r.vector) for r in records])
 
+    def index_settings(self) -> dict[str, Any]:
+        index = self._vector_index() or {}
+        found: dict[str, Any] = {}
+        metric = str(index.get("metric_type", "")).upper()
+        spaces = {value: key for key, value in METRICS.items()}
+        if metric in spaces:
+            found["space"] = spaces[metric]
+        for key, name in (("M", "max_neighbors"), ("efConstruction", "ef_construction")):
+            if key in index:
+                found[name] = int(index[key])
+        return found  # ef is a search-time parameter here: always the configured one
+
     # -- helpers -----------------------------------------------------------------------------
 
     def _relevance(self, score: float) -> float:

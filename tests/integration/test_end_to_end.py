@@ -35,6 +35,7 @@ def test_ingest_twice_second_run_adds_nothing(sample_index: SampleIndex) -> None
         "chunks_updated",
         "chunks_deleted",
         "chunks_unchanged",
+        "notes",
         "seconds",
     }
 
