@@ -31,6 +31,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
+from rag_pipeline.errors import CorruptDataError
 from rag_pipeline.stores.filters import check_where, matches
 
 _CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
@@ -172,12 +173,19 @@ class KeywordIndex:
         self.path = path
         self.namespace = f"{namespace}#tokens-v{TOKENIZER_VERSION}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(path)) as db, db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS keyword_chunks ("
-                "namespace TEXT NOT NULL, id TEXT NOT NULL, content TEXT NOT NULL, "
-                "metadata TEXT NOT NULL, terms TEXT NOT NULL, PRIMARY KEY (namespace, id))"
-            )
+        try:
+            with closing(sqlite3.connect(path)) as db, db:
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS keyword_chunks ("
+                    "namespace TEXT NOT NULL, id TEXT NOT NULL, content TEXT NOT NULL, "
+                    "metadata TEXT NOT NULL, terms TEXT NOT NULL, PRIMARY KEY (namespace, id))"
+                )
+                db.execute("SELECT COUNT(*) FROM keyword_chunks LIMIT 1").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise CorruptDataError(
+                f"the keyword index {path} is not a readable SQLite database ({e}): delete it; "
+                "it is rebuilt from the vector store by the next `rag ingest` or `rag ask`"
+            ) from e
 
     def add(self, documents: Sequence[Document], ids: Sequence[str]) -> None:
         rows = [

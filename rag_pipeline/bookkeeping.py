@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 
 from rag_pipeline.batching import batched
 from rag_pipeline.bm25 import KeywordIndex
+from rag_pipeline.datafolder import ensure_data_dir
+from rag_pipeline.errors import CorruptDataError
 from rag_pipeline.stores.base import source_key
 
 if TYPE_CHECKING:
@@ -121,11 +123,23 @@ class SourceManifest:
 def record_manager(settings: Settings, namespace: str) -> SQLRecordManager:
     """LangChain's record manager for ``namespace``, in the data folder (tables created)."""
     from langchain_classic.indexes import SQLRecordManager
+    from sqlalchemy.exc import DatabaseError
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_data_dir(settings)
     manager = SQLRecordManager(namespace, db_url=f"sqlite:///{settings.record_db}")
-    manager.create_schema()
+    try:
+        manager.create_schema()
+    except DatabaseError as e:
+        raise _corrupt_records(settings, e) from e
     return manager
+
+
+def _corrupt_records(settings: Settings, error: Exception) -> CorruptDataError:
+    return CorruptDataError(
+        f"the record file {settings.record_db} is not a readable SQLite database "
+        f"({type(error).__name__}): move it away, then `rag verify --repair` and "
+        "`rag ingest FOLDER` rebuild the records from the store (nothing is re-embedded)"
+    )
 
 
 class Bookkeeping:
@@ -141,6 +155,12 @@ class Bookkeeping:
         self.records = record_manager(settings, namespace)
         self.manifest = SourceManifest(settings.record_db, namespace)
         self.keyword = KeywordIndex(settings.keyword_db, namespace)
+        try:
+            self._create_tables()
+        except sqlite3.DatabaseError as e:
+            raise _corrupt_records(settings, e) from e
+
+    def _create_tables(self) -> None:
         with closing(self._db()) as db, db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS rag_roots (namespace TEXT NOT NULL, "

@@ -264,6 +264,7 @@ def _json_filter(option: str, text: str) -> dict[str, Any]:
 
 def _parse_filters(items: Sequence[str]) -> dict[str, Any]:
     """``--filter`` values (KEY=VALUE or a JSON filter), all of which must hold."""
+    flat: dict[str, Any] = {}  # KEY=VALUE pairs, ANDed as one object
     parts: list[dict[str, Any]] = []
     for item in items:
         if item.strip().startswith("{"):
@@ -276,7 +277,9 @@ def _parse_filters(items: Sequence[str]) -> dict[str, Any]:
                 '(e.g. \'{"page": {"$gte": 2}}\')'
             )
         text = value.strip()
-        parts.append({key.strip(): int(text) if text.lstrip("-").isdigit() else text})
+        flat[key.strip()] = int(text) if text.lstrip("-").isdigit() else text
+    if flat:
+        parts.insert(0, flat)
     if not parts:
         return {}
     return parts[0] if len(parts) == 1 else {"$and": parts}
@@ -683,6 +686,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     # Parsers log every oddity of a broken file; the report already says what failed and why.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
+    if not args.debug:
+        # milvus-lite logs an "AllocTimestamp: Method not implemented" gRPC traceback on open and
+        # migrate, which pymilvus recovers from; errors that matter reach us as exceptions.
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     try:
         return COMMANDS[args.command](args)
     except (ConfigurationError, EmptyIndexError, EmbeddingMismatchError) as e:

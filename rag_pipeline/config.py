@@ -27,6 +27,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -339,3 +340,21 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as e:
         raise ConfigurationError(_describe(e)) from e
+    except SettingsError as e:  # a value that should be JSON and is not
+        raise ConfigurationError(_describe_unparsable(dict(os.environ), e)) from e
+
+
+def _describe_unparsable(environ: dict[str, str], error: SettingsError) -> str:
+    import json
+
+    bad = []
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or not value.lstrip().startswith(("{", "[")):
+            continue
+        try:
+            json.loads(value)
+        except json.JSONDecodeError as e:
+            bad.append(f"{name} is not valid JSON ({e.msg} at column {e.colno})")
+    if bad:
+        return "; ".join(bad) + ": give a JSON object, e.g. RAG_RETRIEVER__FILTER='{\"page\": 2}'"
+    return f"cannot read the settings: {error}"

@@ -66,6 +66,11 @@ class IndexSettingsMismatchError(ConfigurationError):
     """The collection's index was built with another distance space or graph parameters."""
 
 
+class CorruptDataError(ConfigurationError):
+    """A file of the data folder is not what it should be (garbage, truncated, another
+    program's); the message names the file and the way out."""
+
+
 class EmptyIndexError(RagError):
     """Nothing has been ingested into the configured collection yet."""
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag_pipeline.errors import CollectionLockedError, ConfigurationError
+from rag_pipeline.errors import CollectionLockedError
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
@@ -56,14 +56,11 @@ def collection_lock(
     (0: fail at once), then raises CollectionLockedError naming the holder."""
     import filelock
 
+    from rag_pipeline.datafolder import ensure_data_dir
+
+    ensure_data_dir(settings)
     path = lock_path(settings, namespace)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigurationError(
-            f"cannot use the data folder {settings.data_dir} ({e.strerror or e}): make it a "
-            "writable folder, or point RAG_DATA_DIR / --data-dir elsewhere"
-        ) from e
+    path.parent.mkdir(exist_ok=True)
     owner = path.with_suffix(".owner")
     lock = filelock.FileLock(str(path))
     timeout = settings.ingest.lock_timeout

@@ -8,13 +8,15 @@ False
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from rag_pipeline.errors import StoreUnavailableError
+from rag_pipeline.errors import CorruptDataError, StoreUnavailableError
 from rag_pipeline.stores.base import (
     FINGERPRINT_KEY,
     SCAN_BATCH,
@@ -96,19 +98,15 @@ class ChromaBackend(VectorBackend):
         )
 
     def index_settings(self) -> dict[str, Any]:
-        import warnings
-
-        with warnings.catch_warnings():
-            # Chroma warns about its own stored config of collections made without an
-            # embedding function (ours: vectors come from our Embeddings); nothing to act on.
-            warnings.filterwarnings("ignore", "legacy embedding function", DeprecationWarning)
+        with _quiet_configuration():
             configuration = self._collection.configuration or {}
         hnsw = dict(configuration.get("hnsw") or {})
         keys = ("space", "max_neighbors", "ef_construction", "ef_search")
         return {key: hnsw[key] for key in keys if hnsw.get(key) is not None}
 
     def set_ef_search(self, ef_search: int) -> None:
-        self._collection.modify(configuration={"hnsw": {"ef_search": ef_search}})
+        with _quiet_configuration():
+            self._collection.modify(configuration={"hnsw": {"ef_search": ef_search}})
 
     def count(self) -> int:
         return int(self._collection.count())
@@ -250,6 +248,15 @@ class ChromaBackend(VectorBackend):
             )
 
 
+@contextmanager
+def _quiet_configuration() -> Iterator[None]:
+    """Chroma warns about the stored configuration of collections made without an embedding
+    function (ours: the vectors come from our Embeddings); there is nothing to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "legacy embedding function", DeprecationWarning)
+        yield
+
+
 def _chroma_client(settings: Settings) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
@@ -258,8 +265,22 @@ def _chroma_client(settings: Settings) -> Any:
     # Telemetry off: the package must never reach the network on its own.
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
     if cfg.mode == "persistent":
-        settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+        from chromadb.errors import ChromaError
+
+        from rag_pipeline.datafolder import ensure_data_dir
+
+        ensure_data_dir(settings)
+        try:
+            settings.chroma_dir.mkdir(exist_ok=True)
+            return chromadb.PersistentClient(
+                path=str(settings.chroma_dir), settings=chroma_settings
+            )
+        except (ChromaError, OSError) as e:
+            raise CorruptDataError(
+                f"cannot open the Chroma folder {settings.chroma_dir} ({type(e).__name__}: "
+                f"{e}): if a file in it was damaged, restore the folder from a backup, or move "
+                "it away and rebuild with `rag ingest --rebuild FOLDER`"
+            ) from e
     if cfg.mode == "memory":
         return chromadb.EphemeralClient(settings=chroma_settings)
     headers = dict(cfg.headers)

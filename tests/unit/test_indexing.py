@@ -35,6 +35,7 @@ def test_first_run_reports_every_file_and_chunk(tmp_path: Path) -> None:
         "chunks_updated",
         "chunks_deleted",
         "chunks_unchanged",
+        "notes",
         "seconds",
     }
     store = open_store(settings, model, create=False)
@@ -65,8 +66,8 @@ def test_an_edited_file_is_replaced_and_a_deleted_one_pruned(tmp_path: Path) -> 
     model, counter = counting_model()
     ingest([corpus], settings, model=model)
     store = open_store(settings, model, create=False)
-    shipping = store.sources()["shipping.txt"]
-    payment = store.sources()["payment.md"]
+    shipping = store.sources()["corpus/shipping.txt"]  # folder label / path in it
+    payment = store.sources()["corpus/payment.md"]
     text = (corpus / "shipping.txt").read_text(encoding="utf-8")
     (corpus / "shipping.txt").write_text(text.replace("元", "块"), encoding="utf-8")
     (corpus / "payment.md").unlink()
@@ -74,7 +75,7 @@ def test_an_edited_file_is_replaced_and_a_deleted_one_pruned(tmp_path: Path) -> 
     report = ingest([corpus], settings, model=model)
     assert report.chunks_added == shipping == counter.documents_embedded - before
     assert report.chunks_deleted == shipping + payment
-    assert set(store.sources()) == {"returns.md", "shipping.txt"}
+    assert set(store.sources()) == {"corpus/returns.md", "corpus/shipping.txt"}
 
 
 def test_single_files_never_prune_the_rest(tmp_path: Path) -> None:
