@@ -52,7 +52,12 @@ class EmbeddingsSettings(_Section):
     batch_size: int | None = Field(default=None, gt=0, description="None: provider default")
     threads: int | None = Field(default=None, gt=0, description="local model CPU threads")
     max_retries: int = Field(default=4, ge=0)
-    timeout: float = Field(default=60.0, gt=0)
+    # Seconds to open a connection, and to wait for the answer (read timeout) of one request.
+    connect_timeout: float = Field(default=10.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0)
+    # Seconds one batch may spend on attempts and waits: no new attempt starts after that, so a
+    # server that accepts and never answers fails in about budget + one timeout, not retries x 60.
+    retry_budget: float = Field(default=90.0, gt=0)
     cache: bool = Field(default=True, description="cache document vectors by content hash")
 
 
@@ -189,7 +194,10 @@ class LLMSettings(_Section):
     base_url: str | None = None
     temperature: float = Field(default=0.1, ge=0, le=2)
     max_tokens: int = Field(default=1024, gt=0)
+    # Read timeout (seconds without a byte of the answer; a long answer streams) and the time to
+    # open a connection.
     timeout: float = Field(default=60.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
 
 

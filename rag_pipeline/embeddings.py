@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from rag_pipeline.errors import (
     ConfigurationError,
     MissingAPIKeyError,
     MissingExtraError,
+    ProviderError,
 )
 
 if TYPE_CHECKING:
@@ -147,11 +149,17 @@ class DashScopeEmbeddings(Embeddings):
         base_url: str | None = None,
         max_retries: int = 4,
         batch_size: int | None = None,
+        connect_timeout: float = 10.0,
+        timeout: float = 30.0,
+        retry_budget: float | None = 90.0,
     ) -> None:
         self.model = model
         self.dimensions = dimensions
         self.base_url = base_url
         self.max_retries = max_retries
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.retry_budget = retry_budget
         limit = DASHSCOPE_BATCH_LIMIT.get(model, 10)
         self.batch_size = min(batch_size or limit, limit)
         # Kept as a SecretStr: repr() or a debugger shows '**********', never the key.
@@ -163,19 +171,30 @@ class DashScopeEmbeddings(Embeddings):
         from rag_pipeline.providers import dashscope_call
 
         extra: dict[str, Any] = {"dimension": self.dimensions} if self.dimensions else {}
+        what = f"DashScope embeddings at {self.base_url or dashscope.base_http_api_url}"
         response = dashscope_call(
             dashscope.TextEmbedding,
-            "DashScope embeddings",
+            what,
             self.max_retries,
             self.base_url,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.timeout,
+            budget=self.retry_budget,
+            budget_setting="embeddings.retry_budget",
             model=self.model,
             input=texts,
             api_key=self._api_key.get_secret_value(),
             text_type=text_type,
             **extra,
         )
-        items = sorted(response.output["embeddings"], key=lambda item: item["text_index"])
-        return [item["embedding"] for item in items]
+        try:
+            items = sorted(response.output["embeddings"], key=lambda item: item["text_index"])
+            return [item["embedding"] for item in items]
+        except (KeyError, TypeError) as e:  # output None, or items without these keys
+            raise ProviderError(
+                f"{what} answered without the expected fields ({type(e).__name__}: {e}); "
+                'expected {"output": {"embeddings": [{"text_index", "embedding"}]}}'
+            ) from e
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -188,29 +207,131 @@ class DashScopeEmbeddings(Embeddings):
 
 
 class ProviderErrorEmbeddings(Embeddings):
-    """Wraps an SDK-based Embeddings so its auth/network failures surface as ProviderError."""
+    """Wraps an ``openai``-SDK-based Embeddings: our retries within a time budget (the SDK's
+    own retries should be off, ``max_retries=0``, or they would not count against it), and
+    every failure, malformed replies included, surfaces as a one-line ProviderError."""
 
-    def __init__(self, inner: Embeddings, provider: str, key_variable: str) -> None:
+    def __init__(
+        self,
+        inner: Embeddings,
+        provider: str,
+        key_variable: str,
+        *,
+        endpoint: str | None = None,
+        max_retries: int = 4,
+        retry_budget: float | None = 90.0,
+    ) -> None:
         self.inner = inner
         self.provider = provider
         self.key_variable = key_variable
+        self.endpoint = endpoint
+        self.max_retries = max_retries
+        self.retry_budget = retry_budget
 
     def _guard(self, call: Callable[[], T]) -> T:
-        from rag_pipeline.providers import openai_error
+        from rag_pipeline.providers import openai_error, openai_retryable, with_retries
 
-        try:
-            return call()
-        except Exception as e:
-            wrapped = openai_error(e, f"the {self.provider} embeddings API", self.key_variable)
-            if wrapped is not None:
-                raise wrapped from e
-            raise
+        what = f"the {self.provider} embeddings API"
+        if self.endpoint:
+            what += f" at {self.endpoint}"
+
+        def once() -> T:
+            try:
+                return call()
+            except Exception as e:
+                retry = openai_retryable(e)
+                if retry is not None:
+                    raise retry from e
+                wrapped = openai_error(e, what, self.key_variable)
+                if wrapped is not None:
+                    raise wrapped from e
+                raise
+
+        return with_retries(
+            once,
+            self.max_retries,
+            what,
+            budget=self.retry_budget,
+            budget_setting="embeddings.retry_budget",
+        )
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self._guard(lambda: self.inner.embed_documents(texts))
 
     def embed_query(self, text: str) -> list[float]:
         return self._guard(lambda: self.inner.embed_query(text))
+
+
+PROVIDER_NAMES = {
+    "local": "local",
+    "dashscope": "DashScope",
+    "openai": "OpenAI-compatible",
+    "huggingface": "huggingface",
+    "fake": "fake",
+}
+
+
+def _numbers(values: list[Any]) -> bool:
+    return all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+
+
+class ValidatedEmbeddings(Embeddings):
+    """Checks every batch a provider returns before anyone caches or stores it: one vector per
+    text, each of the model's dimension (the collection's, once ``open_store`` has set it; else
+    the first vector's) and every value finite. A bad batch is a ProviderError and goes nowhere.
+
+    ``EmbeddingModel`` wraps its embeddings in this itself, so the disk cache (``cached``) sits
+    outside it and never sees a rejected batch.
+    """
+
+    def __init__(self, inner: Embeddings, model: EmbeddingModel) -> None:
+        self.inner = inner
+        self.model = model
+
+    def _check(self, vectors: Any, count: int) -> list[list[float]]:
+        model = self.model
+        who = f"the {PROVIDER_NAMES.get(model.provider, model.provider)} embeddings ({model.model})"
+        if not isinstance(vectors, list) or len(vectors) != count:
+            got = len(vectors) if isinstance(vectors, list) else type(vectors).__name__
+            raise ProviderError(
+                f"{who} returned {got} vectors for {count} texts; nothing was cached or stored"
+            )
+        expected = model.dimension
+        for i, vector in enumerate(vectors):
+            try:
+                finite = isinstance(vector, list) and all(map(math.isfinite, vector))
+            except TypeError:  # math.isfinite of a non-number
+                finite = False
+            if not isinstance(vector, list) or (not finite and not _numbers(vector)):
+                raise ProviderError(
+                    f"{who}: vector {i} is not a list of numbers; nothing was cached or stored"
+                )
+            if expected is None:
+                expected = len(vector)  # the probe of a new collection: all must agree
+            if len(vector) != expected:
+                if model.dimension is not None:
+                    wanted = (
+                        f"the collection holds {expected} (fingerprint {model.fingerprint}): "
+                        "the endpoint serves another model or size than this collection was "
+                        "built with; set embeddings.model / embeddings.dimensions to match it, "
+                        "or re-index with `rag ingest --rebuild`"
+                    )
+                else:
+                    wanted = f"vector 0 has {expected}: the endpoint's vectors disagree in size"
+                raise ProviderError(f"{who}: vector {i} has {len(vector)} values, {wanted}")
+            if not finite:
+                kind = "a NaN" if any(map(math.isnan, vector)) else "an infinite"
+                raise ProviderError(
+                    f"{who}: vector {i} has {kind} value; nothing was cached or stored "
+                    "(a fault of the embeddings server: try again, or check it)"
+                )
+        return vectors
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._check(self.inner.embed_documents(texts), len(texts))
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._check([self.inner.embed_query(text)], 1)[0]
 
 
 @dataclass
@@ -221,6 +342,11 @@ class EmbeddingModel:
     provider: str
     model: str
     dimension: int | None  # None: unknown until the first call (``resolve_dimension``)
+
+    def __post_init__(self) -> None:
+        # Every provider's vectors are checked, however the model was built.
+        if not isinstance(self.embeddings, ValidatedEmbeddings):
+            self.embeddings = ValidatedEmbeddings(self.embeddings, self)
 
     @property
     def fingerprint(self) -> str:
@@ -266,26 +392,39 @@ def build_embedding_model(settings: Settings) -> EmbeddingModel:
             base_url=cfg.base_url,
             max_retries=cfg.max_retries,
             batch_size=cfg.batch_size,
+            connect_timeout=cfg.connect_timeout,
+            timeout=cfg.timeout,
+            retry_budget=cfg.retry_budget,
         )
     elif provider == "openai":
+        import openai
         from langchain.embeddings import init_embeddings
 
         key = _secret(settings.openai_api_key)
         if not key:
             raise MissingAPIKeyError("OPENAI_API_KEY", "OpenAI-compatible embeddings")
+        base_url = cfg.base_url or settings.openai_base_url
         inner = init_embeddings(
             model,
             provider="openai",
-            base_url=cfg.base_url or settings.openai_base_url,
+            base_url=base_url,
             api_key=key,  # type: ignore[arg-type]
             dimensions=cfg.dimensions,
             chunk_size=cfg.batch_size or 64,
-            max_retries=cfg.max_retries,
-            timeout=cfg.timeout,
+            # Retried by ProviderErrorEmbeddings, where the attempts count against the budget.
+            max_retries=0,
+            timeout=openai.Timeout(cfg.timeout, connect=cfg.connect_timeout),
             # Non-OpenAI servers (DashScope, Ollama, vLLM) expect text, not tiktoken ids.
             check_embedding_ctx_length=False,
         )
-        embeddings = ProviderErrorEmbeddings(inner, "OpenAI-compatible", "OPENAI_API_KEY")
+        embeddings = ProviderErrorEmbeddings(
+            inner,
+            "OpenAI-compatible",
+            "OPENAI_API_KEY",
+            endpoint=base_url or "https://api.openai.com/v1",
+            max_retries=cfg.max_retries,
+            retry_budget=cfg.retry_budget,
+        )
     elif provider == "huggingface":
         embeddings, model, dimension = _huggingface(cfg.model, cfg.batch_size)
     else:  # pragma: no cover - the settings type rules this out

@@ -176,6 +176,8 @@ def build_chat_model(settings: Settings) -> BaseChatModel:
         base_url = cfg.base_url or settings.openai_base_url
     if key is None:
         raise MissingAPIKeyError(variable, f"the {provider} chat model")
+    import openai
+
     # Both providers speak the OpenAI wire format (DashScope through its compatible mode).
     model = init_chat_model(
         cfg.model or DEFAULT_CHAT_MODELS[provider],
@@ -184,7 +186,8 @@ def build_chat_model(settings: Settings) -> BaseChatModel:
         api_key=key,
         temperature=cfg.temperature,
         max_tokens=cfg.max_tokens,
-        timeout=cfg.timeout,
+        # Separate limits: a dead host fails in connect_timeout, a slow answer gets timeout.
+        timeout=openai.Timeout(cfg.timeout, connect=cfg.connect_timeout),
         max_retries=cfg.max_retries,
     )
     # With a model named and no configurable fields, init_chat_model builds the model itself.

@@ -171,7 +171,13 @@ def test_dashscope_native_embeddings_respect_the_batch_limit(
     files = {f"note{i}.txt": f"第{i}条说明：退货第{i}步。" for i in range(25)}
     settings = Settings(
         data_dir=tmp_path / "data",
-        embeddings={"provider": "dashscope", "base_url": stub.dashscope_base_url, "max_retries": 2},
+        # text-embedding-v4 holds 1024 values unless asked otherwise; the stub's vectors are 8.
+        embeddings={
+            "provider": "dashscope",
+            "base_url": stub.dashscope_base_url,
+            "max_retries": 2,
+            "dimensions": 8,
+        },
         dashscope_api_key="sk-test",
     )
     stub.fail_next(500)

@@ -47,6 +47,17 @@ number of documents returns them all) and include ``document`` only when
 ``return_documents`` is true (default false). Documents may be strings or
 ``{"text": str}`` objects; ``index`` refers to the position in the request.
 
+Fault injection, for testing how clients fail: :meth:`ModelAPIStub.fail_next` answers
+the next requests with an HTTP error status (optionally with ``Retry-After``);
+:meth:`ModelAPIStub.fault_next` makes them misbehave in one of :data:`FAULTS`:
+``reset`` (the connection is reset without an answer), ``hang`` (the request is read
+and never answered, for at most :attr:`ModelAPIStub.hang_seconds` or until the stub
+stops), ``malformed_json`` (HTTP 200, ``application/json``, a body that is not JSON),
+``missing_fields`` (HTTP 200 with a JSON object lacking ``data`` / ``output`` /
+``choices``) and, for the two embedding endpoints only, ``short`` (the last vector
+left out), ``nan`` (vector 0 starts with NaN) and ``wrong_dimension`` (every vector
+one component longer than asked for).
+
 Anything else is a 404 JSON error. Every request must carry
 ``Authorization: Bearer <api_key>`` (the dashscope SDK sends ``Bearer`` too, see
 ``dashscope/api_entities/http_request.py``); otherwise 401. Error bodies use the
@@ -138,6 +149,14 @@ DEFAULT_DASHSCOPE_BATCH_LIMIT = 10
 """Batch limit applied to DashScope embedding models not listed above."""
 
 ChatReply = Callable[[list[dict[str, Any]]], str]
+
+TRANSPORT_FAULTS = ("reset", "hang", "malformed_json", "missing_fields")
+"""Faults taken by the next request to any endpoint."""
+VECTOR_FAULTS = ("short", "nan", "wrong_dimension")
+"""Faults taken by the next request to an embedding endpoint (others pass them by)."""
+FAULTS = TRANSPORT_FAULTS + VECTOR_FAULTS
+DEFAULT_HANG_SECONDS = 30.0
+"""How long a ``hang`` fault holds a request at most, so the stub always stops."""
 
 # status -> (message, type, code) in OpenAI's error format.
 _OPENAI_ERRORS: dict[int, tuple[str, str, str]] = {
@@ -541,6 +560,10 @@ class _Handler(BaseHTTPRequestHandler):
                     extra["Retry-After"] = f"{failure.retry_after:g}"
                 self._send_error(failure.status, None, None, dashscope, extra)
                 return
+            fault = stub._take_fault(TRANSPORT_FAULTS)
+            if fault is not None:
+                self._misbehave(fault)
+                return
             if headers.get("authorization") != f"Bearer {stub.api_key}":
                 raise _StubError(401, _default_message(401, dashscope))
             if raw and body is None:
@@ -570,6 +593,37 @@ class _Handler(BaseHTTPRequestHandler):
                 dashscope,
                 {"x-should-retry": "false"},
             )
+
+    def _misbehave(self, fault: str) -> None:
+        """Apply a transport fault to the current request."""
+        self.close_connection = True
+        if fault == "reset":
+            # Linger 0: closing sends RST instead of FIN, as a crashed proxy would.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        elif fault == "hang":
+            self.stub._release.wait(self.stub.hang_seconds)
+        elif fault == "malformed_json":
+            data = b'{"object": "list", "data": [{"embedding": [0.1, '
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        else:  # missing_fields
+            self._send_json(200, {"request_id": str(uuid.uuid4())})
+
+    def _faulty_vectors(self, vectors: list[list[float]]) -> list[list[float]]:
+        """Apply a pending vector fault (if any) to an embedding answer."""
+        fault = self.stub._take_fault(VECTOR_FAULTS)
+        if fault == "short":
+            return vectors[:-1]
+        if fault == "nan":
+            return [[math.nan, *vectors[0][1:]], *vectors[1:]]
+        if fault == "wrong_dimension":
+            return [[*vector, 0.0] for vector in vectors]
+        return vectors
 
     def _send_json(
         self, status: int, payload: Any, extra_headers: dict[str, str] | None = None
@@ -731,11 +785,12 @@ class _Handler(BaseHTTPRequestHandler):
         if encoding_format not in ("float", "base64"):
             raise _StubError(400, "'encoding_format' must be 'float' or 'base64'.")
         data: list[dict[str, Any]] = []
-        for index, (text, _tokens) in enumerate(inputs):
-            vector = stub_embedding(text, dim)
+        vectors = self._faulty_vectors([stub_embedding(text, dim) for text, _tokens in inputs])
+        for index, vector in enumerate(vectors):
             embedding: list[float] | str = vector
             if encoding_format == "base64":
-                embedding = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode("ascii")
+                packed = struct.pack(f"<{len(vector)}f", *vector)
+                embedding = base64.b64encode(packed).decode("ascii")
             data.append({"object": "embedding", "index": index, "embedding": embedding})
         tokens = sum(n for _text, n in inputs)
         self._send_json(
@@ -780,8 +835,10 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "output": {
                     "embeddings": [
-                        {"text_index": index, "embedding": stub_embedding(text, dim)}
-                        for index, text in enumerate(texts)
+                        {"text_index": index, "embedding": vector}
+                        for index, vector in enumerate(
+                            self._faulty_vectors([stub_embedding(text, dim) for text in texts])
+                        )
                     ]
                 },
                 "usage": {"total_tokens": sum(count_tokens(t) for t in texts)},
@@ -868,6 +925,9 @@ class ModelAPIStub:
         self.chat_reply: ChatReply = default_chat_reply
         self._lock = threading.Lock()
         self._failures: deque[_Failure] = deque()
+        self._faults: deque[str] = deque()
+        self.hang_seconds = DEFAULT_HANG_SECONDS
+        self._release = threading.Event()
         self._server: _StubServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -877,6 +937,7 @@ class ModelAPIStub:
         """Bind a free 127.0.0.1 port and serve in a daemon thread."""
         if self._server is not None:
             raise RuntimeError("ModelAPIStub is already running")
+        self._release.clear()
         server = _StubServer(self)
         thread = threading.Thread(
             target=server.serve_forever,
@@ -894,6 +955,7 @@ class ModelAPIStub:
         if server is None:
             return
         self._server = self._thread = None
+        self._release.set()  # hanging requests give up now
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -944,6 +1006,13 @@ class ModelAPIStub:
         with self._lock:
             return self._failures.popleft() if self._failures else None
 
+    def _take_fault(self, kinds: tuple[str, ...]) -> str | None:
+        """Pop the next injected fault if it is one of ``kinds``."""
+        with self._lock:
+            if self._faults and self._faults[0] in kinds:
+                return self._faults.popleft()
+            return None
+
     def chat_requests(self) -> list[RecordedRequest]:
         """Recorded ``POST .../chat/completions`` requests, in order."""
         with self._lock:
@@ -984,8 +1053,24 @@ class ModelAPIStub:
         with self._lock:
             self._failures.extend(_Failure(status, retry_after) for _ in range(times))
 
+    def fault_next(self, fault: str, times: int = 1) -> None:
+        """Make the next ``times`` requests misbehave in the way ``fault`` names.
+
+        ``fault`` is one of :data:`FAULTS`. Transport faults (:data:`TRANSPORT_FAULTS`)
+        hit the next request to any endpoint; vector faults (:data:`VECTOR_FAULTS`) hit
+        the next embedding request and wait while other requests pass. Faults queue up
+        in order, behind any pending :meth:`fail_next` statuses (which come first).
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"fault must be one of {', '.join(FAULTS)}, got {fault!r}")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._faults.extend([fault] * times)
+
     def reset(self) -> None:
-        """Forget recorded requests and pending failures (``chat_reply`` is kept)."""
+        """Forget recorded requests, pending failures and faults (``chat_reply`` is kept)."""
         with self._lock:
             self.requests.clear()
             self._failures.clear()
+            self._faults.clear()

@@ -15,6 +15,7 @@ import dashscope
 import httpx
 import openai
 import pytest
+import requests
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
@@ -718,3 +719,164 @@ def test_generic_rerank_injected_failure(stub: ModelAPIStub, httpx_client: httpx
     assert response.json()["error"]["code"] == "service_unavailable"
     assert httpx_client.post("/rerank", json=payload).status_code == 200
     assert len(stub.rerank_requests()) == 2
+
+
+# -- fault modes -----------------------------------------------------------------------
+
+
+def _post_raw(stub: ModelAPIStub, path: str, body: Any, timeout: float = 10) -> tuple[int, bytes]:
+    """POST with http.client; return status and the raw body (not decoded)."""
+    conn = http.client.HTTPConnection(HOST, stub.port, timeout=timeout)
+    try:
+        headers = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
+        conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _dashscope_embed(stub: ModelAPIStub, texts: list[str], **extra: Any) -> Any:
+    return dashscope.TextEmbedding.call(
+        model="text-embedding-v4",
+        input=texts,
+        api_key="sk-test",
+        base_address=stub.dashscope_base_url,
+        **extra,
+    )
+
+
+def test_fault_next_rejects_unknown_modes(stub: ModelAPIStub) -> None:
+    with pytest.raises(ValueError, match="fault must be one of"):
+        stub.fault_next("explode")
+    with pytest.raises(ValueError, match="times"):
+        stub.fault_next("nan", times=0)
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", DASHSCOPE_TEXT_EMBEDDING_PATH])
+def test_fault_reset_drops_the_connection_without_an_answer(stub: ModelAPIStub, path: str) -> None:
+    stub.fault_next("reset")
+    with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
+        _post_raw(stub, path, {"model": "text-embedding-v4", "input": "x"})
+    status, _ = _post_raw(stub, "/v1/embeddings", {"model": "text-embedding-v4", "input": "x"})
+    assert status == 200  # one fault, one request
+
+
+def test_fault_reset_is_a_connection_error_for_the_clients(
+    stub: ModelAPIStub, client: OpenAI
+) -> None:
+    stub.fault_next("reset")
+    with pytest.raises(openai.APIConnectionError):
+        client.embeddings.create(model="text-embedding-v4", input="x")
+    stub.fault_next("reset", times=2)  # the dashscope SDK resends once on a dropped connection
+    with pytest.raises(requests.exceptions.ConnectionError, match="reset"):
+        _dashscope_embed(stub, ["x"])
+    assert len(stub.embedding_requests()) == 3
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", DASHSCOPE_TEXT_EMBEDDING_PATH])
+def test_fault_hang_reads_the_request_and_never_answers(stub: ModelAPIStub, path: str) -> None:
+    stub.fault_next("hang")
+    with pytest.raises(TimeoutError):
+        _post_raw(stub, path, {"model": "text-embedding-v4", "input": "x"}, timeout=0.3)
+    assert len(stub.embedding_requests()) == 1  # it arrived
+
+
+def test_fault_hang_is_bounded_by_hang_seconds(stub: ModelAPIStub) -> None:
+    stub.hang_seconds = 0.2
+    stub.fault_next("hang")
+    # The client would wait 10 s; the stub gives up first and closes without an answer.
+    with pytest.raises(http.client.RemoteDisconnected):
+        _post_raw(stub, "/v1/embeddings", {"model": "m", "input": "x"})
+
+
+def test_fault_hang_is_released_by_stop() -> None:
+    stub = ModelAPIStub().start()
+    stub.fault_next("hang")
+    outcome: list[BaseException] = []
+
+    def post() -> None:
+        try:
+            _post_raw(stub, "/v1/embeddings", {"model": "m", "input": "x"}, timeout=60)
+        except (OSError, http.client.HTTPException) as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    while not stub.embedding_requests():
+        time.sleep(0.01)
+    stub.stop()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and len(outcome) == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", DASHSCOPE_TEXT_EMBEDDING_PATH, "/v1/rerank"])
+def test_fault_malformed_json_is_a_200_that_does_not_parse(stub: ModelAPIStub, path: str) -> None:
+    stub.fault_next("malformed_json")
+    status, body = _post_raw(stub, path, {"model": "text-embedding-v4", "input": "x"})
+    assert status == 200
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(body)
+
+
+def test_fault_malformed_json_reaches_the_clients(stub: ModelAPIStub, client: OpenAI) -> None:
+    stub.fault_next("malformed_json")
+    with pytest.raises(json.JSONDecodeError):
+        client.embeddings.create(model="text-embedding-v4", input="x")
+    stub.fault_next("malformed_json")
+    with pytest.raises(ValueError):  # requests' JSONDecodeError
+        _dashscope_embed(stub, ["x"])
+
+
+def test_fault_missing_fields(stub: ModelAPIStub, client: OpenAI) -> None:
+    stub.fault_next("missing_fields", times=2)
+    status, body = _post_raw(stub, "/v1/embeddings", {"model": "m", "input": "x"})
+    parsed = json.loads(body)
+    assert status == 200 and "data" not in parsed and "request_id" in parsed
+    response = _dashscope_embed(stub, ["x"])
+    assert response.status_code == 200 and response.output is None
+
+
+def test_vector_faults_change_only_the_vectors(stub: ModelAPIStub, client: OpenAI) -> None:
+    texts = ["退货", "运费", "发票"]
+    good = [stub_embedding(t, 8) for t in texts]
+    stub.fault_next("short")
+    short = client.embeddings.create(model="m", input=texts, encoding_format="float").data
+    assert [d.embedding for d in short] == good[:2]
+    stub.fault_next("nan")
+    nan = client.embeddings.create(model="m", input=texts).data  # base64 on the wire
+    assert math.isnan(nan[0].embedding[0]) and len(nan[0].embedding) == 8
+    assert nan[1].embedding == pytest.approx(good[1])
+    stub.fault_next("wrong_dimension")
+    wide = client.embeddings.create(model="m", input=texts, dimensions=4).data
+    assert [len(d.embedding) for d in wide] == [5, 5, 5]
+    after = client.embeddings.create(model="m", input=texts, encoding_format="float").data
+    assert [d.embedding for d in after] == good  # faults are used up
+
+
+def test_vector_faults_on_the_dashscope_endpoint(stub: ModelAPIStub) -> None:
+    texts = ["退货", "运费"]
+    stub.fault_next("short")
+    assert len(_dashscope_embed(stub, texts).output["embeddings"]) == 1
+    stub.fault_next("nan")
+    vectors = _dashscope_embed(stub, texts).output["embeddings"]
+    assert math.isnan(vectors[0]["embedding"][0])
+    assert vectors[1]["embedding"] == stub_embedding("运费", 8)
+    stub.fault_next("wrong_dimension")
+    vectors = _dashscope_embed(stub, texts, dimension=16).output["embeddings"]
+    assert [len(v["embedding"]) for v in vectors] == [17, 17]
+
+
+def test_vector_faults_wait_for_an_embedding_request(stub: ModelAPIStub, client: OpenAI) -> None:
+    stub.fault_next("nan")
+    completion = client.chat.completions.create(model="qwen-plus", messages=MESSAGES)
+    assert completion.choices[0].message.content == EXPECTED_REPLY
+    data = client.embeddings.create(model="m", input="x", encoding_format="float").data
+    assert math.isnan(data[0].embedding[0])
+
+
+def test_reset_forgets_pending_faults(stub: ModelAPIStub, client: OpenAI) -> None:
+    stub.fault_next("nan", times=3)
+    stub.reset()
+    data = client.embeddings.create(model="m", input="x", encoding_format="float").data
+    assert data[0].embedding == stub_embedding("x", 8)
