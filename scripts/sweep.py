@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import write_results
+
 # Chunk size / overlap grid (400/60 was the first default).
 CHUNK_POINTS: list[dict[str, str]] = [
     {"RAG_SPLIT__CHUNK_SIZE": size, "RAG_SPLIT__CHUNK_OVERLAP": overlap}
@@ -99,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
             f"answer_recall {result['answer_recall']:.4f}  ({result['seconds']} s)",
             flush=True,
         )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "grid": args.grid,
             "datasets": args.datasets,
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             "load_average": os.getloadavg(),
             "results": results,
         }
-        args.out.write_text(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+        # Paths of this machine (the temp scratch folder, the eval sets) are made portable.
+        write_results(args.out, payload, quiet=True)
     return 0
 
 
