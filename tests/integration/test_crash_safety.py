@@ -64,6 +64,7 @@ def environment(stub: ModelAPIStub, data_dir: Path) -> dict[str, str]:
         RAG_EMBEDDINGS__PROVIDER="openai",
         RAG_EMBEDDINGS__MODEL="text-embedding-v4",
         RAG_EMBEDDINGS__BATCH_SIZE=str(BATCH),
+        RAG_EMBEDDINGS__DIMENSIONS="16",
         RAG_EMBEDDINGS__MAX_RETRIES="0",
         RAG_SPLIT__CHUNK_SIZE="60",
         RAG_SPLIT__CHUNK_OVERLAP="0",
@@ -75,7 +76,12 @@ def environment(stub: ModelAPIStub, data_dir: Path) -> dict[str, str]:
 def settings_for(stub: ModelAPIStub, data_dir: Path) -> Settings:
     return Settings(
         data_dir=data_dir,
-        embeddings={"provider": "openai", "model": "text-embedding-v4", "batch_size": BATCH},
+        embeddings={
+            "provider": "openai",
+            "model": "text-embedding-v4",
+            "batch_size": BATCH,
+            "dimensions": 16,
+        },
         split={"chunk_size": 60, "chunk_overlap": 0},
         openai_base_url=stub.base_url,
         openai_api_key=stub.api_key,
