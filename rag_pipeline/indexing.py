@@ -28,7 +28,7 @@ from rag_pipeline.bm25 import KeywordMirror
 from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.embeddings import EmbeddingModel, build_embedding_model, cached
 from rag_pipeline.loading import LoadError, SourceFile, discover, load_file
-from rag_pipeline.splitting import split_documents
+from rag_pipeline.splitting import MIN_TEXT_CHARS, split_documents
 from rag_pipeline.stores import open_store
 
 if TYPE_CHECKING:
@@ -71,10 +71,19 @@ def _file_groups(
     """
     group: list[Document] = []
     for done, file in enumerate(files, start=1):
+        problems: list[str] = []  # FAQ rows left out of a file that is otherwise ingested
         try:
-            chunks = split_documents(load_file(file), settings.split)
+            docs = load_file(file, max_file_mb=settings.ingest.max_file_mb, problems=problems)
+            dropped: list[Document] = []
+            chunks = split_documents(docs, settings.split, dropped=dropped)
+            del docs
             if not chunks:
-                raise LoadError("no text left after splitting")
+                raise LoadError(
+                    f"no text: none of its {len(dropped)} chunk(s) has {MIN_TEXT_CHARS} or more "
+                    "letters or digits (random bytes or symbols only?)"
+                    if dropped
+                    else "no text left after splitting"
+                )
         except LoadError as e:
             report.files_failed.append({"path": file.source, "reason": str(e)})
         except Exception as e:  # a parser bug must not stop the other files
@@ -84,6 +93,14 @@ def _file_groups(
         else:
             loaded.append(file)
             group.extend(chunks)
+            if problems:
+                report.files_failed.append(
+                    {
+                        "path": file.source,
+                        "reason": "; ".join(problems)
+                        + " (left out: fix and ingest again; the file's other rows were ingested)",
+                    }
+                )
         if len(group) >= group_size or done == len(files):
             yield group, done
             group = []
@@ -103,7 +120,7 @@ def ingest(
 
     started = time.perf_counter()
     model = model or build_embedding_model(settings)
-    found = discover(paths)
+    found = discover(paths, settings.ingest)
     report = IngestReport(files_seen=len(found.files), files_skipped=found.skipped)
 
     embedding_function = cached(model, settings.cache_dir) if settings.embeddings.cache else None
