@@ -647,6 +647,8 @@ def _load_jsonl(file: SourceFile, data: bytes, problems: list[str]) -> list[Docu
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise LoadError(f"line {number} is not valid JSON ({e.msg})") from e
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number, [[[[... nested deep
+            raise LoadError(f"line {number} cannot be read as JSON ({e})") from e
         if not isinstance(record, dict):
             raise LoadError(f"line {number}: expected a JSON object")
         if _pick(record, FAQ_QUESTION_KEYS) and _pick(record, FAQ_ANSWER_KEYS):

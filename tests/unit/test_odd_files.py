@@ -200,3 +200,11 @@ def test_empty_data_dir_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> N
         load_settings()
     monkeypatch.setenv("RAG_DATA_DIR", "kb-data")
     assert load_settings().data_dir == Path("kb-data")
+
+
+@pytest.mark.parametrize("line", ["[" * 100_000, '{"text": ' + "1" * 5000 + "}"])
+def test_pathological_json_lines_are_load_errors(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "odd.jsonl"
+    path.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(LoadError, match="line 1"):
+        load_file(SourceFile(path, tmp_path))
