@@ -16,6 +16,7 @@ Built on LangChain's indexing API (``index()`` with an ``SQLRecordManager`` in t
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,17 @@ if TYPE_CHECKING:
 
 ProgressCallback = Callable[[str, int, int], None]  # (source, files done, files total)
 INDEX_GROUP_SIZE = 64  # chunks handed to index() at once (whole files only)
+
+
+def max_file_chunks() -> int:
+    """The most chunks one file may have: index() records a group's keys in one SQLite
+    statement of 5 values per chunk, and SQLite caps the values of a statement (250,000 by
+    default, so 50,000 chunks)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        return db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5
+    finally:
+        db.close()
 
 
 @dataclass
@@ -70,6 +82,7 @@ def _file_groups(
     its second half and re-embed it. Groups therefore never split a file.
     """
     group: list[Document] = []
+    limit = max_file_chunks()
     for done, file in enumerate(files, start=1):
         problems: list[str] = []  # FAQ rows left out of a file that is otherwise ingested
         try:
@@ -84,6 +97,11 @@ def _file_groups(
                     if dropped
                     else "no text left after splitting"
                 )
+            if len(chunks) > limit:
+                raise LoadError(
+                    f"{len(chunks):,} chunks, more than the {limit:,} one file may have: split "
+                    "the file, raise RAG_SPLIT__CHUNK_SIZE or lower RAG_INGEST__MAX_FILE_MB"
+                )
         except LoadError as e:
             report.files_failed.append({"path": file.source, "reason": str(e)})
         except Exception as e:  # a parser bug must not stop the other files
@@ -91,6 +109,9 @@ def _file_groups(
                 {"path": file.source, "reason": f"unexpected {type(e).__name__}: {e}"}
             )
         else:
+            if group and len(group) + len(chunks) > limit:
+                yield group, done - 1  # together they would pass the limit
+                group = []
             loaded.append(file)
             group.extend(chunks)
             if problems:

@@ -122,3 +122,26 @@ def test_missing_path_and_bad_limit_are_usage_errors(
     assert not (tmp_path / "data").exists()  # nothing was opened or created
     code, _, err = run_cli(capsys, "eval", str(tmp_path), "--limit", "-1")
     assert code == 2 and "--limit -1" in err
+
+
+def test_file_of_more_chunks_than_the_record_database_takes_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag_pipeline import indexing
+
+    # SQLite's real cap is 50,000 chunks per file; the same code path with a small one.
+    monkeypatch.setattr(indexing, "max_file_chunks", lambda: 100)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "huge.txt").write_text("".join(f"行{i:05d}内容\n" for i in range(150)), "utf-8")
+    for name in ("a.txt", "b.txt"):  # 60 + 60 chunks: two groups, never one of 120
+        (corpus / name).write_text("".join(f"{name}{i:03d}\n" for i in range(60)), "utf-8")
+    settings = fake_settings(tmp_path / "data", split={"chunk_size": 10, "chunk_overlap": 0})
+    model, _ = counting_model(8)
+    seen: list[int] = []  # files done at each group handed to index()
+    report = ingest([corpus], settings, model=model, progress=lambda s, d, t: seen.append(d))
+    (failed,) = report.files_failed
+    assert failed["path"] == "huge.txt"
+    assert "150 chunks" in failed["reason"] and "RAG_SPLIT__CHUNK_SIZE" in failed["reason"]
+    assert _sources(settings, model) == {"a.txt": 60, "b.txt": 60}
+    assert seen == [1, 3]  # a.txt alone, then b.txt: together they would pass the limit
