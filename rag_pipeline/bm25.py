@@ -250,6 +250,12 @@ class KeywordIndex:
         return KeywordSearcher(rows)
 
 
+# Chunks written to the wrapped store per request: below Chroma's smallest maximum batch
+# (client.get_max_batch_size(), 5,461 for the embedded SQLite store) and small enough to keep
+# the vectors of one huge file from being held all at once.
+ADD_BATCH = 1000
+
+
 class KeywordMirror(VectorStore):
     """A vector store that also writes every added/deleted chunk to the keyword index.
 
@@ -257,17 +263,29 @@ class KeywordMirror(VectorStore):
     indexes on the same ids through every add, replace, prune and cleanup.
     """
 
-    def __init__(self, inner: VectorStore, keyword: KeywordIndex) -> None:
+    def __init__(
+        self, inner: VectorStore, keyword: KeywordIndex, *, max_batch: int = ADD_BATCH
+    ) -> None:
         self.inner = inner
         self.keyword = keyword
+        self.max_batch = max(1, max_batch)
 
     @property
     def embeddings(self) -> Embeddings | None:
         return self.inner.embeddings
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        ids = self.inner.add_documents(documents, **kwargs)
-        self.keyword.add(documents, ids)
+        # index() hands over whole files, one of which can exceed what the store takes in
+        # one request (Chroma: 5,461 records); slices also bound the vectors held at once.
+        given = kwargs.pop("ids", None)
+        ids: list[str] = []
+        for start in range(0, len(documents), self.max_batch):
+            batch = documents[start : start + self.max_batch]
+            if given is not None:
+                kwargs["ids"] = list(given[start : start + self.max_batch])
+            added = self.inner.add_documents(batch, **kwargs)
+            self.keyword.add(batch, added)
+            ids.extend(added)
         return ids
 
     def add_texts(

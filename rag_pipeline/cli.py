@@ -335,6 +335,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     paths = args.paths or [Path("corpus")]
     if not args.paths and not Path("corpus").is_dir():
         raise ConfigurationError("no corpus/ folder here: pass the files or folders to ingest")
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        # A typo in a path would otherwise "succeed" with nothing ingested.
+        raise ConfigurationError(
+            f"no such file or folder: {', '.join(missing)}: check the path(s) given to rag ingest"
+        )
     report = ingest(
         paths,
         settings,
@@ -442,6 +448,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rag_pipeline.evaluation import evaluate, format_table
 
+    if args.limit is not None and args.limit < 1:
+        raise ConfigurationError(f"--limit {args.limit}: give a positive number of queries")
     settings = _settings(args)
     # Scratch index beside, never inside, the main one (default .rag-eval/).
     scratch = args.data_dir or Path(".rag-eval")

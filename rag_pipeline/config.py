@@ -22,6 +22,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -97,6 +98,18 @@ class SplitSettings(_Section):
     # chinese: our separators, Markdown sections, heading path on each chunk;
     # langchain: RecursiveCharacterTextSplitter's defaults (the tutorial baseline).
     strategy: Literal["chinese", "langchain"] = "chinese"
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> SplitSettings:
+        # An overlap as long as the chunk would repeat whole chunks (LangChain refuses it late,
+        # at the first ingest, without naming the setting).
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size "
+                f"({self.chunk_size}): lower RAG_SPLIT__CHUNK_OVERLAP or raise "
+                "RAG_SPLIT__CHUNK_SIZE"
+            )
+        return self
 
 
 class RetrieverSettings(_Section):
@@ -249,6 +262,14 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "RAG_OPENAI_BASE_URL")
     )
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_not_empty(cls, value: Any) -> Any:
+        # Path("") is the current folder: an empty RAG_DATA_DIR would scatter the index there.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty: set RAG_DATA_DIR to a folder such as .rag")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -229,6 +229,8 @@ def _config_settings(base: Settings, name: str, scratch: Path) -> tuple[Settings
         "data_dir": scratch / "data",
         "store": {**base.store.model_dump(), "collection": collection},
         "retriever": {**base.retriever.model_dump(), "score_threshold": None, "k": CUTOFF},
+        # The scratch corpus links to the dataset files, which live outside it.
+        "ingest": {**base.ingest.model_dump(), "follow_symlinks": True},
     }
     mode = name
     if name in RETRIEVAL_CONFIGS:
@@ -299,6 +301,10 @@ def _run_config(
     report = ingest(_stage_corpus(eval_set, scratch), settings, model=model)
     if report.files_failed:
         raise ConfigurationError(f"eval corpus files failed to load: {report.files_failed}")
+    if not report.files_ingested:
+        raise ConfigurationError(
+            f"the eval corpus yielded no file to index (skipped: {report.files_skipped})"
+        )
     store = open_store(settings, model, create=False)
     # Loaded once, shared by the ranking run and the refusal run.
     keyword = load_keyword_index(settings, store) if mode in ("bm25", "hybrid") else None

@@ -16,6 +16,7 @@ Built on LangChain's indexing API (``index()`` with an ``SQLRecordManager`` in t
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,7 @@ from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.embeddings import EmbeddingModel, build_embedding_model, cached
 from rag_pipeline.loading import Discovery, LoadError, SourceFile, discover, load_file
 from rag_pipeline.locking import collection_lock
-from rag_pipeline.splitting import split_documents
+from rag_pipeline.splitting import MIN_TEXT_CHARS, split_documents
 from rag_pipeline.stores import VectorBackend, connect, open_store
 from rag_pipeline.stores.base import group_of, source_key
 
@@ -38,6 +39,17 @@ if TYPE_CHECKING:
 
 ProgressCallback = Callable[[str, int, int], None]  # (source, files done, files total)
 INDEX_GROUP_SIZE = 64  # chunks handed to index() at once (whole files only)
+
+
+def max_file_chunks() -> int:
+    """The most chunks one file may have: index() records a group's keys in one SQLite
+    statement of 5 values per chunk, and SQLite caps the values of a statement (250,000 by
+    default, so 50,000 chunks)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        return db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5
+    finally:
+        db.close()
 
 
 @dataclass
@@ -75,11 +87,26 @@ def _file_groups(
     """
     group: list[Document] = []
     loaded: list[SourceFile] = []
+    limit = max_file_chunks()
     for done, file in enumerate(files, start=1):
+        problems: list[str] = []  # FAQ rows left out of a file that is otherwise ingested
         try:
-            chunks = split_documents(load_file(file), settings.split)
+            docs = load_file(file, max_file_mb=settings.ingest.max_file_mb, problems=problems)
+            dropped: list[Document] = []
+            chunks = split_documents(docs, settings.split, dropped=dropped)
+            del docs
             if not chunks:
-                raise LoadError("no text left after splitting")
+                raise LoadError(
+                    f"no text: none of its {len(dropped)} chunk(s) has {MIN_TEXT_CHARS} or more "
+                    "letters or digits (random bytes or symbols only?)"
+                    if dropped
+                    else "no text left after splitting"
+                )
+            if len(chunks) > limit:
+                raise LoadError(
+                    f"{len(chunks):,} chunks, more than the {limit:,} one file may have: split "
+                    "the file, raise RAG_SPLIT__CHUNK_SIZE or lower RAG_INGEST__MAX_FILE_MB"
+                )
         except LoadError as e:
             report.files_failed.append({"path": file.source, "reason": str(e)})
         except Exception as e:  # a parser bug must not stop the other files
@@ -89,8 +116,19 @@ def _file_groups(
         else:
             for chunk in chunks:
                 chunk.metadata["root"] = labels[file.root]
+            if group and len(group) + len(chunks) > limit:
+                yield group, done - 1, loaded  # together they would pass the limit
+                group, loaded = [], []
             loaded.append(file)
             group.extend(chunks)
+            if problems:
+                report.files_failed.append(
+                    {
+                        "path": file.source,
+                        "reason": "; ".join(problems)
+                        + " (left out: fix and ingest again; the file's other rows were ingested)",
+                    }
+                )
         if len(group) >= group_size or done == len(files):
             yield group, done, loaded
             group, loaded = [], []
@@ -109,7 +147,7 @@ def ingest(
 
     started = time.perf_counter()
     model = model or build_embedding_model(settings)
-    found = discover(paths)
+    found = discover(paths, settings.ingest)
     report = IngestReport(files_seen=len(found.files), files_skipped=found.skipped)
 
     embedding_function = cached(model, settings.cache_dir) if settings.embeddings.cache else None

@@ -17,15 +17,19 @@ import fnmatch
 import io
 import json
 import math
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
 
 from rag_pipeline.errors import LoadError
+
+if TYPE_CHECKING:
+    from rag_pipeline.config import IngestSettings
 
 TEXT_SUFFIXES = {".txt", ".text"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
@@ -51,6 +55,42 @@ FAQ_ANSWER_KEYS = ("answer", "答案", "回答", "a")
 FAQ_ALTERNATIVE_KEYS = ("alternatives", "相似问法", "similar")
 
 
+def source_name(relative: PurePath | str) -> str:
+    """A relative path as a ``source`` name every store and database can hold.
+
+    File names that are not valid UTF-8 (on Linux they come back from the OS with surrogate
+    escapes, which Chroma and SQLite refuse) get each undecodable byte written as ``%XX``
+    and, in those names only, ``%`` written as ``%25``, so
+    ``urllib.parse.unquote_to_bytes(name)`` gives the original bytes back. Valid names are
+    unchanged.
+
+    >>> source_name("faq/退货.md")
+    'faq/退货.md'
+    >>> source_name(os.fsdecode(b"caf\\xe9 100%.txt"))
+    'caf%E9 100%25.txt'
+    """
+    text = relative if isinstance(relative, str) else PurePath(relative).as_posix()
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        return text
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte: keep its code units
+        raw = text.encode("utf-8", "surrogatepass")
+    out = []
+    for ch in raw.decode("utf-8", "surrogateescape"):
+        if "\udc80" <= ch <= "\udcff":
+            out.append(f"%{ord(ch) - 0xDC00:02X}")
+        elif ch == "%":
+            out.append("%25")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """A file to ingest and the corpus root its ``source`` name is relative to."""
@@ -60,7 +100,12 @@ class SourceFile:
 
     @property
     def source(self) -> str:
-        return self.path.relative_to(self.root).as_posix()
+        return source_name(self.path.relative_to(self.root))
+
+    @property
+    def stem(self) -> str:
+        """The file name without its extension, as safe as ``source`` (a fallback title)."""
+        return PurePosixPath(self.source).stem
 
 
 @dataclass
@@ -85,19 +130,89 @@ def _ignored(relative: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
-def discover(paths: Iterable[Path]) -> Discovery:
+_FOLLOW_HINT = "set RAG_INGEST__FOLLOW_SYMLINKS=true to ingest it"
+
+
+def _link_problem(link: Path, root: Path, follow: bool) -> str | None:
+    """Why the symbolic link ``link`` inside ``root`` is not walked into (None: it is)."""
+    target = link.resolve()
+    if not target.exists():
+        return "broken symbolic link (its target does not exist): fix or remove it"
+    inside = target.is_relative_to(root)
+    if target.is_dir():
+        if inside:
+            # Its files are found under their real names; following would ingest them twice.
+            return "symbolic link to a folder inside the corpus: its files are ingested there"
+        return None if follow else f"symbolic link to a folder outside the corpus: {_FOLLOW_HINT}"
+    if not target.is_file():
+        return "symbolic link to something that is not a regular file"
+    return None if inside or follow else f"symbolic link to outside the corpus: {_FOLLOW_HINT}"
+
+
+def _walk(root: Path, follow: bool, skipped: list[dict[str, str]]) -> list[Path]:
+    """The regular files under ``root`` (hidden entries left out), sorted.
+
+    Symbolic links are checked one by one (``_link_problem``) instead of being followed or
+    dropped silently; other special files (FIFOs, sockets) would block or fail a read.
+    """
+    files: list[Path] = []
+    pending = [root]
+    visited = {root}
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            name = source_name(folder.relative_to(root)) + "/"
+            skipped.append({"path": name, "reason": f"cannot list folder ({e.strerror or e})"})
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # hidden files and folders, .ragignore itself included
+            path = Path(entry.path)
+            name = source_name(path.relative_to(root))
+            if entry.is_symlink():
+                problem = _link_problem(path, root, follow)
+                if problem is None and path.is_dir():
+                    real = path.resolve()
+                    if real in visited:
+                        problem = "symbolic link to a folder that is already walked (a loop?)"
+                    else:
+                        visited.add(real)
+                        pending.append(path)
+                        continue
+                if problem is not None:
+                    skipped.append({"path": name, "reason": problem})
+                else:
+                    files.append(path)
+            elif entry.is_dir(follow_symlinks=False):
+                visited.add(path.resolve())
+                pending.append(path)
+            elif entry.is_file(follow_symlinks=False):
+                files.append(path)
+            else:
+                skipped.append({"path": name, "reason": "not a regular file (FIFO, socket...)"})
+    return sorted(files)
+
+
+def discover(paths: Iterable[Path], settings: IngestSettings | None = None) -> Discovery:
     """Find the files to ingest under ``paths`` (files or folders).
 
-    A folder is a corpus root: sources are named relative to it, hidden files and those matched
-    by its ``.ragignore`` are left out, unknown extensions are listed as skipped. A single file
+    A folder is a corpus root: sources are named relative to it (``source_name``), hidden
+    files and those matched by its ``.ragignore`` are left out, unknown extensions are listed
+    as skipped, and so are symbolic links to outside the folder unless
+    ``settings.follow_symlinks``, links to folders inside it, and broken links. A single file
     is named relative to its parent folder.
     """
+    follow = settings.follow_symlinks if settings is not None else False
     found = Discovery()
     for given in paths:
         path = Path(given)
         if not path.exists():
-            found.skipped.append({"path": str(path), "reason": "no such file or folder"})
+            name = source_name(str(path))
+            found.skipped.append({"path": name, "reason": "no such file or folder"})
             continue
+        skipped: list[dict[str, str]] = []
         if path.is_file():
             root = path.parent.resolve()
             candidates = [path.resolve()]
@@ -106,38 +221,51 @@ def discover(paths: Iterable[Path]) -> Discovery:
             root = path.resolve()
             found.roots.append(root)
             patterns = _ignore_patterns(root)
-            candidates = sorted(p for p in root.rglob("*") if p.is_file())
+            candidates = _walk(root, follow, skipped)
+        seen: set[str] = set()
         for file in candidates:
-            relative = file.relative_to(root).as_posix()
+            source = SourceFile(file, root)
+            relative = source.source
             if any(part.startswith(".") for part in file.relative_to(root).parts):
                 continue
             if file.name.endswith(META_SUFFIX):
                 continue  # a sidecar: read with the file it describes
-            if _ignored(relative, patterns):
-                found.skipped.append({"path": relative, "reason": f"ignored by {IGNORE_FILE}"})
-            elif file.suffix.lower() not in SUPPORTED_SUFFIXES:
-                found.skipped.append(
-                    {"path": relative, "reason": f"unsupported file type {file.suffix or '(none)'}"}
+            suffix = PurePosixPath(relative).suffix
+            if _ignored(file.relative_to(root).as_posix(), patterns):
+                skipped.append({"path": relative, "reason": f"ignored by {IGNORE_FILE}"})
+            elif suffix.lower() not in SUPPORTED_SUFFIXES:
+                skipped.append(
+                    {"path": relative, "reason": f"unsupported file type {suffix or '(none)'}"}
+                )
+            elif relative in seen:
+                # Only an escaped name can equal another file's name (see source_name).
+                skipped.append(
+                    {"path": relative, "reason": "another file has the same name: rename one"}
                 )
             else:
-                found.files.append(SourceFile(file, root))
+                seen.add(relative)
+                found.files.append(source)
+        found.skipped.extend(sorted(skipped, key=lambda s: s["path"]))
     return found
 
 
 # ---------------------------------------------------------------------------- text decoding
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f]")  # control characters but \t \n \f \r
+
+
 def _looks_binary(text: str) -> bool:
     if not text:
         return False
-    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\n\r\t\f")
+    controls = sum(1 for _ in _CONTROL.finditer(text))
     return controls / len(text) > 0.02
 
 
 def decode_text(data: bytes) -> str:
     """Decode bytes of a text file: UTF-8 (with or without BOM), UTF-16 with BOM, GB18030/GBK,
     Big5; raise LoadError instead of returning garbled text."""
-    if not data.strip():
+    if not data or data.isspace():  # no copy of a large file
         raise LoadError("file is empty")
     if data.startswith(codecs.BOM_UTF8):
         candidates = ["utf-8-sig"]
@@ -186,21 +314,21 @@ def _doc(text: str, file: SourceFile, **metadata: Any) -> Document:
     return Document(page_content=text, metadata=meta)
 
 
-def _load_plain(file: SourceFile, data: bytes) -> list[Document]:
+def _load_plain(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
     text = decode_text(data).strip()
     first_line = text.split("\n", 1)[0].strip()
-    title = first_line[:60] if first_line else file.path.stem
+    title = first_line[:60] if first_line else file.stem
     return [_doc(text, file, title=title, markup="text")]
 
 
-def _load_markdown(file: SourceFile, data: bytes) -> list[Document]:
+def _load_markdown(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
     text = decode_text(data).strip()
     front: dict[str, Any] = {}
     match = _FRONT_MATTER.match(text)
     if match:
         front = _parse_front_matter(match.group(1))
         text = text[match.end() :].strip()
-    doc = _doc(text, file, title=_first_heading(text) or file.path.stem, markup="markdown")
+    doc = _doc(text, file, title=_first_heading(text) or file.stem, markup="markdown")
     doc.metadata["front_matter"] = front  # merged (and checked) by load_file
     return [doc]
 
@@ -229,13 +357,14 @@ def user_metadata(file: SourceFile, front_matter: dict[str, Any] | None = None) 
     """
     merged = dict(front_matter or {})
     sidecar = file.path.with_name(file.path.name + META_SUFFIX)
+    sidecar_name = PurePosixPath(file.source).name + META_SUFFIX  # printable, unlike sidecar.name
     if sidecar.is_file():
         try:
             data = json.loads(sidecar.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LoadError(f"cannot read {sidecar.name}: {e}") from e
+            raise LoadError(f"cannot read {sidecar_name}: {e}") from e
         if not isinstance(data, dict):
-            raise LoadError(f'{sidecar.name} must hold one JSON object, e.g. {{"team": "售后"}}')
+            raise LoadError(f'{sidecar_name} must hold one JSON object, e.g. {{"team": "售后"}}')
         merged.update(data)
     for key, value in merged.items():
         where = f"metadata key {key!r}"
@@ -259,7 +388,89 @@ def _table_lines(rows: Iterable[Iterable[str]]) -> list[str]:
     return lines
 
 
-def _load_html(file: SourceFile, data: bytes) -> list[Document]:
+_HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_HTML_PARAGRAPHS = frozenset({"p", "pre", "blockquote", "dt"})
+# Tags that end a stretch of loose text (text not inside any of the blocks above).
+_HTML_BREAKS = frozenset(
+    "address article aside br dd div dl figcaption figure form header hr main ol section td th "
+    "tr ul".split()
+)
+
+
+def _last_descendant(node: Any) -> Any:
+    from bs4 import Tag
+
+    while isinstance(node, Tag) and node.contents:
+        node = node.contents[-1]
+    return node
+
+
+def _html_lines(body: Any) -> list[str]:
+    """The visible text of ``body`` as Markdown-like lines, in document order.
+
+    One loop over ``next_element`` instead of recursion, so a page of thousands of nested
+    tags cannot exhaust the stack; a block (heading, paragraph, table) is emitted whole and
+    its subtree skipped, each list item is one ``- `` line (nested items are their own lines,
+    not repeated in their parent), and text outside any block (``<div>text</div>``) is kept
+    as a paragraph.
+    """
+    from bs4 import NavigableString, Tag
+    from bs4.element import PreformattedString
+
+    lines: list[str] = []
+    buffer: list[str] = []
+    open_items: list[Any] = []  # the last descendant of each list item we are inside
+
+    def flush() -> None:
+        text = " ".join(s.strip() for s in buffer if s.strip())
+        buffer.clear()
+        if text and open_items:
+            lines.append("- " + text)
+        elif text:
+            lines.extend([text, ""])
+
+    end = _last_descendant(body).next_element
+    node = body.next_element
+    while node is not None and node is not end:
+        last = node  # the last node this step covers (a whole subtree when one is skipped)
+        if isinstance(node, Tag):
+            name = node.name
+            if name in ("head", "title"):
+                last = _last_descendant(node)
+            elif name == "table":
+                flush()
+                rows = (
+                    (cell.get_text(" ", strip=True) for cell in tr.find_all(["th", "td"]))
+                    for tr in node.find_all("tr")
+                )
+                lines.extend(["", *_table_lines(rows), ""])
+                last = _last_descendant(node)
+            elif name in _HTML_HEADINGS and not open_items:
+                flush()
+                heading = "#" * int(name[1]) + " " + node.get_text(" ", strip=True)
+                lines.extend(["", heading, ""])
+                last = _last_descendant(node)
+            elif name in _HTML_PARAGRAPHS and not open_items:
+                flush()
+                buffer.append(node.get_text(" ", strip=True))
+                flush()
+                last = _last_descendant(node)
+            elif name == "li":
+                flush()
+                open_items.append(_last_descendant(node))
+            elif name in _HTML_BREAKS:
+                flush()
+        elif isinstance(node, NavigableString) and not isinstance(node, PreformattedString):
+            buffer.append(str(node))
+        while open_items and open_items[-1] is last:
+            flush()  # the list item ends here: its text is one line
+            open_items.pop()
+        node = last.next_element
+    flush()
+    return lines
+
+
+def _load_html(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
     from bs4 import BeautifulSoup
 
     # Let BeautifulSoup honour <meta charset>; fall back to our detector for bare files.
@@ -269,34 +480,14 @@ def _load_html(file: SourceFile, data: bytes) -> list[Document]:
     for junk in soup(["script", "style", "noscript", "nav", "footer", "template"]):
         junk.decompose()
     title = soup.title.get_text(strip=True) if soup.title else None
-    body = soup.body or soup
-    lines: list[str] = []
-    blocks = ["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "table", "pre", "blockquote", "dt"]
-    for element in body.find_all(blocks):
-        if element.find_parent(["table", "li", "blockquote"]) is not None and element.name != "li":
-            continue  # already emitted as part of its container
-        if element.name == "table":
-            rows = (
-                (cell.get_text(" ", strip=True) for cell in tr.find_all(["th", "td"]))
-                for tr in element.find_all("tr")
-            )
-            lines.extend(["", *_table_lines(rows), ""])
-        elif element.name.startswith("h"):
-            level = int(element.name[1])
-            lines.extend(["", "#" * level + " " + element.get_text(" ", strip=True), ""])
-        else:
-            text = element.get_text(" ", strip=True)
-            if text:
-                lines.append(("- " if element.name == "li" else "") + text)
-                if element.name != "li":
-                    lines.append("")
+    lines = _html_lines(soup.body or soup)
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     if not text:
         raise LoadError("HTML page has no visible text")
     return [_doc(text, file, title=title or _first_heading(text), markup="markdown")]
 
 
-def _load_docx(file: SourceFile, data: bytes) -> list[Document]:
+def _load_docx(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
     from docx import Document as DocxDocument
     from docx.table import Table
     from docx.text.paragraph import Paragraph
@@ -325,7 +516,7 @@ def _load_docx(file: SourceFile, data: bytes) -> list[Document]:
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     if not text:
         raise LoadError("document has no text")
-    title = docx.core_properties.title or _first_heading(text) or file.path.stem
+    title = docx.core_properties.title or _first_heading(text) or file.stem
     return [_doc(text, file, title=title, markup="markdown")]
 
 
@@ -350,7 +541,7 @@ def _unwrap_pdf_lines(text: str) -> str:
     return "\n".join(out)
 
 
-def _load_pdf(file: SourceFile, data: bytes) -> list[Document]:
+def _load_pdf(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -368,7 +559,7 @@ def _load_pdf(file: SourceFile, data: bytes) -> list[Document]:
         _doc(
             _unwrap_pdf_lines(text.strip()),
             file,
-            title=title or file.path.stem,
+            title=title or file.stem,
             page=number,
             markup="text",
         )
@@ -415,26 +606,39 @@ def _faq_doc(file: SourceFile, row: dict[str, Any], number: int) -> Document:
     )
 
 
-def _load_csv(file: SourceFile, data: bytes) -> list[Document]:
-    reader = csv.DictReader(io.StringIO(decode_text(data)))
-    header = [h.strip().lower() for h in (reader.fieldnames or []) if h]
+def _rows_or_raise(docs: list[Document], problems: list[str], empty: str) -> list[Document]:
+    if not docs:
+        raise LoadError("; ".join(problems) if problems else empty)
+    return docs
+
+
+def _load_csv(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
+    try:
+        reader = csv.DictReader(io.StringIO(decode_text(data)))
+        header = [h.strip().lower() for h in (reader.fieldnames or []) if h]
+        rows = list(reader)
+    except csv.Error as e:
+        raise LoadError(f"not a readable CSV file ({e})") from e
     is_faq = any(k in header for k in FAQ_QUESTION_KEYS) and any(
         k in header for k in FAQ_ANSWER_KEYS
     )
     docs = []
-    for number, row in enumerate(reader, start=1):
+    for number, row in enumerate(rows, start=1):
         if is_faq:
-            docs.append(_faq_doc(file, row, number))
+            if not any(isinstance(v, str) and v.strip() for v in row.values()):
+                continue  # a blank line of commas
+            try:
+                docs.append(_faq_doc(file, row, number))
+            except LoadError as e:
+                problems.append(str(e))
         else:
             text = "\n".join(f"{k}: {v}" for k, v in row.items() if k and v and v.strip())
             if text:
-                docs.append(_doc(text, file, title=file.path.stem, row=number, markup="text"))
-    if not docs:
-        raise LoadError("CSV file has a header but no rows")
-    return docs
+                docs.append(_doc(text, file, title=file.stem, row=number, markup="text"))
+    return _rows_or_raise(docs, problems, "CSV file has a header but no rows")
 
 
-def _load_jsonl(file: SourceFile, data: bytes) -> list[Document]:
+def _load_jsonl(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
     docs = []
     for number, line in enumerate(decode_text(data).split("\n"), start=1):
         if not line.strip():
@@ -443,6 +647,8 @@ def _load_jsonl(file: SourceFile, data: bytes) -> list[Document]:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise LoadError(f"line {number} is not valid JSON ({e.msg})") from e
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number, [[[[... nested deep
+            raise LoadError(f"line {number} cannot be read as JSON ({e})") from e
         if not isinstance(record, dict):
             raise LoadError(f"line {number}: expected a JSON object")
         if _pick(record, FAQ_QUESTION_KEYS) and _pick(record, FAQ_ANSWER_KEYS):
@@ -460,13 +666,13 @@ def _load_jsonl(file: SourceFile, data: bytes) -> list[Document]:
                     markup="markdown" if title else "text",
                 )
             )
+        elif _pick(record, FAQ_QUESTION_KEYS) or _pick(record, FAQ_ANSWER_KEYS):
+            problems.append(f"line {number}: an FAQ entry needs both a question and an answer")
         else:
             raise LoadError(
                 f"line {number}: expected {{question, answer}} (FAQ) or {{text}} (passage) keys"
             )
-    if not docs:
-        raise LoadError("file has no records")
-    return docs
+    return _rows_or_raise(docs, problems, "file has no records")
 
 
 _LOADERS = {
@@ -480,20 +686,40 @@ _LOADERS = {
 }
 
 
-def load_file(file: SourceFile) -> list[Document]:
-    """Read one file into Documents; raise LoadError with a human reason when it can't."""
+def load_file(
+    file: SourceFile, *, max_file_mb: float | None = None, problems: list[str] | None = None
+) -> list[Document]:
+    """Read one file into Documents; raise LoadError with a human reason when it can't.
+
+    A file over ``max_file_mb`` is refused before it is read. With a ``problems`` list, an FAQ
+    row or line without a question or an answer is left out and described there while the
+    other rows load; without one, such a row fails the whole file.
+    """
     loader = _LOADERS.get(file.path.suffix.lower())
     if loader is None:
-        raise LoadError(f"unsupported file type {file.path.suffix}")
+        raise LoadError(f"unsupported file type {PurePosixPath(file.source).suffix}")
     try:
+        if max_file_mb is not None:
+            size = file.path.stat().st_size
+            if size > max_file_mb * 1024 * 1024:
+                raise LoadError(
+                    f"file is {size / 1024 / 1024:.1f} MB, over the limit of {max_file_mb:g} MB: "
+                    "raise RAG_INGEST__MAX_FILE_MB (ingest.max_file_mb) to ingest it"
+                )
         data = file.path.read_bytes()
     except PermissionError as e:
         raise LoadError("permission denied: make the file readable for this user") from e
     except OSError as e:
         raise LoadError(f"cannot read file ({e.strerror or e})") from e
-    if not data.strip():
+    if not data or data.isspace():  # no copy of a large file
         raise LoadError("file is empty")
-    docs = loader(file, data)
+    collected: list[str] = []
+    docs = loader(file, data, collected)
+    del data  # the bytes of a large file are not needed while its metadata is merged
+    if collected:
+        if problems is None:
+            raise LoadError(collected[0])
+        problems.extend(collected)
     front = docs[0].metadata.get("front_matter") if docs else None
     extra = user_metadata(file, front)
     for doc in docs:

@@ -40,6 +40,10 @@ CHINESE_SEPARATORS = [
     "",
 ]
 
+# A chunk needs this many letters or digits (any script) to be worth a vector: random bytes
+# decoded as text otherwise become chunks of one punctuation mark or stray symbol.
+MIN_TEXT_CHARS = 3
+
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _FENCE = re.compile(r"^(```|~~~)")
 
@@ -95,6 +99,21 @@ def make_text_splitter(settings: SplitSettings) -> RecursiveCharacterTextSplitte
     )
 
 
+def has_text(text: str, minimum: int = MIN_TEXT_CHARS) -> bool:
+    """Whether ``text`` holds at least ``minimum`` letters or digits.
+
+    >>> has_text("退货"), has_text("退货吗"), has_text("。—…")
+    (False, True, False)
+    """
+    count = 0
+    for ch in text:
+        if ch.isalnum():
+            count += 1
+            if count >= minimum:
+                return True
+    return False
+
+
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -141,11 +160,20 @@ def _split_plain(doc: Document, splitter: RecursiveCharacterTextSplitter) -> lis
     ]
 
 
-def split_documents(docs: Iterable[Document], settings: SplitSettings) -> list[Document]:
+def _body(chunk: Document) -> str:
+    text = chunk.page_content
+    return text.split("】\n", 1)[1] if text.startswith("【") and "】\n" in text else text
+
+
+def split_documents(
+    docs: Iterable[Document], settings: SplitSettings, *, dropped: list[Document] | None = None
+) -> list[Document]:
     """Split the Documents of one source file into chunks with full metadata.
 
     Every chunk has ``source``, ``chunk_index`` (0.. within its source), ``start_index`` (char
-    offset in its page/document text), ``title``, ``headers`` and ``content_hash``.
+    offset in its page/document text), ``title``, ``headers`` and ``content_hash``. A chunk
+    whose own text (the heading prefix aside) has fewer than ``MIN_TEXT_CHARS`` letters or
+    digits is left out, and appended to ``dropped`` when given; FAQ entries are always kept.
     """
     if settings.strategy == "langchain":
         splitter = RecursiveCharacterTextSplitter(
@@ -161,6 +189,10 @@ def split_documents(docs: Iterable[Document], settings: SplitSettings) -> list[D
     counters: dict[str, int] = {}
     for doc in docs:
         for chunk in split_one(doc, splitter):
+            if chunk.metadata.get("doc_type") != "faq" and not has_text(_body(chunk)):
+                if dropped is not None:
+                    dropped.append(chunk)
+                continue
             source = chunk.metadata["source"]
             chunk.metadata["chunk_index"] = counters.get(source, 0)
             counters[source] = chunk.metadata["chunk_index"] + 1

@@ -41,7 +41,9 @@ def test_chunks_carry_headers_offsets_and_hashes() -> None:
 
 def test_sentences_end_with_their_punctuation() -> None:
     text = "第一句话写得比较长一些。第二句话也不短哦！第三句话是问句吗？第四句话结束。"
-    chunks = split_documents([_doc(text, markup="text", title=None)], SplitSettings(chunk_size=14))
+    chunks = split_documents(
+        [_doc(text, markup="text", title=None)], SplitSettings(chunk_size=14, chunk_overlap=7)
+    )
     bodies = [c.page_content for c in chunks]
     assert bodies == [
         "第一句话写得比较长一些。",
