@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -141,24 +142,14 @@ class RetrieverSettings(_Section):
     # Both are applied by every backend and by the keyword side of hybrid search.
     where_document: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("filter")
+    @field_validator("filter", "where_document")
     @classmethod
-    def _check_filter(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from rag_pipeline.stores.filters import check_where
+    def _check_filters(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from rag_pipeline.stores import filters
 
+        check = filters.check_where if info.field_name == "filter" else filters.check_where_document
         try:
-            check_where(value)
-        except ConfigurationError as e:
-            raise ValueError(str(e)) from e
-        return value
-
-    @field_validator("where_document")
-    @classmethod
-    def _check_where_document(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from rag_pipeline.stores.filters import check_where_document
-
-        try:
-            check_where_document(value)
+            check(value)
         except ConfigurationError as e:
             raise ValueError(str(e)) from e
         return value
