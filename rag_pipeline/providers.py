@@ -41,7 +41,7 @@ def with_retries(
     *,
     budget: float | None = None,
     budget_setting: str = "retry_budget",
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """``call()`` again after each ``Retryable``, with exponential backoff (0.5 s, 1 s, 2 s ...
@@ -52,6 +52,7 @@ def with_retries(
     under way is bounded by its own timeouts, not cut short. ``sleep`` / ``clock`` are
     injectable so tests need not wait.
     """
+    nap = sleep or time.sleep  # looked up per call, so a test can patch time.sleep
     started = clock()
     attempt = 0
     while True:
@@ -68,7 +69,7 @@ def with_retries(
                     f"{what} failed: gave up after {attempt} attempt(s), the retry budget of "
                     f"{budget:g} s ({budget_setting}) leaves no time for another; last error: {e}"
                 ) from e
-            sleep(delay)
+            nap(delay)
 
 
 def _retry_after(error: Any) -> float | None:

@@ -40,7 +40,7 @@ def test_first_run_reports_every_file_and_chunk(tmp_path: Path) -> None:
     }
     store = open_store(settings, model, create=False)
     assert store.count() == report.chunks_added
-    assert set(store.sources()) == set(STORE_CORPUS)
+    assert set(store.sources()) == {f"corpus/{name}" for name in STORE_CORPUS}
     state = Bookkeeping(settings, store.namespace)
     assert state.counts().to_dict() == {
         "records": report.chunks_added,

@@ -13,11 +13,11 @@ from rag_pipeline.providers import Retryable, dashscope_call, with_retries
 
 @pytest.fixture
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The backoff waits tenacity asks for, without waiting."""
-    import tenacity.nap
+    """The backoff waits ``with_retries`` asks for, without waiting."""
+    import time
 
     seen: list[float] = []
-    monkeypatch.setattr(tenacity.nap.time, "sleep", seen.append)
+    monkeypatch.setattr(time, "sleep", seen.append)
     return seen
 
 
