@@ -434,7 +434,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if not stream:
         print(answer.answer)
     if _note_wanted(settings, answer):
-        print(extractive_note(answer.standalone_question))
+        print(f"\n{extractive_note(answer.standalone_question)}")
     _print_sources(answer, show_context=args.show_context)
     return EXIT_OK
 
@@ -489,7 +489,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         last = _stream_answer(assistant.stream(line, history))
         _warn_degraded(settings, last)
         if not noted and _note_wanted(settings, last):
-            print(extractive_note(last.standalone_question))
+            print(f"\n{extractive_note(last.standalone_question)}")
             noted = True
         history.append((last.standalone_question, last.answer))
 
