@@ -26,6 +26,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableBranch, RunnableLambda, RunnablePassthrough
 
+from rag_pipeline.config import DEFAULT_ASSISTANT_NAME
 from rag_pipeline.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -66,11 +67,21 @@ class Answer:
     refused: bool
     sources: list[Source] = field(default_factory=list)  # cited ones (all, if none cited)
     context: list[Source] = field(default_factory=list)  # everything retrieved, numbered
+    # False when no generative model wrote the text: the extractive model (configured or as
+    # the fallback), an FAQ answer given directly, or the refusal.
+    generated: bool = True
+    # True when the chat model failed and the answer is the configured fallback (or ends with a
+    # notice that it was cut short); ``degraded_reason`` says why, in one line without secrets.
+    degraded: bool = False
+    degraded_reason: str | None = None
 
     def to_dict(self, *, with_context: bool = False) -> dict[str, Any]:
         data = {
             "answer": self.answer,
             "refused": self.refused,
+            "generated": self.generated,
+            "degraded": self.degraded,
+            "degraded_reason": self.degraded_reason,
             "sources": [asdict(s) for s in self.sources],
             "question": self.question,
             "standalone_question": self.standalone_question,
@@ -97,14 +108,37 @@ def read_prompt(path: Path | None, default_name: str) -> str:
         raise ConfigurationError(f"cannot read prompt file {path}: {e.strerror or e}") from e
 
 
-def answer_prompt(system_text: str, question_text: str) -> ChatPromptTemplate:
-    """System instructions stay in the system message; retrieved text only in the user turn."""
-    return ChatPromptTemplate.from_messages(
-        [
-            ("system", system_text.replace("{", "{{").replace("}", "}}")),
-            ("human", question_text),
-        ]
-    )
+def _literal(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def answer_prompt(
+    system_text: str,
+    question_text: str,
+    *,
+    assistant_name: str = DEFAULT_ASSISTANT_NAME,
+    company: str | None = None,
+) -> ChatPromptTemplate:
+    """System instructions stay in the system message; retrieved text only in the user turn.
+
+    The system text may name the assistant and the company it speaks for: ``{assistant_name}``,
+    ``{company}`` (empty when unset) and ``{company_prefix}`` (「COMPANY」的, or empty), filled
+    in here. Every other brace stays literal, so a system prompt quoting JSON needs no escaping
+    and no setting's value can become a template variable.
+
+    >>> prompt = answer_prompt("你是{company_prefix}{assistant_name}。{json}", "{question}")
+    >>> prompt.format_messages(question="?")[0].content
+    '你是客服助手。{json}'
+    """
+    values = {
+        "assistant_name": assistant_name,
+        "company": company or "",
+        "company_prefix": f"「{company}」的" if company else "",
+    }
+    system = _literal(system_text)
+    for name, value in values.items():
+        system = system.replace("{{" + name + "}}", _literal(value))
+    return ChatPromptTemplate.from_messages([("system", system), ("human", question_text)])
 
 
 def to_source(number: int, doc: Document) -> Source:
@@ -229,8 +263,11 @@ def build_rag_chain(
 
 
 def to_answer(x: dict[str, Any]) -> Answer:
+    """The Answer of a chain step's output. Optional keys: ``refused`` (default: nothing was
+    retrieved), ``generated`` (default: not refused), ``degraded`` and ``degraded_reason``."""
     docs: list[Document] = x["docs"]
-    refused = not docs
+    refused = bool(x.get("refused", not docs))
+    reason = x.get("degraded_reason")
     return Answer(
         question=x["question"],
         standalone_question=x["standalone_question"],
@@ -238,4 +275,7 @@ def to_answer(x: dict[str, Any]) -> Answer:
         refused=refused,
         sources=[] if refused else cited(x["answer"], docs),
         context=[to_source(n, d) for n, d in enumerate(docs, start=1)],
+        generated=bool(x.get("generated", not refused)),
+        degraded=bool(x.get("degraded", reason is not None)),
+        degraded_reason=reason,
     )

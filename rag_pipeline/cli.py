@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="answer one question with sources")
     p.add_argument("question", help="the question, e.g. 东西坏了能退吗")
     p.add_argument("--show-context", action="store_true", help="also print every retrieved chunk")
+    p.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="print the answer piece by piece as it is written (default: when stdout is a "
+        "terminal; never with --json)",
+    )
     _retrieval_options(p)
     _common(p)
 
@@ -377,16 +384,64 @@ def _print_sources(answer: Answer, *, show_context: bool) -> None:
             print(f"--- [{s.number}] {s.source} (relevance {s.score:.2f})\n{s.content}")
 
 
+def _note_wanted(settings: Settings, answer: Answer) -> bool:
+    """Whether the extractive note follows ``answer`` on the terminal: the configured model is
+    the extractive one (a fallback answer has its own notice) and it answered."""
+    return (
+        settings.llm.extractive_note
+        and settings.llm_provider() == "extractive"
+        and not (answer.generated or answer.refused or answer.degraded)
+    )
+
+
+def _warn_degraded(settings: Settings, answer: Answer) -> None:
+    if answer.degraded:
+        print(
+            f"warning: {answer.degraded_reason}; answered with the fallback "
+            f"(RAG_LLM__FALLBACK={settings.llm.fallback})",
+            file=sys.stderr,
+        )
+
+
+def _stream_answer(pieces: Any) -> Answer:
+    """Print the text pieces of ``Assistant.stream`` as they come; the final Answer."""
+    from rag_pipeline.chain import Answer
+
+    final: Answer | None = None
+    text = ""
+    for piece in pieces:
+        if isinstance(piece, Answer):
+            final = piece
+        else:
+            text += piece
+            print(piece, end="", flush=True)
+    if not text.endswith("\n"):
+        print()
+    if final is None:  # the stream always ends with its Answer
+        raise RagError("the answer stream ended without an answer")
+    return final
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
-    from rag_pipeline.assistant import Assistant
+    from rag_pipeline.assistant import Assistant, extractive_note
 
     settings = _settings(args)
-    answer = Assistant.from_settings(settings).ask(args.question)
+    assistant = Assistant.from_settings(settings)
+    # JSON is one object printed at once; on a pipe the answer comes at once as before.
+    stream = not args.json and (args.stream if args.stream is not None else sys.stdout.isatty())
+    if stream:
+        answer = _stream_answer(assistant.stream(args.question))
+    else:
+        answer = assistant.ask(args.question)
+    _warn_degraded(settings, answer)
     if args.json:
         print(json.dumps(answer.to_dict(with_context=args.show_context), ensure_ascii=False))
-    else:
+        return EXIT_OK
+    if not stream:
         print(answer.answer)
-        _print_sources(answer, show_context=args.show_context)
+    if _note_wanted(settings, answer):
+        print(f"\n{extractive_note(answer.standalone_question)}")
+    _print_sources(answer, show_context=args.show_context)
     return EXIT_OK
 
 
@@ -408,11 +463,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from rag_pipeline.assistant import Assistant
+    from rag_pipeline.assistant import Assistant, extractive_note
 
-    assistant = Assistant.from_settings(_settings(args))
+    settings = _settings(args)
+    assistant = Assistant.from_settings(settings)
     history: list[tuple[str, str]] = []
     last: Answer | None = None
+    noted = False  # the extractive note is shown once per session, after the first answer
     print("输入问题开始对话；/sources 查看上一答案的来源，/reset 清空对话，/exit 退出。")
     while True:
         try:
@@ -435,14 +492,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 _print_sources(last, show_context=False)
             continue
         print("客服> ", end="", flush=True)
-        for piece in assistant.stream(line, history):
-            if isinstance(piece, str):
-                print(piece, end="", flush=True)
-            else:
-                last = piece
-        print()
-        if last is not None:
-            history.append((last.standalone_question, last.answer))
+        last = _stream_answer(assistant.stream(line, history))
+        _warn_degraded(settings, last)
+        if not noted and _note_wanted(settings, last):
+            print(f"\n{extractive_note(last.standalone_question)}")
+            noted = True
+        history.append((last.standalone_question, last.answer))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

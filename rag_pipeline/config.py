@@ -37,6 +37,8 @@ from rag_pipeline.errors import ConfigurationError
 
 ENV_PREFIX = "RAG_"
 DEFAULT_REFUSAL = "抱歉，知识库中没有找到相关信息，已为您转人工客服。"
+# Neutral by default: the packaged prompt must not speak for a shop the user does not run.
+DEFAULT_ASSISTANT_NAME = "客服助手"
 
 
 class _Section(BaseModel):
@@ -203,15 +205,24 @@ class LLMSettings(_Section):
     timeout: float = Field(default=60.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
+    # When the chat model fails after its retries (timeout, 5xx, 401, unreachable): answer with
+    # the extractive model on the same retrieved context, give the refusal (hand-over), or fail.
+    fallback: Literal["extractive", "refuse", "error"] = "extractive"
+    # The CLI prints a note after an extractive answer saying it is a quote and how to get
+    # generated answers; JSON answers carry ``generated: false`` instead.
+    extractive_note: bool = True
 
 
 class PromptSettings(_Section):
-    """Prompt files (None = the packaged ones in prompts/) and the fixed refusal."""
+    """Prompt files (None = the packaged ones in prompts/), the fixed refusal and the branding
+    the system prompt's ``{assistant_name}`` / ``{company}`` / ``{company_prefix}`` take."""
 
     system_path: Path | None = None
     question_path: Path | None = None
     condense_path: Path | None = None
     refusal: str = DEFAULT_REFUSAL
+    assistant_name: str = Field(default=DEFAULT_ASSISTANT_NAME, min_length=1)
+    company: str | None = Field(default=None, description="None: speak for no company by name")
 
 
 class Settings(BaseSettings):

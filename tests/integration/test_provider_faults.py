@@ -222,6 +222,7 @@ def test_a_malformed_chat_reply_is_one_clear_line(
     _use(monkeypatch, tmp_path, stub, "openai")
     monkeypatch.setenv("RAG_EMBEDDINGS__PROVIDER", "fake")  # only the chat model is remote
     monkeypatch.setenv("RAG_LLM__PROVIDER", "openai")
+    monkeypatch.setenv("RAG_LLM__FALLBACK", "error")  # the error itself (fallbacks: test_fallback)
     monkeypatch.setenv("RAG_RETRIEVER__SCORE_THRESHOLD", "0.3")
     assert main(["ingest", str(write_corpus(tmp_path / "corpus"))]) == 0
     capsys.readouterr()

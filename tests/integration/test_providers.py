@@ -87,8 +87,13 @@ def test_429_is_retried_then_answered(tmp_path: Path, stub: ModelAPIStub) -> Non
 
 
 def test_401_is_a_clear_error_without_the_key(tmp_path: Path, stub: ModelAPIStub) -> None:
-    settings = _settings(tmp_path, "dashscope", stub).model_copy(
-        update={"dashscope_api_key": "sk-wrong-secret"}
+    settings = _settings(tmp_path, "dashscope", stub)
+    settings = settings.model_copy(
+        # The error itself, not a fallback answer (those: test_fallback.py).
+        update={
+            "dashscope_api_key": "sk-wrong-secret",
+            "llm": settings.llm.model_copy(update={"fallback": "error"}),
+        }
     )
     ingest([write_corpus(tmp_path / "corpus", CORPUS_FILES)], settings)
     with pytest.raises(ProviderError) as e:

@@ -57,6 +57,9 @@ def test_canary_keys_never_appear_anywhere(
     # Failures: a provider that rejects the key, a server that is not there.
     monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
     monkeypatch.setenv("RAG_LLM__PROVIDER", "openai")
+    # The default fallback answers from the context; its reason (stderr, JSON) names no key.
+    assert rag("ask", "退款多久到账", "--threshold", "0", "--json") == 0
+    monkeypatch.setenv("RAG_LLM__FALLBACK", "error")
     assert rag("ask", "退款多久到账", "--threshold", "0") == 1
     assert rag("--debug", "config") == 0
     monkeypatch.setenv("RAG_EMBEDDINGS__PROVIDER", "openai")

@@ -213,6 +213,15 @@ def test_answer_to_dict_is_the_json_shape() -> None:
     chain, _ = _chain(DOCS[:2])
     answer = chain.invoke({"question": "运费", "history": []})
     data = answer.to_dict()
-    assert set(data) == {"answer", "refused", "sources", "question", "standalone_question"}
+    assert set(data) == {
+        "answer",
+        "refused",
+        "generated",
+        "degraded",
+        "degraded_reason",
+        "sources",
+        "question",
+        "standalone_question",
+    }
     assert data["sources"][0]["source"] == answer.sources[0].source
     assert len(answer.to_dict(with_context=True)["context"]) == 2
