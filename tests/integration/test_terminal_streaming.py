@@ -144,8 +144,11 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chat: GatedChat) -> dic
 def _read_until(fd: int, wanted: str | None, seen: bytearray) -> str:
     """Read the terminal into ``seen`` until ``wanted`` shows (None: until the child closes
     it); the text so far."""
+    # poll(), not select(): in a long test session descriptors pass select()'s limit of 1024.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     while wanted is None or wanted not in seen.decode("utf-8", "ignore"):
-        ready, _, _ = select.select([fd], [], [], GUARD)
+        ready = poller.poll(GUARD * 1000)
         if not ready:
             break  # the guard: the asserts below then say what was missing
         try:
