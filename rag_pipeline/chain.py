@@ -136,12 +136,42 @@ def format_context(docs: Sequence[Document]) -> str:
     return "\n\n".join(blocks)
 
 
+def renumber(answer: str, n_docs: int) -> tuple[str, list[int]]:
+    """Citations renumbered 1..m in order of first use, and the context numbers in that order.
+
+    A model cites the context numbers of the prompt; a reader expects [1] first, so [3] ... [1]
+    becomes [1] ... [2]. Markers outside 1..n_docs cite nothing that exists and are dropped.
+
+    >>> renumber("a [3] b [1] c [3]", 4)
+    ('a [1] b [2] c [1]', [3, 1])
+    >>> renumber("x [9]", 2)
+    ('x', [])
+    """
+    order: list[int] = []
+
+    def new_number(match: re.Match[str]) -> str:
+        number = int(match.group(1))
+        if not 1 <= number <= n_docs:
+            return ""
+        if number not in order:
+            order.append(number)
+        return f"[{order.index(number) + 1}]"
+
+    text = _CITATION.sub(new_number, answer)
+    if any(not 1 <= int(n) <= n_docs for n in _CITATION.findall(answer)):
+        # Tidy the space a dropped marker leaves before punctuation or the end of a line.
+        text = re.sub(r"[ \t]+(?=[\n。.，,]|$)", "", text)
+    return text, order
+
+
 def cited(answer: str, docs: Sequence[Document]) -> list[Source]:
-    """The sources the answer cites as [n]; every retrieved one when it cites none."""
-    numbers = sorted({int(n) for n in _CITATION.findall(answer) if 1 <= int(n) <= len(docs)})
-    if not numbers:
-        numbers = list(range(1, len(docs) + 1))
-    return [to_source(n, docs[n - 1]) for n in numbers]
+    """The sources the model's answer cites (context numbers), listed and numbered 1..m in
+    order of first citation as ``renumber`` rewrites the text; every retrieved one when it
+    cites none."""
+    _, order = renumber(answer, len(docs))
+    if not order:
+        return [to_source(n, d) for n, d in enumerate(docs, start=1)]
+    return [to_source(new, docs[old - 1]) for new, old in enumerate(order, start=1)]
 
 
 def rule_based_condense(inputs: dict[str, Any]) -> str:
@@ -231,10 +261,11 @@ def build_rag_chain(
 def to_answer(x: dict[str, Any]) -> Answer:
     docs: list[Document] = x["docs"]
     refused = not docs
+    text = x["answer"] if refused else renumber(x["answer"], len(docs))[0]
     return Answer(
         question=x["question"],
         standalone_question=x["standalone_question"],
-        answer=x["answer"],
+        answer=text,
         refused=refused,
         sources=[] if refused else cited(x["answer"], docs),
         context=[to_source(n, d) for n, d in enumerate(docs, start=1)],

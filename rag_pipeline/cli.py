@@ -105,13 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     _retrieval_options(p, threshold=False)
     _common(p)
 
-    p = sub.add_parser("eval", help="measure retrieval quality on QA sets or your own corpus")
+    p = sub.add_parser(
+        "eval", help="measure retrieval and answer quality on QA sets or your own corpus"
+    )
     p.add_argument("datasets", nargs="+", type=Path, help="dataset folders, pooled into one index")
     p.add_argument(
         "--compare",
         default="",
-        help="more configurations, comma-separated: dense,bm25,hybrid,mmr,vanilla or embedding "
-        "models such as local, openai:text-embedding-3-small, huggingface:/path/to/model",
+        help="more configurations, comma-separated: dense,bm25,hybrid,mmr,vanilla, top-chunk "
+        "(the answer is the first retrieved chunk) or embedding models such as local, "
+        "openai:text-embedding-3-small, huggingface:/path/to/model",
     )
     p.add_argument("--limit", type=int, help="at most N queries per dataset")
     _common(p)
@@ -439,6 +442,28 @@ def cmd_chat(args: argparse.Namespace) -> int:
             history.append((last.standalone_question, last.answer))
 
 
+def _eval_progress() -> Any:
+    """One bar per stage (ingest, queries, answers) on a terminal; otherwise a line to stderr
+    at each quarter, so a long run in a log still shows it is moving."""
+    bars: dict[str, Any] = {}
+    tty = sys.stderr.isatty()
+
+    def update(stage: str, done: int, total: int) -> None:
+        if tty:
+            from tqdm import tqdm
+
+            if stage not in bars:
+                bars[stage] = tqdm(total=total, desc=f"eval {stage}", file=sys.stderr)
+            bar = bars[stage]
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+        elif done == total or (total >= 4 and done % max(1, total // 4) == 0):
+            print(f"eval {stage}: {done}/{total}", file=sys.stderr, flush=True)
+
+    return update
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from rag_pipeline.evaluation import evaluate, format_table
 
@@ -452,7 +477,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         compare,
         scratch=scratch,
         limit=args.limit,
-        progress=_progress_bar("eval"),
+        progress=_eval_progress(),
     )
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
