@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 History = Sequence[tuple[str, str]]  # (user question, assistant answer) pairs, oldest first
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
+_SPACED_CITATION = re.compile(r"([ \t]?)\[(\d{1,2})\]")
 # Follow-ups that lean on the previous turn (documented rule used by the extractive model).
 _FOLLOW_UP = re.compile(
     r"^(那|那么|还有|另外|如果|要是|它|这个|那个|and |what about|how about|also)|呢[？?]?$",
@@ -150,18 +151,14 @@ def renumber(answer: str, n_docs: int) -> tuple[str, list[int]]:
     order: list[int] = []
 
     def new_number(match: re.Match[str]) -> str:
-        number = int(match.group(1))
+        number = int(match.group(2))
         if not 1 <= number <= n_docs:
-            return ""
+            return ""  # with the space before it
         if number not in order:
             order.append(number)
-        return f"[{order.index(number) + 1}]"
+        return f"{match.group(1)}[{order.index(number) + 1}]"
 
-    text = _CITATION.sub(new_number, answer)
-    if any(not 1 <= int(n) <= n_docs for n in _CITATION.findall(answer)):
-        # Tidy the space a dropped marker leaves before punctuation or the end of a line.
-        text = re.sub(r"[ \t]+(?=[\n。.，,]|$)", "", text)
-    return text, order
+    return _SPACED_CITATION.sub(new_number, answer), order
 
 
 def cited(answer: str, docs: Sequence[Document]) -> list[Source]:

@@ -467,7 +467,9 @@ def _eval_progress() -> Any:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rag_pipeline.evaluation import evaluate, format_table
 
-    settings = _settings(args)
+    # --data-dir names the scratch folder here; the settings keep the configured data folder,
+    # whose embedding cache the scratch index embeds through (a new scratch folder is cheap).
+    settings = _settings(argparse.Namespace(**{**vars(args), "data_dir": None}))
     # Scratch index beside, never inside, the main one (default .rag-eval/).
     scratch = args.data_dir or Path(".rag-eval")
     compare = [c.strip() for c in args.compare.split(",") if c.strip()]

@@ -33,10 +33,12 @@ _ENTRY = re.compile(r"^\[(\d+)\][^\n]*\n", re.MULTILINE)
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _WORD = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+)*")
 # Sentence ends: CJK punctuation, or ". ! ?" followed by a space (not "3.5" or "e.g.x").
-_SENTENCE = re.compile(r"(?<=[。！？!?；;])|(?<=[.?!])\s+|(?<=[.?!][\"”’)])\s+")
+# Semicolons stay inside: they join clauses of one sentence (and often sit in brackets).
+_SENTENCE = re.compile(r"(?<=[。！？!?])(?![”」』）)])|(?<=[.?!])\s+|(?<=[.?!][\"”’)])\s+")
 _HEADING = re.compile(r"^\s*(#{1,6}\s.*|【[^】]*】|\*\*[^*]+\*\*[：:]?|[^\s。，,.]{1,20}[：:])\s*$")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
-_LIST_MARKER = re.compile(r"^\s*(?:[-*+•·]\s+|\d{1,2}[.、)）]\s*|[（(]\d{1,2}[)）]\s*)")
+# "1. " and "1、" are list markers; "1.2倍" is a number.
+_LIST_MARKER = re.compile(r"^\s*(?:[-*+•·]\s+|\d{1,2}[.)）]\s+|\d{1,2}、\s*|[（(]\d{1,2}[)）]\s*)")
 _QUOTE = re.compile(r"^\s*(?:>\s?)+")
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _INLINE = re.compile(r"\*\*|__|`+|~~|<[^>\n]{1,40}>")
@@ -76,6 +78,7 @@ _ASKS = [
             r"October|November|December)\b"
         ),
     ),
+    (re.compile(r"多大|几岁|how old", re.I), re.compile(r"\d+\s*岁|age(d)? \d+|\d+ years? old")),
     (
         re.compile(r"多久|多长时间|几天|多少天|要等|how long|how many (days|hours|years)", re.I),
         re.compile(
@@ -86,11 +89,15 @@ _ASKS = [
     ),
     (
         re.compile(r"多少钱|费用|贵不贵|价格|多少|几|how much|how many|what percentage", re.I),
-        re.compile(r"\d|[一二三四五六七八九十百千万两]+[个元倍次张%]"),
+        re.compile(
+            r"\d|[一二三四五六七八九十百千万两]+[个元倍次张%]|"
+            r"\b(one|two|three|four|five|six|seven|eight|nine|ten|twice)\b",
+            re.I,
+        ),
     ),
-    (re.compile(r"谁|哪位|哪个人|who", re.I), re.compile(r"[A-Z][a-z]+|·")),
 ]
-ASK_BONUS = 0.15
+ASK_BONUS = 0.3
+_IDENTIFIER = re.compile(r"[a-z]{1,5}-?\d[\w.-]*|\d+[-_.]\d+[\w.-]*")
 # Characters too common in questions to count as shared content on their own.
 _STOP = set(
     "的了吗呢吧啊呀是我你他她它们在有和与及或就都也还要会能可以怎么么什么多少哪几个这那请问"
@@ -103,10 +110,12 @@ _STOP = set(
 FAQ_FIRST_MATCH = 0.1
 # A sentence joins the answer only when it raises the question coverage by this much; and the
 # answer stops at this many characters (a customer reads one or two sentences).
-MIN_GAIN = 0.12
-MAX_CHARS = 150
+MIN_GAIN = 0.08
+MAX_CHARS = 120
 # Passages ranked lower by retrieval need more overlap: rank r is discounted by RANK_DECAY ** r.
-RANK_DECAY = 0.9
+RANK_DECAY = 0.85
+# A second span, from another passage, when it adds MIN_GAIN coverage.
+MAX_SPANS = 2
 
 EXTRACT_NOTE_ZH = (
     "（抽取式回答：以下为知识库原文摘录，未经生成模型改写。设置 DASHSCOPE_API_KEY 使用通义千问，"
@@ -119,12 +128,30 @@ EXTRACT_NOTE_EN = (
 )
 
 
+_EN_STOP = set(
+    "a an the of in on at to for from by with and or but is are was were be been being do does "
+    "did what which who whom whose when where why how that this these those it its as than then "
+    "there their they he she his her him we you your our i me my can could would should will "
+    "shall may might must has have had not no yes any some many much more most".split()
+)
+
+
+def _stem(word: str) -> str:
+    """English words without their commonest endings (sacks / sack, played / play): enough for
+    overlap, not a stemmer."""
+    for ending in ("ing", "ed", "es", "s"):
+        if len(word) > len(ending) + 3 and word.endswith(ending):
+            return word[: -len(ending)]
+    return word
+
+
 def features(text: str) -> set[str]:
-    """Character unigrams and bigrams of CJK text plus lower-cased words: cheap overlap units."""
+    """Character unigrams and bigrams of CJK text plus lower-cased words (stop words left out,
+    endings cut): cheap overlap units."""
     text = text.lower()
     chars = _CJK.findall(text)
     grams = set(chars) | {a + b for a, b in zip(chars, chars[1:], strict=False)}
-    return grams | set(_WORD.findall(text))
+    return grams | {_stem(w) for w in _WORD.findall(text) if w not in _EN_STOP}
 
 
 def parse_context(text: str) -> tuple[list[tuple[int, str]], str]:
@@ -180,14 +207,22 @@ def _clean(line: str) -> str:
     return _INLINE.sub("", line).strip()
 
 
-def _table_row(line: str) -> str:
-    """A table body row as text, "first cell：other cells" (the pipes are Markdown)."""
-    cells = [c for c in (_clean(c) for c in line.strip().strip("|").split("|")) if c]
-    if len(cells) < 2:
-        return "".join(cells)
+def _cells(line: str) -> list[str]:
+    return [_clean(c) for c in line.strip().strip("|").split("|")]
+
+
+def _table_row(line: str, header: list[str]) -> str:
+    """A table body row as text without pipes: "first cell：column value，column value", the
+    column names taken from the table's header row when the passage holds it."""
+    cells = _cells(line)
+    names = header if len(header) == len(cells) else [""] * len(cells)
+    pairs = [f"{name} {cell}".strip() for name, cell in zip(names[1:], cells[1:], strict=True)]
+    pairs = [p for p, cell in zip(pairs, cells[1:], strict=True) if cell]
+    if not cells[0] or not pairs:
+        return "".join(c for c in cells if c)
     if _CJK.search(line):
-        return f"{cells[0]}：{'，'.join(cells[1:])}"
-    return f"{cells[0]}: {', '.join(cells[1:])}"
+        return f"{cells[0]}：{'，'.join(pairs)}"
+    return f"{cells[0]}: {', '.join(pairs)}"
 
 
 _NUMBERED_TITLE = re.compile(
@@ -215,17 +250,32 @@ def sentences(passage: str) -> list[list[str]]:
         return [[faq[1]]]
     lines = passage.split("\n")
     blocks: list[list[str]] = []
+    header: list[str] = []
     for i, raw in enumerate(lines):
         following = lines[i + 1] if i + 1 < len(lines) else ""
+        previous = lines[i - 1] if i > 0 else ""
+        starts_table = raw.lstrip().startswith("|") and not previous.lstrip().startswith("|")
+        if raw.lstrip().startswith("|") and (
+            _TABLE_RULE.match(following)
+            # Tables converted from HTML have no rule row; a first row without a figure in
+            # it names the columns.
+            or (starts_table and not re.search(r"\d", raw))
+        ):
+            header = _cells(raw)  # the header row of a table: names its columns, never quoted
+            continue
         if not raw.strip() or _TABLE_RULE.match(raw) or _is_heading(_QUOTE.sub("", raw)):
             continue
         if raw.lstrip().startswith("|"):
-            if _TABLE_RULE.match(following):
-                continue  # the header row of a table
-            text = _table_row(raw)
+            text = _table_row(raw, header)
         else:
             text = _clean(raw)
-        pieces = [p.strip() for p in _SENTENCE.split(text) if p and p.strip()]
+        pieces: list[str] = []
+        for piece in (p.strip() for p in _SENTENCE.split(text) if p and p.strip()):
+            # A fragment ("是的。", "No.") reads only with the sentence after it.
+            if pieces and len(pieces[-1]) < 8:
+                pieces[-1] += ("" if _CJK.search(piece) else " ") + piece
+            else:
+                pieces.append(piece)
         pieces = [p for p in pieces if len(p) >= 4 and not _HEADING.match(p)]
         if pieces:
             blocks.append(pieces)
@@ -243,8 +293,12 @@ def _weights(question: str, units: list[str]) -> dict[str, float]:
         if (len(f) == 1 and f in _STOP) or f in _STOP_PAIRS:
             continue
         df = sum(f in uf for uf in unit_features)
-        # Bigrams and words say more than single characters.
-        weights[f] = math.log(1 + n / (1 + df)) * (1.0 if len(f) > 1 else 0.4)
+        # Bigrams and words say more than single characters; a code such as "RP-2024-07"
+        # names the document the question is about, not the sentence that answers it.
+        scale = 1.0 if len(f) > 1 else 0.4
+        if _IDENTIFIER.fullmatch(f):
+            scale = 0.2
+        weights[f] = math.log(1 + n / (1 + df)) * scale
     return weights
 
 
@@ -334,7 +388,12 @@ def extract_answer(passages: list[tuple[int, str]], question: str) -> str:
             value = gain(unit) * RANK_DECAY**rank
             if extra is None or value > extra[0]:
                 extra = (value, number, unit)
-    if extra is not None and extra[0] >= MIN_GAIN and length + len(extra[2]) <= MAX_CHARS:
+    if (
+        MAX_SPANS > 1
+        and extra is not None
+        and extra[0] >= MIN_GAIN
+        and length + len(extra[2]) <= MAX_CHARS
+    ):
         spans.append((extra[1], [extra[2]]))
     joiner = " " if english else ""
     return "\n".join(f"{joiner.join(text)} [{number}]" for number, text in spans)
