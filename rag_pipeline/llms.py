@@ -263,10 +263,12 @@ def sentences(passage: str) -> list[list[str]]:
         ):
             header = _cells(raw)  # the header row of a table: names its columns, never quoted
             continue
-        if not raw.strip() or _TABLE_RULE.match(raw) or _is_heading(_QUOTE.sub("", raw)):
+        if not raw.strip() or _TABLE_RULE.match(raw):
             continue
         if raw.lstrip().startswith("|"):
-            text = _table_row(raw, header)
+            text = _table_row(raw, header)  # a body row: short, and still a fact
+        elif _is_heading(_QUOTE.sub("", raw)):
+            continue
         else:
             text = _clean(raw)
         pieces: list[str] = []
