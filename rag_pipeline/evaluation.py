@@ -166,7 +166,7 @@ class AnswerRecord:
     refused: bool
     source_numbers: list[int]  # the listed sources' numbers, in the order listed
     cited_keys: list[str]  # relevance keys (record_id / source) of the listed sources
-    seconds: float = 0.0  # the answer step alone: the whole ask minus retrieval
+    seconds: float | None = None  # the answer step alone (ask minus retrieval), if it ran
 
 
 def contains_answer(text: str, golds: Sequence[str]) -> bool:
@@ -211,7 +211,7 @@ def answer_figures(records: Sequence[AnswerRecord], queries: Sequence[EvalQuery]
     relevant = [any(k in q.relevant for k in r.cited_keys) for r, q in pairs if not r.refused]
     lengths = [float(len(r.text)) for r in given]
     n = len(pairs) or 1
-    return {
+    figures: dict[str, Any] = {
         "n_queries": len(pairs),
         "answer_contains": round(
             sum(contains_answer(r.text, q.answers) for r, q in gold) / (len(gold) or 1), 4
@@ -223,9 +223,12 @@ def answer_figures(records: Sequence[AnswerRecord], queries: Sequence[EvalQuery]
         ),
         "cites_relevant": round(sum(relevant) / (len(relevant) or 1), 4),
         "refused_in_scope": round(sum(r.refused for r, _ in pairs) / n, 4),
-        "answer_ms_p50": round(percentile([r.seconds for r in given], 0.5) * 1000, 2),
-        "answer_ms_p95": round(percentile([r.seconds for r in given], 0.95) * 1000, 2),
     }
+    seconds = [r.seconds for r in given if r.seconds is not None]
+    if seconds:  # the top-chunk baseline has no answer step to time
+        figures["answer_ms_p50"] = round(percentile(seconds, 0.5) * 1000, 2)
+        figures["answer_ms_p95"] = round(percentile(seconds, 0.95) * 1000, 2)
+    return figures
 
 
 # ------------------------------------------------------------------------------- datasets
@@ -628,5 +631,6 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("answers (the whole assistant, refusal threshold on)")
         lines.append(f"{'config':<28}" + "".join(f"{c:>19}" for c in answer_columns))
         for name, figures in answered.items():
-            lines.append(f"{name:<28}" + "".join(f"{figures[c]:>19}" for c in answer_columns))
+            cells = [figures.get(c, "-") for c in answer_columns]
+            lines.append(f"{name:<28}" + "".join(f"{c:>19}" for c in cells))
     return "\n".join(lines)
