@@ -97,6 +97,8 @@ _ASKS = [
     ),
 ]
 ASK_BONUS = 0.3
+# A CJK character alone says less than a pair or a word.
+UNIGRAM_WEIGHT = 0.4
 _IDENTIFIER = re.compile(r"[a-z]{1,5}-?\d[\w.-]*|\d+[-_.]\d+[\w.-]*")
 # Characters too common in questions to count as shared content on their own.
 _STOP = set(
@@ -299,7 +301,7 @@ def _weights(question: str, units: list[str]) -> dict[str, float]:
         df = sum(f in uf for uf in unit_features)
         # Bigrams and words say more than single characters; a code such as "RP-2024-07"
         # names the document the question is about, not the sentence that answers it.
-        scale = 1.0 if len(f) > 1 else 0.4
+        scale = 1.0 if len(f) > 1 else UNIGRAM_WEIGHT
         if _IDENTIFIER.fullmatch(f):
             scale = 0.2
         weights[f] = math.log(1 + n / (1 + df)) * scale
