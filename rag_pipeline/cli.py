@@ -442,30 +442,29 @@ def cmd_chat(args: argparse.Namespace) -> int:
             history.append((last.standalone_question, last.answer))
 
 
-def _eval_progress() -> Any:
-    """One bar per stage (ingest, queries, answers) on a terminal; otherwise a line to stderr
-    at each quarter, so a long run in a log still shows it is moving."""
-    bars: dict[str, Any] = {}
-    tty = sys.stderr.isatty()
-
-    def update(stage: str, done: int, total: int) -> None:
-        if tty:
-            from tqdm import tqdm
-
-            if stage not in bars:
-                bars[stage] = tqdm(total=total, desc=f"eval {stage}", file=sys.stderr)
-            bar = bars[stage]
-            bar.update(done - bar.n)
-            if done >= total:
-                bar.close()
-        elif done == total or (total >= 4 and done % max(1, total // 4) == 0):
-            print(f"eval {stage}: {done}/{total}", file=sys.stderr, flush=True)
-
-    return update
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from rag_pipeline.evaluation import evaluate, format_table
+
+    def progress() -> Any:
+        """One bar per stage (ingest, queries, answers) on a terminal; otherwise a line to stderr
+        at each quarter, so a long run in a log still shows it is moving."""
+        bars: dict[str, Any] = {}
+        tty = sys.stderr.isatty()
+
+        def update(stage: str, done: int, total: int) -> None:
+            if tty:
+                from tqdm import tqdm
+
+                if stage not in bars:
+                    bars[stage] = tqdm(total=total, desc=f"eval {stage}", file=sys.stderr)
+                bar = bars[stage]
+                bar.update(done - bar.n)
+                if done >= total:
+                    bar.close()
+            elif done == total or (total >= 4 and done % max(1, total // 4) == 0):
+                print(f"eval {stage}: {done}/{total}", file=sys.stderr, flush=True)
+
+        return update
 
     # --data-dir names the scratch folder here; the settings keep the configured data folder,
     # whose embedding cache the scratch index embeds through (a new scratch folder is cheap).
@@ -479,7 +478,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         compare,
         scratch=scratch,
         limit=args.limit,
-        progress=_eval_progress(),
+        progress=progress(),
     )
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
