@@ -22,6 +22,7 @@ from rag_pipeline.chain import (
     Answer,
     History,
     Source,
+    StreamRenumberer,
     answer_prompt,
     build_rag_chain,
     faq_direct_answer,
@@ -321,17 +322,23 @@ class Assistant:
             answer = self._generated(prepared, self.generate.invoke(prompt_inputs(prepared)))
         elif answer is None:
             pieces: list[str] = []
+            shown = StreamRenumberer(len(prepared["docs"]))  # the numbers the Answer will use
             try:
                 for piece in self.generate.stream(prompt_inputs(prepared)):
                     pieces.append(piece)
-                    yield piece
+                    if text := shown.feed(piece):
+                        yield text
             except Exception as e:
                 failure = self._chat_failed(e)
                 if pieces:
+                    if rest := shown.flush():
+                        yield rest
                     yield from self._interrupted(prepared, "".join(pieces), failure)
                     return
                 answer = self._fallback(prepared, failure)
             else:
+                if rest := shown.flush():
+                    yield rest
                 yield to_answer({**prepared, "answer": "".join(pieces), "generated": True})
                 return
         yield from _lines(answer.answer)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 History = Sequence[tuple[str, str]]  # (user question, assistant answer) pairs, oldest first
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
+_SPACED_CITATION = re.compile(r"([ \t]?)\[(\d{1,2})\]")
 # Follow-ups that lean on the previous turn (documented rule used by the extractive model).
 _FOLLOW_UP = re.compile(
     r"^(那|那么|还有|另外|如果|要是|它|这个|那个|and |what about|how about|also)|呢[？?]?$",
@@ -170,12 +171,80 @@ def format_context(docs: Sequence[Document]) -> str:
     return "\n\n".join(blocks)
 
 
+def renumber(answer: str, n_docs: int) -> tuple[str, list[int]]:
+    """Citations renumbered 1..m in order of first use, and the context numbers in that order.
+
+    A model cites the context numbers of the prompt; a reader expects [1] first, so [3] ... [1]
+    becomes [1] ... [2]. Markers outside 1..n_docs cite nothing that exists and are dropped.
+
+    >>> renumber("a [3] b [1] c [3]", 4)
+    ('a [1] b [2] c [1]', [3, 1])
+    >>> renumber("x [9]", 2)
+    ('x', [])
+    """
+    order: list[int] = []
+
+    def new_number(match: re.Match[str]) -> str:
+        number = int(match.group(2))
+        if not 1 <= number <= n_docs:
+            return ""  # with the space before it
+        if number not in order:
+            order.append(number)
+        return f"{match.group(1)}[{order.index(number) + 1}]"
+
+    return _SPACED_CITATION.sub(new_number, answer), order
+
+
+class StreamRenumberer:
+    """``renumber`` for text that arrives in pieces: each citation is renumbered as soon as it
+    is complete (a piece ending inside ``[12`` waits for the rest), so a streamed answer shows
+    the numbers the final Answer and its source list use.
+
+    >>> r = StreamRenumberer(4)
+    >>> [r.feed(p) for p in ["a [", "3] b [1", "] c"]] + [r.flush()]
+    ['a', ' [1] b', ' [2] c', '']
+    """
+
+    def __init__(self, n_docs: int) -> None:
+        self.n_docs = n_docs
+        self.order: list[int] = []
+        self.held = ""
+
+    def _renumber(self, text: str) -> str:
+        def new_number(match: re.Match[str]) -> str:
+            number = int(match.group(2))
+            if not 1 <= number <= self.n_docs:
+                return ""
+            if number not in self.order:
+                self.order.append(number)
+            return f"{match.group(1)}[{self.order.index(number) + 1}]"
+
+        return _SPACED_CITATION.sub(new_number, text)
+
+    def feed(self, piece: str) -> str:
+        text = self.held + piece
+        start = text.rfind("[")
+        # An opening bracket with no closing one yet, near the end: maybe a marker in two parts.
+        if start != -1 and "]" not in text[start:] and len(text) - start <= 3:
+            start -= 1 if start > 0 and text[start - 1] in " \t" else 0
+            self.held, text = text[start:], text[:start]
+        else:
+            self.held = ""
+        return self._renumber(text)
+
+    def flush(self) -> str:
+        text, self.held = self.held, ""
+        return self._renumber(text)
+
+
 def cited(answer: str, docs: Sequence[Document]) -> list[Source]:
-    """The sources the answer cites as [n]; every retrieved one when it cites none."""
-    numbers = sorted({int(n) for n in _CITATION.findall(answer) if 1 <= int(n) <= len(docs)})
-    if not numbers:
-        numbers = list(range(1, len(docs) + 1))
-    return [to_source(n, docs[n - 1]) for n in numbers]
+    """The sources the model's answer cites (context numbers), listed and numbered 1..m in
+    order of first citation as ``renumber`` rewrites the text; every retrieved one when it
+    cites none."""
+    _, order = renumber(answer, len(docs))
+    if not order:
+        return [to_source(n, d) for n, d in enumerate(docs, start=1)]
+    return [to_source(new, docs[old - 1]) for new, old in enumerate(order, start=1)]
 
 
 def rule_based_condense(inputs: dict[str, Any]) -> str:
@@ -268,10 +337,11 @@ def to_answer(x: dict[str, Any]) -> Answer:
     docs: list[Document] = x["docs"]
     refused = bool(x.get("refused", not docs))
     reason = x.get("degraded_reason")
+    text = x["answer"] if refused else renumber(x["answer"], len(docs))[0]
     return Answer(
         question=x["question"],
         standalone_question=x["standalone_question"],
-        answer=x["answer"],
+        answer=text,
         refused=refused,
         sources=[] if refused else cited(x["answer"], docs),
         context=[to_source(n, d) for n, d in enumerate(docs, start=1)],

@@ -112,13 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     _retrieval_options(p, threshold=False)
     _common(p)
 
-    p = sub.add_parser("eval", help="measure retrieval quality on QA sets or your own corpus")
+    p = sub.add_parser(
+        "eval", help="measure retrieval and answer quality on QA sets or your own corpus"
+    )
     p.add_argument("datasets", nargs="+", type=Path, help="dataset folders, pooled into one index")
     p.add_argument(
         "--compare",
         default="",
-        help="more configurations, comma-separated: dense,bm25,hybrid,mmr,vanilla or embedding "
-        "models such as local, openai:text-embedding-3-small, huggingface:/path/to/model",
+        help="more configurations, comma-separated: dense,bm25,hybrid,mmr,vanilla, top-chunk "
+        "(the answer is the first retrieved chunk) or embedding models such as local, "
+        "openai:text-embedding-3-small, huggingface:/path/to/model",
     )
     p.add_argument("--limit", type=int, help="at most N queries per dataset")
     _common(p)
@@ -505,7 +508,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ConfigurationError(f"--limit {args.limit}: give a positive number of queries")
-    settings = _settings(args)
+
+    def progress() -> Any:
+        """One bar per stage (ingest, queries, answers) on a terminal; otherwise a line to stderr
+        at each quarter, so a long run in a log still shows it is moving."""
+        bars: dict[str, Any] = {}
+        tty = sys.stderr.isatty()
+
+        def update(stage: str, done: int, total: int) -> None:
+            if tty:
+                from tqdm import tqdm
+
+                if stage not in bars:
+                    bars[stage] = tqdm(total=total, desc=f"eval {stage}", file=sys.stderr)
+                bar = bars[stage]
+                bar.update(done - bar.n)
+                if done >= total:
+                    bar.close()
+            elif done == total or (total >= 4 and done % max(1, total // 4) == 0):
+                print(f"eval {stage}: {done}/{total}", file=sys.stderr, flush=True)
+
+        return update
+
+    # --data-dir names the scratch folder here; the settings keep the configured data folder,
+    # whose embedding cache the scratch index embeds through (a new scratch folder is cheap).
+    settings = _settings(argparse.Namespace(**{**vars(args), "data_dir": None}))
     # Scratch index beside, never inside, the main one (default .rag-eval/).
     scratch = args.data_dir or Path(".rag-eval")
     compare = [c.strip() for c in args.compare.split(",") if c.strip()]
@@ -515,7 +542,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         compare,
         scratch=scratch,
         limit=args.limit,
-        progress=_progress_bar("eval"),
+        progress=progress(),
     )
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))

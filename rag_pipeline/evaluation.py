@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import PrivateAttr
 
 from rag_pipeline.errors import ConfigurationError
 
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
 
 CUTOFF = 10
 RETRIEVAL_CONFIGS = ("hybrid", "dense", "bm25", "mmr", "rrf", "vanilla")
+# Answer-only configurations: the default retrieval, a different answer step.
+TOP_CHUNK = "top-chunk"
 RERANK_PROVIDERS = ("dashscope", "huggingface", "http")
 EMBEDDING_PREFIXES = ("local", "fake", "openai", "dashscope", "huggingface")
 
@@ -146,6 +151,84 @@ def summarise(
         "latency_ms_p95": round(percentile(latencies, 0.95) * 1000, 2),
         "answer_recall": round(answer_recall, 4),
     }
+
+
+# ------------------------------------------------------------------------------- answers
+
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+
+
+@dataclass
+class AnswerRecord:
+    """What the assistant said to one query, as the answer metrics need it."""
+
+    text: str
+    refused: bool
+    source_numbers: list[int]  # the listed sources' numbers, in the order listed
+    cited_keys: list[str]  # relevance keys (record_id / source) of the listed sources
+    seconds: float | None = None  # the answer step alone (ask minus retrieval), if it ran
+
+
+def contains_answer(text: str, golds: Sequence[str]) -> bool:
+    """A gold string occurs in the answer, ignoring whitespace and case.
+
+    >>> contains_answer("满 99 元包邮 [1]", ["满99元包邮"])
+    True
+    """
+    found = _normalise(text)
+    return any(_normalise(g) and _normalise(g) in found for g in golds)
+
+
+def citations_valid(text: str, source_numbers: Sequence[int]) -> bool:
+    """Every [n] names a listed source, the sources are numbered 1..m as listed, and when the
+    answer cites, they are exactly the cited ones in order of first citation.
+
+    >>> citations_valid("a [1] b [2] a [1]", [1, 2])
+    True
+    >>> citations_valid("a [2] b [1]", [1, 2])
+    False
+    """
+    if list(source_numbers) != list(range(1, len(source_numbers) + 1)):
+        return False
+    first_use = dedupe(_MARKER.findall(text))
+    if not first_use:
+        return True
+    return [int(n) for n in first_use] == list(source_numbers)
+
+
+def answer_figures(records: Sequence[AnswerRecord], queries: Sequence[EvalQuery]) -> dict[str, Any]:
+    """Answer-level figures over the queries (in scope by construction).
+
+    answer_contains: share of the queries with gold answers whose answer contains one (a
+    refusal contains none); answer_chars_mean / _p95: length of the answers given (refusals
+    left out); citations_valid: share of answers whose citations are valid; cites_relevant:
+    share of answers given where a listed source is a relevant passage or file;
+    refused_in_scope: share refused.
+    """
+    pairs = list(zip(records, queries, strict=True))
+    gold = [(r, q) for r, q in pairs if q.answers]
+    given = [r for r, _ in pairs if not r.refused]
+    relevant = [any(k in q.relevant for k in r.cited_keys) for r, q in pairs if not r.refused]
+    lengths = [float(len(r.text)) for r in given]
+    n = len(pairs) or 1
+    figures: dict[str, Any] = {
+        "n_queries": len(pairs),
+        "answer_contains": round(
+            sum(contains_answer(r.text, q.answers) for r, q in gold) / (len(gold) or 1), 4
+        ),
+        "answer_chars_mean": round(sum(lengths) / (len(lengths) or 1), 1),
+        "answer_chars_p95": round(percentile(lengths, 0.95), 1),
+        "citations_valid": round(
+            sum(citations_valid(r.text, r.source_numbers) for r, _ in pairs) / n, 4
+        ),
+        "cites_relevant": round(sum(relevant) / (len(relevant) or 1), 4),
+        "refused_in_scope": round(sum(r.refused for r, _ in pairs) / n, 4),
+    }
+    seconds = [r.seconds for r in given if r.seconds is not None]
+    if seconds:  # the top-chunk baseline has no answer step to time
+        figures["answer_ms_p50"] = round(percentile(seconds, 0.5) * 1000, 2)
+        figures["answer_ms_p95"] = round(percentile(seconds, 0.95) * 1000, 2)
+    return figures
 
 
 # ------------------------------------------------------------------------------- datasets
@@ -281,7 +364,106 @@ def _config_settings(base: Settings, name: str, scratch: Path) -> tuple[Settings
             "model": model or None,
         }
         mode = "hybrid" if base.retriever.search_type == "hybrid" else "dense"
-    return type(base)(**{**base.model_dump(), **overrides}), mode
+    settings = _eval_settings_type(type(base))(**{**base.model_dump(), **overrides})
+    # The scratch index still embeds through the configured data folder's cache, so vectors
+    # of the same chunks are shared with `rag ingest` and across scratch folders.
+    settings._main_cache = base.cache_dir  # type: ignore[attr-defined]
+    return settings, mode
+
+
+_EVAL_TYPES: dict[type, type] = {}
+
+
+def _eval_settings_type(base_type: type[Settings]) -> type[Settings]:
+    """``base_type`` whose ``cache_dir`` can point outside its own data folder."""
+    if base_type in _EVAL_TYPES:
+        return _EVAL_TYPES[base_type]
+    if getattr(base_type, "_is_eval_settings", False):
+        return base_type
+
+    class EvalSettings(base_type):  # type: ignore[valid-type,misc]
+        _is_eval_settings = True
+        _main_cache: Path | None = PrivateAttr(default=None)
+
+        @property
+        def cache_dir(self) -> Path:
+            return self._main_cache or self.data_dir / "embedding-cache"
+
+    _EVAL_TYPES[base_type] = EvalSettings
+    return EvalSettings
+
+
+class _Recording(BaseRetriever):
+    """Passes queries to ``inner`` and keeps the last result and its time, so the answer run
+    can tell which cited chunks are relevant and how long the answer step took."""
+
+    inner: BaseRetriever
+    _last: list[Document] = PrivateAttr(default_factory=list)
+    _seconds: float = PrivateAttr(default=0.0)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        started = time.perf_counter()
+        docs = self.inner.invoke(query)
+        self._seconds = time.perf_counter() - started
+        self._last = list(docs)
+        return self._last
+
+
+def _answer_run(
+    settings: Settings,
+    retriever: BaseRetriever,
+    eval_set: EvalSet,
+    label: str,
+    progress: Callable[[str, int, int], None] | None,
+) -> tuple[list[AnswerRecord], list[AnswerRecord]]:
+    """Every query through the whole assistant (retrieval with the refusal threshold, the
+    configured chat model), and the top-chunk answers from the same retrieval."""
+    from rag_pipeline.assistant import Assistant
+    from rag_pipeline.chain import answer_prompt, read_prompt
+    from rag_pipeline.llms import build_chat_model
+
+    recording = _Recording(inner=retriever)
+    prompt = answer_prompt(
+        read_prompt(settings.prompts.system_path, "system.md"),
+        read_prompt(settings.prompts.question_path, "question.md"),
+    )
+    assistant = Assistant(
+        recording,
+        build_chat_model(settings),
+        prompt,
+        refusal=settings.prompts.refusal,
+        faq_direct=settings.retriever.faq_direct_match,
+    )
+    records, top = [], []
+    total = len(eval_set.queries)
+    for done, query in enumerate(eval_set.queries, start=1):
+        started = time.perf_counter()
+        answer = assistant.ask(query.question)
+        seconds = time.perf_counter() - started - recording._seconds
+        docs = recording._last
+        key_of = {d.id or d.page_content: str(d.metadata.get(eval_set.key, "")) for d in docs}
+        records.append(
+            AnswerRecord(
+                answer.answer,
+                answer.refused,
+                [s.number for s in answer.sources],
+                [key_of.get(s.id or s.content, "") for s in answer.sources],
+                seconds,
+            )
+        )
+        top.append(
+            AnswerRecord(
+                docs[0].page_content if docs else answer.answer,
+                not docs,
+                [1] if docs else [],
+                [str(docs[0].metadata.get(eval_set.key, ""))] if docs else [],
+            )
+        )
+        if progress is not None:
+            progress(label, done, total)
+    return records, top
 
 
 def _run_config(
@@ -290,7 +472,11 @@ def _run_config(
     eval_set: EvalSet,
     scratch: Path,
     progress: Callable[[str, int, int], None] | None,
-) -> dict[str, float]:
+    *,
+    answers: bool = False,
+) -> dict[str, Any]:
+    """Retrieval figures of one configuration; with ``answers``, also the answer figures of
+    the whole assistant (``answers``) and of the top-chunk answer (``top_chunk_answers``)."""
     from rag_pipeline.embeddings import build_embedding_model
     from rag_pipeline.indexing import ingest
     from rag_pipeline.retrieval import KeywordRetriever, build_retriever, load_keyword_index
@@ -298,7 +484,12 @@ def _run_config(
 
     settings, mode = _config_settings(base, name, scratch)
     model = build_embedding_model(settings)
-    report = ingest(_stage_corpus(eval_set, scratch), settings, model=model)
+    report = ingest(
+        _stage_corpus(eval_set, scratch),
+        settings,
+        model=model,
+        progress=None if progress is None else lambda _, d, t: progress(f"{name} ingest", d, t),
+    )
     if report.files_failed:
         raise ConfigurationError(f"eval corpus files failed to load: {report.files_failed}")
     if not report.files_ingested:
@@ -338,6 +529,17 @@ def _run_config(
         )
         gated_retriever = build_retriever(gated, store, model.embeddings, keyword)
         figures.update(refusal_rates(gated_retriever, eval_set, threshold))
+    if answers and any(q.answers for q in eval_set.queries):
+        # As `ask` runs: the configured threshold on, whatever the dataset kind.
+        gated = settings.model_copy(
+            update={
+                "retriever": settings.retriever.model_copy(update={"score_threshold": threshold})
+            }
+        )
+        answer_retriever = build_retriever(gated, store, model.embeddings, keyword)
+        records, top = _answer_run(gated, answer_retriever, eval_set, f"{name} answers", progress)
+        figures["answers"] = answer_figures(records, eval_set.queries)
+        figures["top_chunk_answers"] = answer_figures(top, eval_set.queries)
     return figures
 
 
@@ -372,14 +574,22 @@ def evaluate(
     default_name: str = "dense" if default == "similarity" else default
     if settings.rerank.provider is not None:
         default_name = "rerank"
-    result: dict[str, Any] = _run_config(default_name, settings, eval_set, scratch, progress)
+    result: dict[str, Any] = _run_config(
+        default_name, settings, eval_set, scratch, progress, answers=True
+    )
+    top_chunk = result.pop("top_chunk_answers", None)
     result["config"] = default_name
     result["compare"] = {}
     for name in compare:
         if name == default_name:
             result["compare"][name] = {k: v for k, v in result.items() if k not in ("compare",)}
-            continue
-        result["compare"][name] = _run_config(name, settings, eval_set, scratch, progress)
+        elif name == TOP_CHUNK:
+            # The default retrieval, answered by quoting its first chunk verbatim.
+            same = {k: v for k, v in result.items() if k not in ("compare", "answers", "config")}
+            result["compare"][name] = {**same, **({"answers": top_chunk} if top_chunk else {})}
+        else:
+            figures = _run_config(name, settings, eval_set, scratch, progress)
+            result["compare"][name] = figures
     return result
 
 
@@ -413,4 +623,20 @@ def format_table(result: dict[str, Any]) -> str:
                     f"{figures['n_out_of_scope']} out-of-scope questions refused"
                 )
             lines.append(line)
+    answer_columns = [
+        "answer_contains",
+        "answer_chars_mean",
+        "answer_chars_p95",
+        "citations_valid",
+        "cites_relevant",
+        "refused_in_scope",
+        "answer_ms_p50",
+    ]
+    answered = {name: f["answers"] for name, f in rows.items() if "answers" in f}
+    if answered:
+        lines.append("answers (the whole assistant, refusal threshold on)")
+        lines.append(f"{'config':<28}" + "".join(f"{c:>19}" for c in answer_columns))
+        for name, figures in answered.items():
+            cells = [figures.get(c, "-") for c in answer_columns]
+            lines.append(f"{name:<28}" + "".join(f"{c:>19}" for c in cells))
     return "\n".join(lines)

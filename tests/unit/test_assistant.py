@@ -134,7 +134,7 @@ def test_stream_yields_pieces_then_the_answer() -> None:
     assistant = _assistant()
     parts = list(assistant.stream("不满99元运费多少"))
     *pieces, final = parts
-    assert len(pieces) > 1 and all(isinstance(p, str) for p in pieces)
+    assert pieces and all(isinstance(p, str) for p in pieces)  # the short extract: one line
     assert isinstance(final, Answer)
     assert final.answer == "".join(pieces) == assistant.ask("不满99元运费多少").answer
     assert [s.source for s in final.sources] == [

@@ -36,8 +36,8 @@ def test_extractive_answer_quotes_relevant_sentences_with_markers() -> None:
     messages = [SystemMessage("规则"), HumanMessage(CONTEXT.format(question="不满99元运费多少"))]
     answer = model.invoke(messages).content
     assert "不满99元收取运费8元。 [1]" in answer
-    assert "抽取式回答" in answer  # labelled as an extract
-    assert "DASHSCOPE_API_KEY" in answer  # says how to enable a generative model
+    # The note that this is an extract is the caller's to show, not part of the answer.
+    assert "抽取式回答" not in answer and "DASHSCOPE_API_KEY" not in answer
 
 
 def test_faq_passage_is_answered_with_its_whole_answer() -> None:
@@ -45,14 +45,15 @@ def test_faq_passage_is_answered_with_its_whole_answer() -> None:
     assert "在订单详情页点击“申请发票”即可。 [2]" in answer.content
 
 
-def test_english_question_gets_english_labels() -> None:
+def test_english_question_gets_an_english_extract_without_the_note() -> None:
     text = (
         "<context>\n[1] 来源：en.md\nWe ship to 30 countries. Returns take 14 days.\n</context>\n"
     )
     answer = ExtractiveChatModel().invoke(
         [HumanMessage(text + "Question: how long do returns take")]
     )
-    assert "Returns take 14 days." in answer.content and "Extractive answer" in answer.content
+    assert "Returns take 14 days." in answer.content
+    assert "Extractive answer" not in answer.content
 
 
 def test_streaming_yields_the_same_text() -> None:
