@@ -33,6 +33,7 @@ from langchain_core.vectorstores import VectorStore
 
 from rag_pipeline.errors import CorruptDataError
 from rag_pipeline.stores.filters import check_where, matches
+from rag_pipeline.synonyms import Synonyms
 
 _CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+)*")
@@ -41,7 +42,10 @@ _WORD = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+)*")
 _CJK_STOP = sorted(
     "的 了 吗 呢 吧 啊 呀 是 我 你 他 她 它 们 在 有 和 与 或 就 都 也 还 要 会 能 可 以 "
     "怎么 怎样 什么 为什么 如何 可以 能否 是否 这个 那个 一下 一个 请问 多少 哪里 哪些 "
-    "这 那 吗 么".split(),
+    "这 那 吗 么 "
+    # The same in Traditional characters (Taiwan and Hong Kong help centres).
+    "們 與 還 會 嗎 麼 這 那 怎麼 怎樣 什麼 為什麼 如何 能否 這個 那個 一個 請問 哪裡 哪些 "
+    "您".split(),
     key=len,
     reverse=True,
 )
@@ -51,7 +55,7 @@ _STOP = frozenset(
     "which who can could i my me you your it this that with at by from".split()
 )
 # Bump when tokenize() changes: indexes of an older version are rebuilt from the store.
-TOKENIZER_VERSION = 2
+TOKENIZER_VERSION = 3
 K1, B = 1.2, 0.75
 
 
@@ -73,50 +77,53 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+def question_text(metadata: dict[str, Any]) -> str:
+    """The question phrasings a chunk answers, for the question field: an FAQ entry's question
+    and alternatives, or a heading that is itself a question (ends with ? or ？), as in an FAQ
+    page or a title + answer record; "" for other chunks."""
+    if metadata.get("doc_type") == "faq":
+        alternatives = str(metadata.get("faq_alternatives") or "").split("|")
+        return "\n".join(filter(None, [str(metadata.get("faq_question") or ""), *alternatives]))
+    headers = str(metadata.get("headers") or "")
+    heading = headers.split(" > ")[-1].strip() or str(metadata.get("title") or "").strip()
+    return heading if heading.endswith(("?", "？")) else ""
+
+
 @dataclass
 class KeywordHit:
     document: Document
-    bm25: float
+    bm25: float  # body BM25 + question_weight * question-field BM25: what hits are ranked by
     coverage: float
+    question_bm25: float = 0.0
 
 
-class KeywordSearcher:
-    """An in-memory BM25 over the chunks of one collection (built from ``KeywordIndex.load``).
+class _Field:
+    """BM25 postings of one text field over the searcher's chunks (numpy arrays with each
+    posting's term weight precomputed, so a query costs one vectorised add per query term)."""
 
-    Postings are numpy arrays with each posting's BM25 term weight precomputed, so a query
-    costs one vectorised add per query term, not a Python loop over every posting.
-    """
-
-    def __init__(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
+    def __init__(self, counts_of: Sequence[dict[str, int]], *, sparse: bool = False) -> None:
         import numpy as np
 
-        self.ids: list[str] = []
-        self.contents: list[str] = []
-        self.metadatas: list[dict[str, Any]] = []
         term_numbers: dict[str, int] = {}
         terms_of, docs_of, tfs_of, lengths = [], [], [], []
-        for number, (id_, content, metadata, terms) in enumerate(rows):
-            counts: dict[str, int] = json.loads(terms)
-            self.ids.append(id_)
-            self.contents.append(content)
-            self.metadatas.append(json.loads(metadata))
+        for number, counts in enumerate(counts_of):
             lengths.append(sum(counts.values()))
             for term, tf in counts.items():
                 terms_of.append(term_numbers.setdefault(term, len(term_numbers)))
                 docs_of.append(number)
                 tfs_of.append(tf)
-        self.size = len(self.ids)
-        # One flat array of postings sorted by term; each term owns a slice of it.
+        self.size = len(counts_of)
+        # A sparse field (most chunks have no question): chunks without it are not its
+        # documents, so they neither count towards the IDF nor pull the average length down.
+        self.documents = (sum(1 for n in lengths if n) or 1) if sparse else self.size
         term_arr = np.asarray(terms_of, dtype=np.int32)
         order = np.argsort(term_arr, kind="stable")
-        self._docs = np.asarray(docs_of, dtype=np.int32)[order]
+        self.docs = np.asarray(docs_of, dtype=np.int32)[order]
         tf_arr = np.asarray(tfs_of, dtype=np.float32)[order]
         length = np.asarray(lengths, dtype=np.float32)
-        average = float(length.mean()) if self.size else 1.0
-        norm = K1 * (1 - B + B * length / average)
-        self._weights: Any = (
-            tf_arr * (K1 + 1) / (tf_arr + norm[self._docs]) if self.size else tf_arr
-        )
+        average = float(length.sum()) / self.documents if self.size else 1.0
+        norm = K1 * (1 - B + B * length / (average or 1.0))
+        self.weights: Any = tf_arr * (K1 + 1) / (tf_arr + norm[self.docs]) if self.size else tf_arr
         bounds = np.concatenate(
             ([0], np.cumsum(np.bincount(term_arr, minlength=len(term_numbers))))
         )
@@ -127,15 +134,12 @@ class KeywordSearcher:
     def idf(self, term: str) -> float:
         start, end = self.postings.get(term, (0, 0))
         df = end - start
-        return math.log(1.0 + (self.size - df + 0.5) / (df + 0.5))
+        return math.log(1.0 + (self.documents - df + 0.5) / (df + 0.5))
 
-    def search(self, query: str, k: int, where: dict[str, Any] | None = None) -> list[KeywordHit]:
+    def scores(self, terms: Iterable[str]) -> tuple[Any, Any, float]:
+        """BM25 per chunk, the IDF weight of the terms each chunk holds, and the total."""
         import numpy as np
 
-        where = check_where(where)  # once per query, not per hit
-        terms = set(tokenize(query))
-        if not terms or not self.size:
-            return []
         scores = np.zeros(self.size, dtype=np.float32)
         matched = np.zeros(self.size, dtype=np.float32)
         total_weight = 0.0
@@ -144,9 +148,71 @@ class KeywordSearcher:
             total_weight += idf
             start, end = self.postings.get(term, (0, 0))
             if end > start:
-                doc_idx = self._docs[start:end]  # a term occurs once per doc: no repeats
-                scores[doc_idx] += idf * self._weights[start:end]
+                doc_idx = self.docs[start:end]  # a term occurs once per doc: no repeats
+                scores[doc_idx] += idf * self.weights[start:end]
                 matched[doc_idx] += idf
+        return scores, matched, total_weight
+
+
+class KeywordSearcher:
+    """An in-memory BM25 over the chunks of one collection (built from ``KeywordIndex.load``).
+
+    Two fields: the chunk's text, and its question phrasings (``question_text``). A chunk's
+    score is its text BM25 plus ``question_weight`` times its question-field BM25, so a
+    question that matches an FAQ entry's own question outranks one that only shares words with
+    some answer. ``synonyms`` normalises the question and the chunks (stored token counts are
+    of the raw text; chunks holding a variant are re-tokenised here, so changing the synonym
+    list never needs a rebuilt index). Coverage stays a property of the chunk text.
+    """
+
+    def __init__(
+        self,
+        rows: Iterable[tuple[str, str, str, str]],
+        *,
+        synonyms: Synonyms | None = None,
+        question_weight: float = 0.0,
+    ) -> None:
+        self.synonyms = synonyms if synonyms else None
+        self.question_weight = question_weight
+        self.ids: list[str] = []
+        self.contents: list[str] = []
+        self.metadatas: list[dict[str, Any]] = []
+        body: list[dict[str, int]] = []
+        questions: list[dict[str, int]] = []
+        for id_, content, metadata, terms in rows:
+            meta = json.loads(metadata)
+            self.ids.append(id_)
+            self.contents.append(content)
+            self.metadatas.append(meta)
+            if self.synonyms is not None and self.synonyms.matches(content):
+                body.append(Counter(tokenize(self.synonyms.normalise(content))))
+            else:
+                body.append(json.loads(terms))
+            asked = question_text(meta)
+            questions.append(Counter(tokenize(self._normalise(asked))) if asked else {})
+        self.size = len(self.ids)
+        self._body = _Field(body)
+        self._questions = _Field(questions, sparse=True)
+        self.postings = self._body.postings
+
+    def _normalise(self, text: str) -> str:
+        return self.synonyms.normalise(text) if self.synonyms is not None else text
+
+    def idf(self, term: str) -> float:
+        return self._body.idf(term)
+
+    def search(self, query: str, k: int, where: dict[str, Any] | None = None) -> list[KeywordHit]:
+        import numpy as np
+
+        where = check_where(where)  # once per query, not per hit
+        terms = set(tokenize(self._normalise(query)))
+        if not terms or not self.size:
+            return []
+        scores, matched, total_weight = self._body.scores(terms)
+        question_scores = np.zeros(self.size, dtype=np.float32)
+        if self.question_weight:
+            question_scores, _, _ = self._questions.scores(terms)
+            scores = scores + self.question_weight * question_scores
         candidates = np.flatnonzero(scores)
         # Filters can drop hits, so rank every candidate then stop at k.
         ranked = candidates[np.argsort(-scores[candidates], kind="stable")]
@@ -159,7 +225,12 @@ class KeywordSearcher:
                 id=self.ids[doc], page_content=self.contents[doc], metadata=dict(meta)
             )
             hits.append(
-                KeywordHit(document, float(scores[doc]), float(matched[doc]) / total_weight)
+                KeywordHit(
+                    document,
+                    float(scores[doc]),
+                    float(matched[doc]) / total_weight,
+                    float(question_scores[doc]),
+                )
             )
             if len(hits) == k:
                 break
@@ -240,14 +311,17 @@ class KeywordIndex:
             ).fetchall()
         return {r[0] for r in rows}
 
-    def load(self) -> KeywordSearcher:
+    def load(
+        self, *, synonyms: Synonyms | None = None, question_weight: float = 0.0
+    ) -> KeywordSearcher:
+        """The searcher over this collection's chunks (see ``KeywordSearcher``)."""
         with closing(sqlite3.connect(self.path)) as db:
             rows = db.execute(
                 "SELECT id, content, metadata, terms FROM keyword_chunks WHERE namespace = ? "
                 "ORDER BY id",
                 (self.namespace,),
             ).fetchall()
-        return KeywordSearcher(rows)
+        return KeywordSearcher(rows, synonyms=synonyms, question_weight=question_weight)
 
 
 # Chunks written to the wrapped store per request: below Chroma's smallest maximum batch

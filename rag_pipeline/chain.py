@@ -281,13 +281,17 @@ def prompt_inputs(x: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bigrams(text: str) -> set[str]:
-    chars = [c for c in text.lower() if c.isalnum()]
+    # Synonym/typo groups first (rag_pipeline.synonyms): "优惠卷" and "优惠券" give one bigram set.
+    from rag_pipeline.synonyms import active
+
+    chars = [c for c in active().normalise(text) if c.isalnum()]
     return {a + b for a, b in zip(chars, chars[1:], strict=False)} or set(chars)
 
 
 def faq_direct_answer(question: str, docs: Sequence[Document], threshold: float) -> str | None:
     """The answer of the top FAQ entry when the question is a near-exact match of its question
-    or one of its phrasings (character-bigram Jaccard >= ``threshold``), else None."""
+    or one of its phrasings (character-bigram Jaccard >= ``threshold``), else None. Both sides
+    are normalised with the synonym groups in force (``rag_pipeline.synonyms.active``)."""
     if not docs or docs[0].metadata.get("doc_type") != "faq":
         return None
     meta = docs[0].metadata

@@ -137,6 +137,13 @@ class RetrieverSettings(_Section):
     # A question this close (character-bigram Jaccard) to an FAQ question is answered from the
     # FAQ directly, without the chat model; None turns that off.
     faq_direct_match: float | None = Field(default=0.8, ge=0, le=1)
+    # Keyword side: weight of the question field (an FAQ entry's question and phrasings, or a
+    # heading that is a question) next to the chunk text's BM25 (docs/tuning.md).
+    question_weight: float = Field(default=0.6, ge=0)
+    # Synonym/typo groups (rag_pipeline.synonyms): a user file on top of the packaged list of
+    # common typos and variants; synonyms.txt at the top of an ingested folder is read too.
+    synonyms: Path | None = None
+    default_synonyms: bool = True
     # Metadata filter in the one grammar of rag_pipeline.stores.filters, e.g.
     # {"doc_type": "faq", "page": {"$gte": 2}}: $eq $ne $gt $gte $lt $lte $in $nin, $and / $or.
     filter: dict[str, Any] = Field(default_factory=dict)

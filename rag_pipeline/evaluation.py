@@ -4,7 +4,8 @@ A dataset folder is either
 - a QA set: ``corpus.jsonl`` (``id, title, text``) + ``queries.jsonl`` (``id, question,
   answers, positive_ids``); a retrieved chunk is relevant when its passage id is positive; or
 - a knowledge base like ``corpus/`` with ``questions.jsonl`` (``question, sources,
-  answer_contains``); a chunk is relevant when its file is one of the question's sources.
+  answer_contains``) and any ``questions_*.jsonl`` beside it; a chunk is relevant when its
+  file is one of the question's sources. ``corpus/questions_noisy.jsonl`` alone: pass the file.
 
 Several folders are pooled into one index. Everything goes through the normal ingest path into
 a scratch data folder (vectors cached by content hash, so a second run embeds nothing) and every
@@ -239,13 +240,31 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def question_files(folder: Path) -> list[Path]:
+    """A knowledge base's question files: ``questions.jsonl``, then every
+    ``questions_*.jsonl`` beside it (e.g. ``questions_noisy.jsonl``: typos, colloquial and
+    English variants), in name order."""
+    main = folder / "questions.jsonl"
+    extra = sorted(p for p in folder.glob("questions_*.jsonl") if p.is_file())
+    return ([main] if main.is_file() else []) + extra
+
+
 def load_eval_set(dirs: Sequence[Path], limit: int | None = None) -> EvalSet:
-    """Read one or several dataset folders (all of the same kind) into an EvalSet."""
+    """Read one or several dataset folders (all of the same kind) into an EvalSet.
+
+    A knowledge-base folder contributes all its question files (``question_files``); a single
+    question file (``corpus/questions_noisy.jsonl``) stands for its folder with that file's
+    questions only. Question ids are prefixed with their file's name past the first file, so
+    they stay unique."""
     kinds = set()
     queries: list[EvalQuery] = []
     out_of_scope: list[str] = []
-    for folder in dirs:
-        folder = Path(folder)
+    folders: list[Path] = []
+    for given in dirs:
+        given = Path(given)
+        folder = given.parent if given.is_file() and given.suffix == ".jsonl" else given
+        folders.append(folder)
+        files = [given] if folder != given else question_files(folder)
         if (folder / "queries.jsonl").is_file() and (folder / "corpus.jsonl").is_file():
             kinds.add("qa")
             rows = _read_jsonl(folder / "queries.jsonl")[:limit]
@@ -255,29 +274,31 @@ def load_eval_set(dirs: Sequence[Path], limit: int | None = None) -> EvalSet:
                 )
                 for r in rows
             ]
-        elif (folder / "questions.jsonl").is_file():
+        elif files:
             kinds.add("kb")
-            rows = _read_jsonl(folder / "questions.jsonl")[:limit]
-            queries += [
-                EvalQuery(
-                    str(r.get("id", i)),
-                    r["question"],
-                    {f"{folder.name}/{s}" if len(dirs) > 1 else s for s in r["sources"]},
-                    [r["answer_contains"]] if r.get("answer_contains") else [],
-                )
-                for i, r in enumerate(rows)
-            ]
+            for file in files:
+                rows = _read_jsonl(file)[:limit]
+                prefix = "" if file.name == "questions.jsonl" else f"{file.stem}:"
+                queries += [
+                    EvalQuery(
+                        prefix + str(r.get("id", i)),
+                        r["question"],
+                        {f"{folder.name}/{s}" if len(dirs) > 1 else s for s in r["sources"]},
+                        [r["answer_contains"]] if r.get("answer_contains") else [],
+                    )
+                    for i, r in enumerate(rows)
+                ]
             if (folder / "out_of_scope.jsonl").is_file():
                 out_of_scope += [r["question"] for r in _read_jsonl(folder / "out_of_scope.jsonl")]
         else:
             raise ConfigurationError(
-                f"{folder}: not a dataset folder; expected corpus.jsonl + queries.jsonl, "
+                f"{given}: not a dataset folder; expected corpus.jsonl + queries.jsonl, "
                 "or a knowledge base with questions.jsonl"
             )
     if len(kinds) > 1:
         raise ConfigurationError("cannot pool QA sets and knowledge-base folders in one run")
     key = "record_id" if kinds == {"qa"} else "source"
-    return EvalSet([Path(d).resolve() for d in dirs], queries, key, out_of_scope[:limit])
+    return EvalSet([d.resolve() for d in folders], queries, key, out_of_scope[:limit])
 
 
 def _stage_corpus(eval_set: EvalSet, scratch: Path) -> list[Path]:

@@ -11,6 +11,7 @@ Each returned Document carries its relevance in ``metadata["score"]``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -23,6 +24,7 @@ from rag_pipeline.bm25 import KeywordSearcher
 from rag_pipeline.stores.base import Hit, VectorBackend
 from rag_pipeline.stores.filters import check_where, check_where_document, text_matches
 from rag_pipeline.stores.mmr import maximal_marginal_relevance
+from rag_pipeline.synonyms import Synonyms, activate, build_synonyms
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
@@ -225,6 +227,22 @@ class HybridRetriever(BaseRetriever):
         return self.fuse(dense_docs, keyword_docs)[: self.k]
 
 
+def load_synonyms_for(settings: Settings, namespace: str) -> Synonyms:
+    """The synonym groups a collection's retrieval uses: the packaged defaults (unless
+    ``retriever.default_synonyms`` is off), ``synonyms.txt`` at the top of each corpus folder
+    ingested into it, then the ``retriever.synonyms`` file. They also become the groups FAQ
+    direct answers normalise with (``synonyms.activate``)."""
+    from rag_pipeline.bookkeeping import Bookkeeping
+
+    roots: list[Path] = []
+    if settings.record_db.is_file():
+        roots = [Path(p) for p in Bookkeeping(settings, namespace).roots().values()]
+    cfg = settings.retriever
+    groups = build_synonyms(cfg.synonyms, use_defaults=cfg.default_synonyms, roots=roots)
+    activate(groups)
+    return groups
+
+
 def load_keyword_index(settings: Settings, store: VectorBackend) -> KeywordSearcher:
     """The collection's keyword index, rebuilt from the store's chunks first when it is missing
     (written by an older tokenizer, or a store filled by another tool)."""
@@ -234,7 +252,10 @@ def load_keyword_index(settings: Settings, store: VectorBackend) -> KeywordSearc
     if index.count() == 0 and store.count() > 0:
         for batch in store.scan():
             index.add([record.document() for record in batch], [record.id for record in batch])
-    return index.load()
+    return index.load(
+        synonyms=load_synonyms_for(settings, store.namespace),
+        question_weight=settings.retriever.question_weight,
+    )
 
 
 def build_retriever(
@@ -265,7 +286,9 @@ def build_retriever(
         where_document=where_document,
     )
     retriever: BaseRetriever = dense
-    if cfg.search_type == "hybrid":
+    if cfg.search_type != "hybrid":
+        load_synonyms_for(settings, store.namespace)  # for FAQ direct answers
+    else:
         if keyword is None:
             keyword = load_keyword_index(settings, store)
         candidates = max(cfg.candidates, k)

@@ -55,6 +55,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     for prompt in (REPO / "prompts").glob("*.md"):
         assert f"rag_pipeline/prompts/{prompt.name}" in names
+    # The default synonym and typo list is package data, read with importlib.resources.
+    assert "rag_pipeline/data/synonyms.txt" in names
     venv = base / "venv"
     run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], base, env)
     pip_install = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps"]
@@ -89,3 +91,17 @@ def test_the_wheel_ingests_and_answers_from_outside_the_repo(
     assert not answer["refused"]
     assert "24小时" in answer["answer"]
     assert [s["source"] for s in answer["sources"]][0] == "invoice.md"
+
+
+def test_the_wheel_ships_and_applies_the_default_synonyms(installed: Path, tmp_path: Path) -> None:
+    env = clean_env()
+    env.pop("PYTHONPATH", None)
+    script = (
+        "from rag_pipeline.synonyms import default_synonyms\n"
+        "groups = default_synonyms()\n"
+        "print(len(groups), groups.normalise('优惠卷'))\n"
+    )
+    done = run([str(installed / "python"), "-c", script], tmp_path, env)
+    count, normalised = done.stdout.split()
+    assert int(count) >= 30
+    assert normalised == "优惠券"
