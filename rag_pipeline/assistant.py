@@ -40,6 +40,7 @@ from rag_pipeline.providers import openai_error
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
+    from rag_pipeline.synonyms import Synonyms
 
 Fallback = Literal["extractive", "refuse", "error"]
 
@@ -126,6 +127,7 @@ class Assistant:
         key_variable: str = "OPENAI_API_KEY",
         faq_direct: float | None = None,
         fallback: Fallback = "error",
+        synonyms: Synonyms | None = None,
     ) -> None:
         self.retriever = retriever
         self.model = model
@@ -135,8 +137,15 @@ class Assistant:
         self.key_variable = key_variable
         self.faq_direct = faq_direct
         self.fallback = fallback
+        self.synonyms = synonyms  # the collection's groups, for FAQ direct answers
         self.chain = build_rag_chain(
-            retriever, model, prompt, refusal=refusal, condense=condense, faq_direct=faq_direct
+            retriever,
+            model,
+            prompt,
+            refusal=refusal,
+            condense=condense,
+            faq_direct=faq_direct,
+            synonyms=synonyms,
         )
         self.prepare = prepare_step(retriever, condense)
         # Retrieval for a standalone question decided beforehand (so that a failing condense
@@ -152,7 +161,7 @@ class Assistant:
         """Open the store (must have been ingested) and build every part from ``settings``."""
         from rag_pipeline.embeddings import build_embedding_model
         from rag_pipeline.llms import build_chat_model, key_variable
-        from rag_pipeline.retrieval import build_retriever
+        from rag_pipeline.retrieval import build_retriever, load_synonyms_for
         from rag_pipeline.stores import open_store
 
         embedding_model = model or build_embedding_model(settings)
@@ -190,6 +199,7 @@ class Assistant:
             key_variable=key_variable(settings),
             faq_direct=settings.retriever.faq_direct_match,
             fallback=settings.llm.fallback,
+            synonyms=load_synonyms_for(settings, store.namespace),
         )
 
     def _provider_errors(self, error: Exception) -> ProviderError | None:
@@ -249,7 +259,7 @@ class Assistant:
             text: str | None = self.refusal
         elif self.faq_direct is not None:
             text = faq_direct_answer(
-                prepared["standalone_question"], prepared["docs"], self.faq_direct
+                prepared["standalone_question"], prepared["docs"], self.faq_direct, self.synonyms
             )
         else:
             text = None

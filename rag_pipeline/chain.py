@@ -30,7 +30,7 @@ from rag_pipeline.config import DEFAULT_ASSISTANT_NAME
 from rag_pipeline.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    pass
+    from rag_pipeline.synonyms import Synonyms
 
 History = Sequence[tuple[str, str]]  # (user question, assistant answer) pairs, oldest first
 
@@ -280,25 +280,31 @@ def prompt_inputs(x: dict[str, Any]) -> dict[str, Any]:
     return {"context": x["context"], "question": x["standalone_question"]}
 
 
-def _bigrams(text: str) -> set[str]:
+def _bigrams(text: str, synonyms: Synonyms | None = None) -> set[str]:
     # Synonym/typo groups first (rag_pipeline.synonyms): "优惠卷" and "优惠券" give one bigram set.
-    from rag_pipeline.synonyms import active
-
-    chars = [c for c in active().normalise(text) if c.isalnum()]
+    if synonyms is not None:
+        text = synonyms.normalise(text)
+    chars = [c for c in text if c.isalnum()]
     return {a + b for a, b in zip(chars, chars[1:], strict=False)} or set(chars)
 
 
-def faq_direct_answer(question: str, docs: Sequence[Document], threshold: float) -> str | None:
+def faq_direct_answer(
+    question: str,
+    docs: Sequence[Document],
+    threshold: float,
+    synonyms: Synonyms | None = None,
+) -> str | None:
     """The answer of the top FAQ entry when the question is a near-exact match of its question
     or one of its phrasings (character-bigram Jaccard >= ``threshold``), else None. Both sides
-    are normalised with the synonym groups in force (``rag_pipeline.synonyms.active``)."""
+    are normalised with ``synonyms`` (the collection's groups, ``retrieval.load_synonyms_for``)
+    when given."""
     if not docs or docs[0].metadata.get("doc_type") != "faq":
         return None
     meta = docs[0].metadata
     phrasings = [meta.get("faq_question", ""), *str(meta.get("faq_alternatives") or "").split("|")]
-    asked = _bigrams(question)
+    asked = _bigrams(question, synonyms)
     for phrasing in filter(None, phrasings):
-        known = _bigrams(phrasing)
+        known = _bigrams(phrasing, synonyms)
         if asked and known and len(asked & known) / len(asked | known) >= threshold:
             return f"{meta['faq_answer']} [1]"
     return None
@@ -312,6 +318,7 @@ def build_rag_chain(
     refusal: str,
     condense: Runnable[dict[str, Any], str] | None = None,
     faq_direct: float | None = None,
+    synonyms: Synonyms | None = None,
 ) -> Runnable[dict[str, Any], Answer]:
     """The whole chain: input ``{"question": str, "history": [(q, a), ...]}`` -> Answer.
 
@@ -323,7 +330,7 @@ def build_rag_chain(
     def direct(x: dict[str, Any]) -> str | None:
         if faq_direct is None:
             return None
-        return faq_direct_answer(x["standalone_question"], x["docs"], faq_direct)
+        return faq_direct_answer(x["standalone_question"], x["docs"], faq_direct, synonyms)
 
     respond = RunnableBranch(
         (lambda x: not x["docs"], RunnableLambda(lambda x: {**x, "answer": refusal})),

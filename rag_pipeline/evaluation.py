@@ -35,6 +35,7 @@ from rag_pipeline.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
+    from rag_pipeline.synonyms import Synonyms
 
 CUTOFF = 10
 RETRIEVAL_CONFIGS = ("hybrid", "dense", "bm25", "mmr", "rrf", "vanilla")
@@ -438,6 +439,7 @@ def _answer_run(
     eval_set: EvalSet,
     label: str,
     progress: Callable[[str, int, int], None] | None,
+    synonyms: Synonyms | None = None,
 ) -> tuple[list[AnswerRecord], list[AnswerRecord]]:
     """Every query through the whole assistant (retrieval with the refusal threshold, the
     configured chat model), and the top-chunk answers from the same retrieval."""
@@ -456,6 +458,7 @@ def _answer_run(
         prompt,
         refusal=settings.prompts.refusal,
         faq_direct=settings.retriever.faq_direct_match,
+        synonyms=synonyms,
     )
     records, top = [], []
     total = len(eval_set.queries)
@@ -558,7 +561,12 @@ def _run_config(
             }
         )
         answer_retriever = build_retriever(gated, store, model.embeddings, keyword)
-        records, top = _answer_run(gated, answer_retriever, eval_set, f"{name} answers", progress)
+        from rag_pipeline.retrieval import load_synonyms_for
+
+        groups = load_synonyms_for(gated, store.namespace)
+        records, top = _answer_run(
+            gated, answer_retriever, eval_set, f"{name} answers", progress, groups
+        )
         figures["answers"] = answer_figures(records, eval_set.queries)
         figures["top_chunk_answers"] = answer_figures(top, eval_set.queries)
     return figures

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.documents import Document
 
 from rag_pipeline.errors import LoadError
+from rag_pipeline.synonyms import FILE_NAME as SYNONYMS_FILE
 
 if TYPE_CHECKING:
     from rag_pipeline.config import IngestSettings
@@ -230,6 +231,8 @@ def discover(paths: Iterable[Path], settings: IngestSettings | None = None) -> D
                 continue
             if file.name.endswith(META_SUFFIX):
                 continue  # a sidecar: read with the file it describes
+            if relative == SYNONYMS_FILE and path.is_dir():
+                continue  # the folder's synonym list: read by retrieval, not a document
             suffix = PurePosixPath(relative).suffix
             if _ignored(file.relative_to(root).as_posix(), patterns):
                 skipped.append({"path": relative, "reason": f"ignored by {IGNORE_FILE}"})

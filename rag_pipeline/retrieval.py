@@ -24,7 +24,7 @@ from rag_pipeline.bm25 import KeywordSearcher
 from rag_pipeline.stores.base import Hit, VectorBackend
 from rag_pipeline.stores.filters import check_where, check_where_document, text_matches
 from rag_pipeline.stores.mmr import maximal_marginal_relevance
-from rag_pipeline.synonyms import Synonyms, activate, build_synonyms
+from rag_pipeline.synonyms import Synonyms, build_synonyms
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
@@ -230,17 +230,15 @@ class HybridRetriever(BaseRetriever):
 def load_synonyms_for(settings: Settings, namespace: str) -> Synonyms:
     """The synonym groups a collection's retrieval uses: the packaged defaults (unless
     ``retriever.default_synonyms`` is off), ``synonyms.txt`` at the top of each corpus folder
-    ingested into it, then the ``retriever.synonyms`` file. They also become the groups FAQ
-    direct answers normalise with (``synonyms.activate``)."""
+    ingested into it, then the ``retriever.synonyms`` file. The Assistant hands the same
+    groups to FAQ direct answers."""
     from rag_pipeline.bookkeeping import Bookkeeping
 
     roots: list[Path] = []
     if settings.record_db.is_file():
         roots = [Path(p) for p in Bookkeeping(settings, namespace).roots().values()]
     cfg = settings.retriever
-    groups = build_synonyms(cfg.synonyms, use_defaults=cfg.default_synonyms, roots=roots)
-    activate(groups)
-    return groups
+    return build_synonyms(cfg.synonyms, use_defaults=cfg.default_synonyms, roots=roots)
 
 
 def load_keyword_index(settings: Settings, store: VectorBackend) -> KeywordSearcher:
@@ -286,9 +284,7 @@ def build_retriever(
         where_document=where_document,
     )
     retriever: BaseRetriever = dense
-    if cfg.search_type != "hybrid":
-        load_synonyms_for(settings, store.namespace)  # for FAQ direct answers
-    else:
+    if cfg.search_type == "hybrid":
         if keyword is None:
             keyword = load_keyword_index(settings, store)
         candidates = max(cfg.candidates, k)

@@ -147,19 +147,3 @@ def build_synonyms(
     if user_file is not None:
         groups = groups.merged(load_synonyms(user_file))
     return groups
-
-
-# FAQ direct answers (chain.faq_direct_answer) compare strings outside any retriever, so the
-# groups the last built retriever uses are kept here for them; the defaults until then.
-_active: Synonyms | None = None
-
-
-def activate(groups: Synonyms) -> None:
-    """Make ``groups`` the ones FAQ matching normalises with."""
-    global _active
-    _active = groups
-
-
-def active() -> Synonyms:
-    """The groups FAQ matching normalises with: the last activated, else the defaults."""
-    return _active if _active is not None else default_synonyms()

@@ -5,33 +5,22 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from langchain_core.documents import Document
 
-from rag_pipeline import synonyms as synonyms_module
 from rag_pipeline.bm25 import KeywordSearcher, question_text, tokenize
 from rag_pipeline.chain import faq_direct_answer
 from rag_pipeline.config import RetrieverSettings, Settings
 from rag_pipeline.errors import ConfigurationError
 from rag_pipeline.synonyms import (
     Synonyms,
-    activate,
     build_synonyms,
     default_synonyms,
     load_synonyms,
     parse_synonyms,
 )
-
-
-@pytest.fixture(autouse=True)
-def _restore_active() -> Iterator[None]:
-    # activate() is process-wide; every test leaves it as it found it.
-    before = synonyms_module._active
-    yield
-    synonyms_module._active = before
 
 
 def rows(*chunks: tuple[str, str, dict[str, object]]) -> list[tuple[str, str, str, str]]:
@@ -225,18 +214,14 @@ def _faq(question: str, answer: str, alternatives: str | None = None) -> Documen
 
 def test_faq_direct_answers_normalise_both_strings() -> None:
     doc = _faq("优惠券可以叠加使用吗？", "平台券可以和店铺券叠加。")
-    activate(Synonyms())
     assert faq_direct_answer("优惠卷可以叠加使用吗", [doc], 0.8) is None
-    activate(default_synonyms())
-    assert faq_direct_answer("优惠卷可以叠加使用吗", [doc], 0.8) == "平台券可以和店铺券叠加。 [1]"
+    assert faq_direct_answer("优惠卷可以叠加使用吗", [doc], 0.8, Synonyms()) is None
+    defaults = default_synonyms()
+    assert faq_direct_answer("优惠卷可以叠加使用吗", [doc], 0.8, defaults) == (
+        "平台券可以和店铺券叠加。 [1]"
+    )
     # A variant on the FAQ side is normalised too.
     typo_side = _faq("帐号被锁了怎么办", "30分钟后自动解锁。")
-    assert faq_direct_answer("账号被锁了怎么办", [typo_side], 0.8) == "30分钟后自动解锁。 [1]"
-
-
-def test_faq_matching_uses_the_defaults_until_a_retriever_activates_others() -> None:
-    synonyms_module._active = None
-    assert synonyms_module.active() is default_synonyms()
-    mine = parse_synonyms("小禾 小和\n", "t")
-    activate(mine)
-    assert synonyms_module.active() is mine
+    assert faq_direct_answer("账号被锁了怎么办", [typo_side], 0.8, defaults) == (
+        "30分钟后自动解锁。 [1]"
+    )
