@@ -126,7 +126,15 @@ def record_manager(settings: Settings, namespace: str) -> SQLRecordManager:
     from sqlalchemy.exc import DatabaseError
 
     ensure_data_dir(settings)
-    manager = SQLRecordManager(namespace, db_url=f"sqlite:///{settings.record_db}")
+    from sqlalchemy.pool import NullPool
+
+    # No pooled connection: each Bookkeeping would otherwise keep one open file per engine
+    # for the life of the process (a long-lived service or a test session runs out of them).
+    manager = SQLRecordManager(
+        namespace,
+        db_url=f"sqlite:///{settings.record_db}",
+        engine_kwargs={"poolclass": NullPool},
+    )
     try:
         manager.create_schema()
     except DatabaseError as e:
