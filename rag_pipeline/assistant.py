@@ -161,12 +161,16 @@ class Assistant:
         """Open the store (must have been ingested) and build every part from ``settings``."""
         from rag_pipeline.embeddings import build_embedding_model
         from rag_pipeline.llms import build_chat_model, key_variable
-        from rag_pipeline.retrieval import build_retriever, load_synonyms_for
+        from rag_pipeline.retrieval import build_retriever, load_keyword_index, load_synonyms_for
         from rag_pipeline.stores import open_store
 
         embedding_model = model or build_embedding_model(settings)
         store = store or open_store(settings, embedding_model, create=False)
-        retriever = build_retriever(settings, store, embedding_model.embeddings)
+        # The collection's synonym groups, read once: the keyword side and FAQ answers share them.
+        synonyms = load_synonyms_for(settings, store.namespace)
+        hybrid = settings.retriever.search_type == "hybrid"
+        keyword = load_keyword_index(settings, store, synonyms) if hybrid else None
+        retriever = build_retriever(settings, store, embedding_model.embeddings, keyword)
         chat = build_chat_model(settings)
         prompt = answer_prompt(
             read_prompt(settings.prompts.system_path, "system.md"),
@@ -199,7 +203,7 @@ class Assistant:
             key_variable=key_variable(settings),
             faq_direct=settings.retriever.faq_direct_match,
             fallback=settings.llm.fallback,
-            synonyms=load_synonyms_for(settings, store.namespace),
+            synonyms=synonyms,
         )
 
     def _provider_errors(self, error: Exception) -> ProviderError | None:

@@ -503,7 +503,12 @@ def _run_config(
     the whole assistant (``answers``) and of the top-chunk answer (``top_chunk_answers``)."""
     from rag_pipeline.embeddings import build_embedding_model
     from rag_pipeline.indexing import ingest
-    from rag_pipeline.retrieval import KeywordRetriever, build_retriever, load_keyword_index
+    from rag_pipeline.retrieval import (
+        KeywordRetriever,
+        build_retriever,
+        load_keyword_index,
+        load_synonyms_for,
+    )
     from rag_pipeline.stores import open_store
 
     settings, mode = _config_settings(base, name, scratch)
@@ -521,8 +526,9 @@ def _run_config(
             f"the eval corpus yielded no file to index (skipped: {report.files_skipped})"
         )
     store = open_store(settings, model, create=False)
-    # Loaded once, shared by the ranking run and the refusal run.
-    keyword = load_keyword_index(settings, store) if mode in ("bm25", "hybrid") else None
+    # Loaded once, shared by the ranking, refusal and answer runs.
+    groups = load_synonyms_for(settings, store.namespace)
+    keyword = load_keyword_index(settings, store, groups) if mode in ("bm25", "hybrid") else None
     if keyword is not None and mode == "bm25":
         retriever: Any = KeywordRetriever(searcher=keyword, k=settings.retriever.k)
     else:
@@ -545,25 +551,16 @@ def _run_config(
     figures["chunks"] = store.count()
     figures.update(by_context_size(chunk_texts, eval_set.queries))
     threshold = base.retriever.score_threshold
+    # As `ask` runs: the configured threshold on.
+    gated = settings.model_copy(
+        update={"retriever": settings.retriever.model_copy(update={"score_threshold": threshold})}
+    )
     if eval_set.key == "source" and threshold is not None and mode != "bm25" and name != "vanilla":
-        gated = settings.model_copy(
-            update={
-                "retriever": settings.retriever.model_copy(update={"score_threshold": threshold})
-            }
-        )
         gated_retriever = build_retriever(gated, store, model.embeddings, keyword)
         figures.update(refusal_rates(gated_retriever, eval_set, threshold))
     if answers and any(q.answers for q in eval_set.queries):
-        # As `ask` runs: the configured threshold on, whatever the dataset kind.
-        gated = settings.model_copy(
-            update={
-                "retriever": settings.retriever.model_copy(update={"score_threshold": threshold})
-            }
-        )
+        # Whatever the dataset kind, answers are measured with the threshold on.
         answer_retriever = build_retriever(gated, store, model.embeddings, keyword)
-        from rag_pipeline.retrieval import load_synonyms_for
-
-        groups = load_synonyms_for(gated, store.namespace)
         records, top = _answer_run(
             gated, answer_retriever, eval_set, f"{name} answers", progress, groups
         )

@@ -241,9 +241,12 @@ def load_synonyms_for(settings: Settings, namespace: str) -> Synonyms:
     return build_synonyms(cfg.synonyms, use_defaults=cfg.default_synonyms, roots=roots)
 
 
-def load_keyword_index(settings: Settings, store: VectorBackend) -> KeywordSearcher:
+def load_keyword_index(
+    settings: Settings, store: VectorBackend, synonyms: Synonyms | None = None
+) -> KeywordSearcher:
     """The collection's keyword index, rebuilt from the store's chunks first when it is missing
-    (written by an older tokenizer, or a store filled by another tool)."""
+    (written by an older tokenizer, or a store filled by another tool). ``synonyms``: the
+    collection's groups when the caller has them already (``load_synonyms_for``)."""
     from rag_pipeline.bm25 import KeywordIndex
 
     index = KeywordIndex(settings.keyword_db, store.namespace)
@@ -251,7 +254,7 @@ def load_keyword_index(settings: Settings, store: VectorBackend) -> KeywordSearc
         for batch in store.scan():
             index.add([record.document() for record in batch], [record.id for record in batch])
     return index.load(
-        synonyms=load_synonyms_for(settings, store.namespace),
+        synonyms=synonyms if synonyms is not None else load_synonyms_for(settings, store.namespace),
         question_weight=settings.retriever.question_weight,
     )
 
