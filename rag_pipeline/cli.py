@@ -1,4 +1,5 @@
-"""The ``rag`` command: ingest, ask, chat, eval, info, config, collections, migrate.
+"""The ``rag`` command: ingest, ask, chat, eval, info, config, collections, migrate, serve,
+gaps.
 
 Exit codes: 0 success; 1 a remote API failed; 2 usage or configuration error (including "nothing
 ingested yet" and an embedding-model mismatch); 3 ingest finished but some files failed; 4 a
@@ -134,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("info", help="show the collection: backend, size, embedding model, sources")
+    _common(p)
+
+    p = sub.add_parser("serve", help="run the HTTP service (chat API, ask/search, uploads, page)")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    _common(p)
+
+    p = sub.add_parser("gaps", help="questions the knowledge base could not answer, grouped")
+    p.add_argument(
+        "--since", default=None, help="only entries from this date on (YYYY-MM-DD or ISO time)"
+    )
     _common(p)
 
     p = sub.add_parser("config", help="print the effective settings (secrets masked)")
@@ -625,6 +638,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_INCONSISTENT
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rag_pipeline.service.run import serve
+
+    settings = _settings(args)
+    return serve(settings, host=args.host, port=args.port, workers=args.workers)
+
+
+def cmd_gaps(args: argparse.Namespace) -> int:
+    from rag_pipeline.gaps import print_report
+
+    return print_report(_settings(args), since=args.since, as_json=args.json)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(_settings(args).masked(), ensure_ascii=False, indent=2))
     return EXIT_OK
@@ -760,6 +786,8 @@ COMMANDS = {
     "similarity": cmd_similarity,
     "info": cmd_info,
     "config": cmd_config,
+    "serve": cmd_serve,
+    "gaps": cmd_gaps,
     "verify": cmd_verify,
     "collections": cmd_collections,
     "migrate": cmd_migrate,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -232,6 +233,44 @@ class PromptSettings(_Section):
     company: str | None = Field(default=None, description="None: speak for no company by name")
 
 
+class ServeSettings(_Section):
+    """The HTTP service (``rag serve``): where it listens, who may call it, its limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, gt=0, lt=65536)
+    # Bearer keys, comma-separated in the environment. None at all: no auth, loopback only.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    max_upload_mb: float = Field(default=20.0, gt=0)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Whether the knowledge-gap log keeps the question text (off: only scores and sources).
+    log_questions: bool = True
+    # Limits of one request: the question (characters) and the JSON body (kilobytes).
+    max_question_chars: int = Field(default=2000, gt=0)
+    max_body_kb: int = Field(default=256, gt=0)
+    # Conversations kept for session_id: turns remembered and seconds idle before forgetting.
+    session_turns: int = Field(default=6, ge=0)
+    session_ttl: float = Field(default=1800.0, gt=0)
+    max_sessions: int = Field(default=10000, gt=0)
+    # An answer whose top relevance is below this goes to the gap log as low-confidence.
+    low_confidence: float = Field(default=0.85, ge=0, le=1)
+    # Uploaded files live here (None: <data_dir>/documents).
+    documents_dir: Path | None = None
+
+    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # RAG_SERVE__API_KEYS=k1,k2 as well as a JSON list.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+
 class Settings(BaseSettings):
     """All settings of rag_pipeline, in one typed object.
 
@@ -261,6 +300,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     prompts: PromptSettings = Field(default_factory=PromptSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     dashscope_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DASHSCOPE_API_KEY", "RAG_DASHSCOPE_API_KEY")
@@ -313,6 +353,16 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         return self.data_dir / "embedding-cache"
 
+    @property
+    def documents_dir(self) -> Path:
+        """The service's managed folder of uploaded files."""
+        return self.serve.documents_dir or self.data_dir / "documents"
+
+    @property
+    def gaps_db(self) -> Path:
+        """The knowledge-gap log (refused, low-confidence and thumbs-down questions)."""
+        return self.data_dir / "gaps.sqlite"
+
     def llm_provider(self) -> Literal["extractive", "dashscope", "openai"]:
         """The chat provider in effect: the configured one, else the first whose key is set."""
         if self.llm.provider is not None:
@@ -331,6 +381,8 @@ class Settings(BaseSettings):
         for key in ("auth_token", "token"):
             data["store"][key] = "***" if getattr(self.store, key) is not None else None
         data["rerank"]["api_key"] = "***" if self.rerank.api_key is not None else None
+        for key in ("api_keys", "admin_keys"):
+            data["serve"][key] = ["***" for _ in getattr(self.serve, key)]
         data["llm"]["provider_in_effect"] = self.llm_provider()
         return data
 

@@ -1,0 +1,1 @@
+"""Static files of the chat and admin pages (read with importlib.resources)."""
