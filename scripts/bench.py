@@ -19,6 +19,8 @@ Run from the repository root::
         [--out bench-results/retrieval-10k.json]
     python scripts/bench.py stores [--sizes 10000,100000] [--backends chroma,milvus]
         [--out bench-results/stores.json]
+    python scripts/bench.py serve [--requests 300] [--concurrency 1,16,64]
+        [--out bench-results/serve.json]
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from benchmarks import ask, ingest, retrieval, stores
+from benchmarks import ask, ingest, retrieval, serve, stores
 
 HELP = {
     "ingest": "ingest throughput vs the raw embedder",
     "ask": "cold start and per-question latency",
     "retrieval": "hybrid vs dense-only retrieval latency at a large index",
     "stores": "vector-store backends on random vectors: insert, query, recall, reopen",
+    "serve": "the HTTP service at several concurrencies vs in-process asks",
 }
 
 
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("ask", ask),
         ("retrieval", retrieval),
         ("stores", stores),
+        ("serve", serve),
     ):
         command = sub.add_parser(
             name,
