@@ -174,3 +174,24 @@ def test_citations_are_renumbered_in_order_of_first_use(
         assert [s.source for s in answer.sources] == sources
     assert [s.number for s in answer.sources] == list(range(1, len(answer.sources) + 1))
     assert [s.number for s in answer.context] == [1, 2, 3]  # the context keeps its numbers
+
+
+def test_a_sentence_that_opens_with_a_back_reference_brings_the_one_before_it() -> None:
+    passage = (
+        "Peyton Manning led two different teams to multiple Super Bowls. "
+        "He is also the oldest quarterback ever to play in a Super Bowl at age 39. "
+        "The game was played in Santa Clara."
+    )
+    answer = _ask([passage], "Who is the oldest quarterback to play in a Super Bowl?")
+    assert answer.startswith("Peyton Manning led two different teams")
+    assert "He is also the oldest quarterback" in answer
+
+
+def test_a_what_is_question_is_answered_by_the_sentence_that_says_what_it_is() -> None:
+    passage = (
+        "操场是指用以进行步操、阅兵、集会的场地。操场的种类大约分成两种。"
+        "有盖操场的规模较小，且不一定是椭圆形。"
+    )
+    assert _ask([passage], "操场的定义是什么？").startswith(
+        "操场是指用以进行步操、阅兵、集会的场地。"
+    )
