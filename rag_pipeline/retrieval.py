@@ -50,27 +50,43 @@ class DenseRetriever(BaseRetriever):
 
     def search(self, query: str) -> list[Hit]:
         """Hits for ``query`` after threshold and MMR, best first."""
+        return self.scored_search(query)[1]
+
+    def scored_search(self, query: str) -> tuple[float, list[Hit]]:
+        """The best relevance found before the threshold (what ``score_threshold`` is compared
+        with; 0.0 when the store has nothing), and the hits ``search`` returns."""
         vector = self.embeddings.embed_query(query)
         if self.search_type == "mmr":
-            hits = self.store.search(
+            found = self.store.search(
                 vector,
                 max(self.fetch_k, self.k),
                 self.filter or None,
                 with_vectors=True,
                 where_document=self.where_document or None,
             )
-            hits = self._passing(hits)
-            if hits:
-                order = maximal_marginal_relevance(
-                    vector, [h.vector or [] for h in hits], lambda_mult=self.lambda_mult, k=self.k
-                )
-                hits = [hits[i] for i in order]
-            return hits
-        return self._passing(
-            self.store.search(
+        else:
+            found = self.store.search(
                 vector, self.k, self.filter or None, where_document=self.where_document or None
             )
-        )
+        best = max((h.relevance for h in found), default=0.0)
+        hits = self._passing(found)
+        if self.search_type == "mmr" and hits:
+            order = maximal_marginal_relevance(
+                vector, [h.vector or [] for h in hits], lambda_mult=self.lambda_mult, k=self.k
+            )
+            hits = [hits[i] for i in order]
+        return best, hits
+
+    def scored(self, query: str) -> tuple[float, list[Document]]:
+        """The relevance the threshold is compared with, and the chunks ``invoke`` returns
+        (``rag eval`` draws the threshold picture from the first)."""
+        best, hits = self.scored_search(query)
+        return best, [self._document(hit) for hit in hits]
+
+    @staticmethod
+    def _document(hit: Hit) -> Document:
+        hit.document.metadata["score"] = round(hit.relevance, 4)
+        return hit.document
 
     def _passing(self, hits: list[Hit]) -> list[Hit]:
         if self.score_threshold is None:
@@ -80,11 +96,7 @@ class DenseRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        docs = []
-        for hit in self.search(query):
-            hit.document.metadata["score"] = round(hit.relevance, 4)
-            docs.append(hit.document)
-        return docs
+        return [self._document(hit) for hit in self.search(query)]
 
 
 class KeywordRetriever(BaseRetriever):
@@ -211,20 +223,24 @@ class HybridRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
+        return self.scored(query)[1]
+
+    def scored(self, query: str) -> tuple[float, list[Document]]:
+        """The gate relevance (the best dense relevance and the best keyword coverage, which
+        may come from different chunks, combined by ``relevance``) and the chunks ``invoke``
+        returns: none when the gate relevance is below ``score_threshold``."""
         dense_hits = self.dense.search(query)
         keyword_docs = self.keyword.invoke(query)
         best_dense = max((h.relevance for h in dense_hits), default=0.0)
         best_coverage = max((d.metadata["keyword_coverage"] for d in keyword_docs), default=0.0)
-        if (
-            self.score_threshold is not None
-            and self.relevance(best_dense, best_coverage) < self.score_threshold
-        ):
-            return []
+        gate = self.relevance(best_dense, best_coverage)
+        if self.score_threshold is not None and gate < self.score_threshold:
+            return gate, []
         dense_docs = []
         for hit in dense_hits:
             hit.document.metadata["dense_relevance"] = round(hit.relevance, 4)
             dense_docs.append(hit.document)
-        return self.fuse(dense_docs, keyword_docs)[: self.k]
+        return gate, self.fuse(dense_docs, keyword_docs)[: self.k]
 
 
 def load_synonyms_for(settings: Settings, namespace: str) -> Synonyms:
