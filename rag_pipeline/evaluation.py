@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,8 @@ CUTOFF = 10
 RETRIEVAL_CONFIGS = ("hybrid", "dense", "bm25", "mmr", "rrf", "vanilla")
 # Answer-only configurations: the default retrieval, a different answer step.
 TOP_CHUNK = "top-chunk"
+# The result key of the per-query details the HTML report draws from (``eval_report``).
+DETAILS = "details"
 RERANK_PROVIDERS = ("dashscope", "huggingface", "http")
 EMBEDDING_PREFIXES = ("local", "fake", "openai", "dashscope", "huggingface")
 
@@ -62,6 +65,8 @@ class EvalSet:
     key: str  # the metadata key that identifies a relevant chunk: record_id or source
     # Knowledge bases only: questions it cannot answer (out_of_scope.jsonl), for refusal rates.
     out_of_scope: list[str] = field(default_factory=list)
+    # One entry per dataset given: name, path, questions and out-of-scope questions used.
+    datasets: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -125,6 +130,22 @@ def by_context_size(
         recall[str(k)] = round(answer_recall_of(contexts, queries), 4)
         chars[str(k)] = round(sum(len(c) for c in contexts) / max(len(contexts), 1), 1)
     return {"answer_recall_at_k": recall, "context_chars_at_k": chars}
+
+
+def hit_by_k(rankings: Sequence[Sequence[str]], queries: Sequence[EvalQuery]) -> dict[str, float]:
+    """hit@k for k = 1..10, for the curve of hit against k."""
+    n = len(queries) or 1
+    return {
+        str(k): round(
+            sum(hit_at(r, q.relevant, k) for r, q in zip(rankings, queries, strict=True)) / n, 4
+        )
+        for k in range(1, CUTOFF + 1)
+    }
+
+
+def first_relevant_rank(ranked: Sequence[str], relevant: set[str]) -> int | None:
+    """1-based rank of the first relevant key in the top 10, None when there is none."""
+    return next((i for i, key in enumerate(ranked[:CUTOFF], 1) if key in relevant), None)
 
 
 def summarise(
@@ -261,10 +282,12 @@ def load_eval_set(dirs: Sequence[Path], limit: int | None = None) -> EvalSet:
     queries: list[EvalQuery] = []
     out_of_scope: list[str] = []
     folders: list[Path] = []
+    datasets: list[dict[str, Any]] = []
     for given in dirs:
         given = Path(given)
         folder = given.parent if given.is_file() and given.suffix == ".jsonl" else given
         folders.append(folder)
+        before = (len(queries), len(out_of_scope))
         files = [given] if folder != given else question_files(folder)
         if (folder / "queries.jsonl").is_file() and (folder / "corpus.jsonl").is_file():
             kinds.add("qa")
@@ -296,10 +319,23 @@ def load_eval_set(dirs: Sequence[Path], limit: int | None = None) -> EvalSet:
                 f"{given}: not a dataset folder; expected corpus.jsonl + queries.jsonl, "
                 "or a knowledge base with questions.jsonl"
             )
+        datasets.append(
+            {
+                "name": given.name,
+                "path": str(given.resolve()),
+                "questions": len(queries) - before[0],
+                "out_of_scope": len(out_of_scope) - before[1],
+            }
+        )
     if len(kinds) > 1:
         raise ConfigurationError("cannot pool QA sets and knowledge-base folders in one run")
     key = "record_id" if kinds == {"qa"} else "source"
-    return EvalSet([d.resolve() for d in folders], queries, key, out_of_scope[:limit])
+    # --limit cuts the pooled out-of-scope list; count what each dataset still contributes.
+    remaining = len(out_of_scope[:limit])
+    for entry in datasets:
+        entry["out_of_scope"] = min(entry["out_of_scope"], remaining)
+        remaining -= entry["out_of_scope"]
+    return EvalSet([d.resolve() for d in folders], queries, key, out_of_scope[:limit], datasets)
 
 
 def _stage_corpus(eval_set: EvalSet, scratch: Path) -> list[Path]:
@@ -498,9 +534,12 @@ def _run_config(
     progress: Callable[[str, int, int], None] | None,
     *,
     answers: bool = False,
+    threshold_picture: bool = False,
 ) -> dict[str, Any]:
     """Retrieval figures of one configuration; with ``answers``, also the answer figures of
-    the whole assistant (``answers``) and of the top-chunk answer (``top_chunk_answers``)."""
+    the whole assistant (``answers``) and of the top-chunk answer (``top_chunk_answers``);
+    per-query details under ``DETAILS``, with ``threshold_picture`` also the top relevance of
+    every out-of-scope question."""
     from rag_pipeline.embeddings import build_embedding_model
     from rag_pipeline.indexing import ingest
     from rag_pipeline.retrieval import (
@@ -536,20 +575,29 @@ def _run_config(
         settings.retriever.search_type = search_type  # type: ignore[assignment]
         retriever = build_retriever(settings, store, model.embeddings, keyword)
     answer_k = base.retriever.k if name != "vanilla" else 4
-    rankings, latencies, chunk_texts = [], [], []
+    rankings, latencies, chunk_texts, details = [], [], [], []
     total = len(eval_set.queries)
     for done, query in enumerate(eval_set.queries, start=1):
         started = time.perf_counter()
-        docs: list[Document] = retriever.invoke(query.question)
+        top, docs = _scored_retrieve(retriever, query.question)
         latencies.append(time.perf_counter() - started)
+        if top is None:
+            top = _gate_relevance(retriever, query.question)  # outside the timing: a reranker
         rankings.append(dedupe([str(d.metadata.get(eval_set.key, "")) for d in docs]))
         chunk_texts.append([d.page_content for d in docs])
+        details.append(_query_detail(query, rankings[-1], docs, top, eval_set.key))
         if progress is not None:
             progress(name, done, total)
     contexts = ["\n".join(texts[:answer_k]) for texts in chunk_texts]
     figures: dict[str, Any] = dict(summarise(rankings, contexts, latencies, eval_set.queries))
     figures["chunks"] = store.count()
     figures.update(by_context_size(chunk_texts, eval_set.queries))
+    figures["hit_at_k"] = hit_by_k(rankings, eval_set.queries)
+    out_of_scope: list[dict[str, Any]] = []
+    if threshold_picture and eval_set.out_of_scope:
+        for question in eval_set.out_of_scope:
+            top = _gate_relevance(retriever, question)
+            out_of_scope.append({"question": question, "top_relevance": _rounded(top)})
     threshold = base.retriever.score_threshold
     # As `ask` runs: the configured threshold on.
     gated = settings.model_copy(
@@ -561,12 +609,74 @@ def _run_config(
     if answers and any(q.answers for q in eval_set.queries):
         # Whatever the dataset kind, answers are measured with the threshold on.
         answer_retriever = build_retriever(gated, store, model.embeddings, keyword)
-        records, top = _answer_run(
+        records, top_chunk = _answer_run(
             gated, answer_retriever, eval_set, f"{name} answers", progress, groups
         )
         figures["answers"] = answer_figures(records, eval_set.queries)
-        figures["top_chunk_answers"] = answer_figures(top, eval_set.queries)
+        figures["top_chunk_answers"] = answer_figures(top_chunk, eval_set.queries)
+        for detail, record in zip(details, records, strict=True):
+            detail["refused"] = record.refused
+    figures[DETAILS] = {
+        "embeddings": model.fingerprint,
+        "retrieval": mode,
+        "queries": details,
+        "out_of_scope": out_of_scope,
+    }
     return figures
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _scored_retrieve(retriever: Any, question: str) -> tuple[float | None, list[Document]]:
+    """The chunks and, where the retriever has one, the relevance its threshold is compared
+    with, from one retrieval."""
+    from rag_pipeline.retrieval import DenseRetriever, HybridRetriever
+
+    if isinstance(retriever, DenseRetriever | HybridRetriever):
+        return retriever.scored(question)
+    return None, retriever.invoke(question)
+
+
+def _gate_relevance(retriever: Any, question: str) -> float | None:
+    """The relevance the threshold is compared with; behind a reranker, that of the retrieval
+    it reranks (the threshold gates that one). None for BM25 alone, which has no threshold."""
+    from rag_pipeline.retrieval import DenseRetriever, HybridRetriever
+
+    inner = getattr(retriever, "base_retriever", retriever)
+    if isinstance(inner, DenseRetriever | HybridRetriever):
+        return inner.scored(question)[0]
+    return None
+
+
+def _shown_score(doc: Document) -> float | None:
+    """The score a chunk was ranked by: the reranker's, the relevance, or BM25 alone."""
+    for key in ("relevance_score", "score", "bm25"):
+        if isinstance(doc.metadata.get(key), int | float):
+            return round(float(doc.metadata[key]), 4)
+    return None
+
+
+def _query_detail(
+    query: EvalQuery, ranked: list[str], docs: list[Document], top: float | None, key: str
+) -> dict[str, Any]:
+    """What the report shows of one query: where its expected source ranks, the first three
+    distinct sources retrieved with the best score of each, and its top relevance."""
+    shown: dict[str, float | None] = {}
+    for doc in docs:
+        source = str(doc.metadata.get(key, ""))
+        if source not in shown and len(shown) < 3:
+            shown[source] = _shown_score(doc)
+    return {
+        "id": query.id,
+        "question": query.question,
+        "expected": sorted(query.relevant),
+        "rank": first_relevant_rank(ranked, query.relevant),
+        "top_relevance": _rounded(top),
+        "top_sources": [{"source": s, "score": v} for s, v in shown.items()],
+        "refused": None,  # set by the answer run, when there is one
+    }
 
 
 def refusal_rates(retriever: Any, eval_set: EvalSet, threshold: float) -> dict[str, float]:
@@ -593,7 +703,11 @@ def evaluate(
     limit: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Figures of the default configuration at the top level, others under ``compare``."""
+    """Figures of the default configuration at the top level, others under ``compare``.
+
+    ``result[DETAILS]`` holds what the HTML report needs beyond the figures: ``run`` (date,
+    package version, datasets) and, per configuration name, its per-query details."""
+    started = datetime.now(UTC)
     eval_set = load_eval_set(dirs, limit)
     scratch = scratch or settings.data_dir
     default = settings.retriever.search_type
@@ -601,9 +715,10 @@ def evaluate(
     if settings.rerank.provider is not None:
         default_name = "rerank"
     result: dict[str, Any] = _run_config(
-        default_name, settings, eval_set, scratch, progress, answers=True
+        default_name, settings, eval_set, scratch, progress, answers=True, threshold_picture=True
     )
     top_chunk = result.pop("top_chunk_answers", None)
+    configs = {default_name: result.pop(DETAILS)}
     result["config"] = default_name
     result["compare"] = {}
     for name in compare:
@@ -613,10 +728,31 @@ def evaluate(
             # The default retrieval, answered by quoting its first chunk verbatim.
             same = {k: v for k, v in result.items() if k not in ("compare", "answers", "config")}
             result["compare"][name] = {**same, **({"answers": top_chunk} if top_chunk else {})}
+            configs[name] = configs[default_name]
         else:
             figures = _run_config(name, settings, eval_set, scratch, progress)
+            configs[name] = figures.pop(DETAILS)
             result["compare"][name] = figures
+    result[DETAILS] = {
+        "run": {
+            "started": started.isoformat(timespec="seconds"),
+            "version": _package_version(),
+            "key": eval_set.key,
+            "datasets": eval_set.datasets,
+            "n_out_of_scope": len(eval_set.out_of_scope),
+        },
+        "configs": configs,
+    }
     return result
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rag-pipeline")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def format_table(result: dict[str, Any]) -> str:
