@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         "openai:text-embedding-3-small, huggingface:/path/to/model",
     )
     p.add_argument("--limit", type=int, help="at most N queries per dataset")
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH.html",
+        help="also write a self-contained HTML report: the threshold picture, hit@k and answer "
+        "recall against k, answer figures, the worst questions, the run's settings",
+    )
     _common(p)
 
     p = sub.add_parser(
@@ -516,11 +523,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
         history.append((last.standalone_question, last.answer))
 
 
+def _check_report_path(path: Path) -> None:
+    """Refuse a report path that cannot be written before the (long) run, not after it."""
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigurationError(
+            f"--report {path}: is a folder; give a file name such as report.html"
+        )
+    if not folder.is_dir():
+        raise ConfigurationError(f"--report {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigurationError(f"--report {path}: not writable")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rag_pipeline.evaluation import evaluate, format_table
+    from rag_pipeline.evaluation import DETAILS, evaluate, format_table
 
     if args.limit is not None and args.limit < 1:
         raise ConfigurationError(f"--limit {args.limit}: give a positive number of queries")
+    if args.report is not None:
+        _check_report_path(args.report)
 
     def progress() -> Any:
         """One bar per stage (ingest, queries, answers) on a terminal; otherwise a line to stderr
@@ -557,10 +579,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=progress(),
     )
+    if args.report is not None:
+        from rag_pipeline.eval_report import render_report
+
+        try:
+            args.report.write_text(render_report(result, settings), encoding="utf-8")
+        except OSError as e:
+            raise ConfigurationError(f"--report {args.report}: cannot write it ({e})") from e
+        print(f"eval report written to {args.report}", file=sys.stderr)
+    # The per-query details feed the report only: --json stays the figures, a size that does
+    # not grow with the questions' text, and the keys scripts already read.
+    figures = {k: v for k, v in result.items() if k != DETAILS}
     if args.json:
-        print(json.dumps(result, ensure_ascii=False, indent=2))
+        print(json.dumps(figures, ensure_ascii=False, indent=2))
     else:
-        print(format_table(result))
+        print(format_table(figures))
     return EXIT_OK
 
 
