@@ -140,20 +140,23 @@ def line_chart_svg(
     title: str,
     y_label: str,
     y_max: float | None = None,
-    width: int = 440,
+    y_min: float = 0.0,
+    width: int = 390,
     height: int = 260,
 ) -> str:
-    """One line per series over k = 1..10, with a legend; ``y_max`` None: the largest value."""
+    """One line per series over k = 1..10, with a legend, the y axis from ``y_min`` to
+    ``y_max`` (None: the largest value)."""
     left, right, top, bottom = 52, 12, 28, 60
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for points in series.values() for v in points.values()]
     ceiling = y_max if y_max is not None else (max(values, default=0.0) or 1.0)
+    floor = min(y_min, ceiling - 1e-6)
 
     def x_of(k: float) -> float:
         return left + (k - 1) / (CUTOFF - 1) * plot_w
 
     def y_of(v: float) -> float:
-        return top + plot_h - v / ceiling * plot_h
+        return top + plot_h - (v - floor) / (ceiling - floor) * plot_h
 
     parts = [
         f'<svg class="chart line" width="{width}" height="{height}" '
@@ -164,7 +167,7 @@ def line_chart_svg(
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" class="axis"/>',
     ]
     for fraction in (0.0, 0.5, 1.0):
-        v = ceiling * fraction
+        v = floor + (ceiling - floor) * fraction
         label = f"{v:.2f}" if ceiling <= 1 else f"{v:,.0f}"
         parts.append(
             f'<line x1="{left}" y1="{y_of(v):.1f}" x2="{left + plot_w}" y2="{y_of(v):.1f}" '
@@ -259,8 +262,9 @@ _READ_THE_PICTURE = (
     "answer but refuses; in the lower chart, the out-of-scope questions, red bars at or right "
     "of the line are questions it should refuse but answers from an unrelated chunk. Moving the "
     "threshold right trades the second kind of mistake for the first. A good threshold sits in "
-    "a gap between the two piles; where they overlap, the table below shows what each choice "
-    "costs. Calibrated on these questions, the rates are optimistic for new ones."
+    "a gap between the two piles; where they overlap, the table of other thresholds shows "
+    "what each choice costs. Calibrated on these questions, the rates are optimistic for new "
+    "ones."
 )
 
 
@@ -290,7 +294,7 @@ def _threshold_section(result: Mapping[str, Any], details: Mapping[str, Any]) ->
             "(<code>retriever.score_threshold</code> is unset): every question is answered. "
             "The table shows what a threshold would do.</p>"
         )
-    out.append(f'<p class="how">{_READ_THE_PICTURE}</p><div class="side"><div>')
+    out.append(f'<p class="how">{_READ_THE_PICTURE}</p><div class="side"><div class="pictures">')
     lo, hi, bins = histogram_range([*in_scope, *outside], threshold)
     out.append(
         histogram_svg(
@@ -421,7 +425,10 @@ def _retrieval_section(result: Mapping[str, Any]) -> str:
     for title, key, y_max, label in charts:
         series = {name: _by_k(f, key) for name, f in rows.items() if f.get(key)}
         if series:
-            out.append(line_chart_svg(series, title=title, y_label=label, y_max=y_max))
+            # Shares start at the tenth below the lowest, so that close curves stay apart.
+            lowest = min(v for points in series.values() for v in points.values())
+            y_min = math.floor(lowest * 10) / 10 if y_max == 1.0 else 0.0
+            out.append(line_chart_svg(series, title=title, y_label=label, y_max=y_max, y_min=y_min))
         else:
             out.append(f'<p class="note">No {esc(title)} figures in this result.</p>')
     out.append("</div><table><thead><tr><th>configuration</th>")
@@ -592,6 +599,7 @@ th, td { border: 1px solid #e5e7eb; padding: 3px 8px; text-align: left; vertical
 th { background: #f9fafb; } tr.current td { background: #fef3c7; font-weight: 600; }
 td ol { margin: 0; padding-left: 18px; } .score { color: #6b7280; }
 .charts, .side { display: flex; flex-wrap: wrap; gap: 12px 28px; align-items: flex-start; }
+.pictures { max-width: 700px; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; }
 dt { font-weight: 600; } dd { margin: 0; }
 svg.chart { background: #fff; border: 1px solid #e5e7eb; border-radius: 4px; display: block;
