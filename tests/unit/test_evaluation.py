@@ -1,4 +1,6 @@
+import json
 import math
+from pathlib import Path
 
 from rag_pipeline.evaluation import (
     EvalQuery,
@@ -73,3 +75,37 @@ def test_answer_recall_and_context_length_by_k() -> None:
     assert figures["answer_recall_at_k"]["2"] == figures["answer_recall_at_k"]["10"] == 1.0
     assert figures["context_chars_at_k"]["1"] == (4 + 6) / 2
     assert figures["context_chars_at_k"]["2"] == (4 + 1 + 5 + 6 + 1 + 2) / 2  # "\n" joins
+
+
+def test_hit_against_k_and_the_first_relevant_rank() -> None:
+    from rag_pipeline.evaluation import first_relevant_rank, hit_by_k
+
+    queries = [EvalQuery("q1", "?", {"d1"}), EvalQuery("q2", "?", {"d2"})]
+    figures = hit_by_k([RANKED, RANKED], queries)
+    assert list(figures) == [str(k) for k in range(1, 11)]
+    assert figures["1"] == 0.0 and figures["2"] == 0.5 and figures["4"] == figures["10"] == 1.0
+    assert first_relevant_rank(RANKED, {"d7", "d2"}) == 3
+    assert first_relevant_rank(RANKED, {"d9"}) is None
+    assert first_relevant_rank([f"x{i}" for i in range(10)] + ["d1"], {"d1"}) is None  # past 10
+
+
+def test_each_dataset_is_counted_after_the_limit(tmp_path: Path) -> None:
+    from rag_pipeline.evaluation import load_eval_set
+
+    for name, n in (("a", 3), ("b", 2)):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"question": f"{name}{i}", "sources": ["x.md"]} for i in range(n)]
+        (folder / "questions.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"
+        )
+        (folder / "out_of_scope.jsonl").write_text(
+            "".join(json.dumps({"question": f"{name}-oos{i}"}) + "\n" for i in range(n)),
+            encoding="utf-8",
+        )
+    eval_set = load_eval_set([tmp_path / "a", tmp_path / "b"], limit=2)
+    assert [(d["name"], d["questions"], d["out_of_scope"]) for d in eval_set.datasets] == [
+        ("a", 2, 2),
+        ("b", 2, 0),  # the pooled out-of-scope list is cut at --limit, as before
+    ]
+    assert len(eval_set.out_of_scope) == 2

@@ -244,6 +244,21 @@ def test_hybrid_refuses_when_the_best_relevance_is_below_the_threshold(tmp_path:
     assert [d.id for d in gated.invoke("退货政策")][:1] == ["a"]  # coverage lifts it over
 
 
+def test_scored_gives_the_relevance_the_threshold_is_compared_with(tmp_path: Path) -> None:
+    store = ScriptedBackend([_hit("a", 0.79123), _hit("b", 0.5)])
+    dense = DenseRetriever(store=store, embeddings=HashingEmbeddings(8), k=2, score_threshold=0.8)
+    assert dense.scored("运费") == (0.79123, [])  # the best relevance before the threshold
+    hits = [_hit("a", 0.85), _hit("c", 0.84)]
+    gated = _hybrid(tmp_path, hits, TEXTS, score_threshold=0.8)
+    for question in ("今天天气怎么样", "退货政策"):
+        gate, docs = gated.scored(question)
+        assert (gate < 0.8) == (docs == []) == (gated.invoke(question) == [])
+    assert gated.scored("今天天气怎么样")[0] == pytest.approx(0.85 / 1.2)  # no coverage
+    # Ungated, the same gate value comes with the chunks.
+    gate, docs = _hybrid(tmp_path, hits, TEXTS).scored("今天天气怎么样")
+    assert gate == pytest.approx(0.85 / 1.2) and [d.id for d in docs][:1] == ["a"]
+
+
 def test_hybrid_keeps_k(tmp_path: Path) -> None:
     dense = [_hit("a", 0.9), _hit("b", 0.8), _hit("c", 0.7)]
     assert len(_hybrid(tmp_path, dense, TEXTS, k=2).invoke("退货")) == 2
