@@ -257,3 +257,14 @@ def test_line_chart_has_one_line_per_series() -> None:
     )
     assert svg.count("<polyline") == 2 and svg.count("<circle") == 4
     assert "a&lt;b" in svg and "a<b" not in svg
+
+
+def test_without_a_threshold_the_picture_has_no_line_and_says_so(settings: Settings) -> None:
+    result = _result()
+    for key in ("score_threshold", "refused_in_scope", "refused_out_of_scope"):
+        del result[key]
+    page = render_report(result, settings)
+    _check(page)
+    assert "No refusal threshold is configured" in page
+    assert 'class="chart histogram"' in page and 'class="threshold-line"' not in page
+    assert "threshold-input" not in page  # no slider: nothing to compare it with
