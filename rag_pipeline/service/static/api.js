@@ -76,6 +76,22 @@ export async function request(path, { method = "GET", body, key } = {}) {
   return text ? JSON.parse(text) : null;
 }
 
+let servedModel = null; // the model id of /v1/models, asked once per page
+
+/** The id the service wants in "model" (its collection's name); "rag" when it lists none. */
+async function modelId(key) {
+  if (servedModel === null) {
+    try {
+      const list = await request("/v1/models", { key });
+      servedModel = String(list?.data?.[0]?.id ?? "rag");
+    } catch (e) {
+      if (e.status !== 404) throw e; // 401 and the like: the caller shows them
+      servedModel = "rag";
+    }
+  }
+  return servedModel;
+}
+
 /**
  * POST /v1/chat/completions with "stream": true. Calls onDelta(text) for every content
  * piece as it arrives and returns the extra fields of the last chunk
@@ -83,10 +99,11 @@ export async function request(path, { method = "GET", body, key } = {}) {
  * server-sent events is handled too.
  */
 export async function streamChat(messages, { key, onDelta }) {
+  const model = await modelId(key);
   const response = await send("/v1/chat/completions", {
     method: "POST",
     headers: headers(key, { "Content-Type": "application/json", Accept: "text/event-stream" }),
-    body: JSON.stringify({ model: "rag", messages, stream: true }),
+    body: JSON.stringify({ model, messages, stream: true }),
   });
   const extra = { sources: [], refused: false, answer_id: null };
   const keep = (obj) => {
