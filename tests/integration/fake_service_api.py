@@ -46,6 +46,8 @@ def bigrams(text: str) -> set[str]:
 class FakeApi:
     """The state behind the fake routes; tests read ``feedback`` and may set ``hold``."""
 
+    # The real service names its one model after the collection and refuses any other.
+    model_id: str = "kb-fake"
     user_key: str | None = "user-key"
     admin_key: str | None = "admin-key"
     documents: dict[str, list[str]] = field(default_factory=dict)  # source -> paragraphs
@@ -123,6 +125,8 @@ def _title(paragraphs: list[str], source: str) -> str:
 
 
 class _Denied(Exception):
+    """An error answered in the route's own JSON shape (OpenAI's or FastAPI's)."""
+
     def __init__(self, status: int, message: str, openai_style: bool) -> None:
         self.status, self.message, self.openai_style = status, message, openai_style
 
@@ -141,13 +145,15 @@ def _check(fake: FakeApi, request: Request, *, admin: bool, openai_style: bool =
     raise _Denied(401, "missing or wrong API key: send Authorization: Bearer <key>", openai_style)
 
 
-def _chunk(chat_id: str, delta: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+def _chunk(
+    chat_id: str, model: str, delta: dict[str, Any], extra: dict[str, Any] | None = None
+) -> str:
     """One SSE event; the last one (with ``extra``) carries sources, refused, answer_id."""
     body = {
         "id": f"chatcmpl-{chat_id}",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
-        "model": "rag",
+        "model": model,
         "choices": [
             {"index": 0, "delta": delta, "finish_reason": "stop" if extra else None},
         ],
@@ -160,10 +166,18 @@ def router(fake: FakeApi) -> APIRouter:
     """The contract's routes over ``fake``."""
     api = APIRouter()
 
+    @api.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        _check(fake, request, admin=False, openai_style=True)
+        card = {"id": fake.model_id, "object": "model", "created": 0, "owned_by": "rag"}
+        return {"object": "list", "data": [card]}
+
     @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         _check(fake, request, admin=False, openai_style=True)
         body = await request.json()
+        if body.get("model") != fake.model_id:
+            raise _Denied(404, f"model {body.get('model')!r} not found", openai_style=True)
         users = [m for m in body.get("messages", []) if m.get("role") == "user"]
         if not users:
             raise HTTPException(422, "messages must contain a user message")
@@ -173,7 +187,7 @@ def router(fake: FakeApi) -> APIRouter:
             return {
                 "id": f"chatcmpl-{result['answer_id']}",
                 "object": "chat.completion",
-                "model": "rag",
+                "model": fake.model_id,
                 "choices": [
                     {
                         "index": 0,
@@ -187,13 +201,13 @@ def router(fake: FakeApi) -> APIRouter:
         pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
 
         async def events() -> AsyncIterator[str]:
-            yield _chunk(result["answer_id"], {"role": "assistant", "content": ""})
+            yield _chunk(result["answer_id"], fake.model_id, {"role": "assistant", "content": ""})
             for i, piece in enumerate(pieces):
-                yield _chunk(result["answer_id"], {"content": piece})
+                yield _chunk(result["answer_id"], fake.model_id, {"content": piece})
                 if i == 0 and fake.hold is not None:
                     await asyncio.to_thread(fake.hold.wait, 60)
                 await asyncio.sleep(0)
-            yield _chunk(result["answer_id"], {}, extra)
+            yield _chunk(result["answer_id"], fake.model_id, {}, extra)
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

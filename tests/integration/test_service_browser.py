@@ -45,10 +45,10 @@ SEED = {
     "新疆、西藏等偏远地区运费另计，一般需要5到7天送达。\n",
     "returns.md": "# 退货政策\n\n签收后7天内可申请无理由退货，商品需保持完好。"
     "退货运费由买家承担，质量问题除外。\n",
-    "markup.md": f"# 网页代码示例\n\n客服后台的图片标签写法是 {MARKUP} ，请勿照抄。\n",
+    "markup.txt": f"网页代码示例\n\n客服后台的图片标签写法是 {MARKUP} ，请勿照抄。\n",
 }
 Q_SHIPPING = "订单满多少元包邮？"
-Q_MARKUP = "图片标签写法"
+Q_MARKUP = "客服后台的图片标签写法是什么？"
 Q_REFUSED = "你们支持火星快递吗？"
 
 
@@ -266,13 +266,17 @@ def test_the_answer_is_shown_while_it_is_still_streaming(
         service.fake.hold = None
 
 
-def test_a_follow_up_sends_the_earlier_turns_as_history(open_page: OpenPage) -> None:
+def test_a_follow_up_sends_the_earlier_turns_as_history(
+    open_page: OpenPage, service: Served
+) -> None:
+    headers = {"Authorization": f"Bearer {USER_KEY}"}
+    models = httpx.get(service.url + "/v1/models", headers=headers, timeout=30).json()
     page = open_page("/")
     first = ask(page, Q_SHIPPING).get_by_test_id("answer-text").inner_text()
     with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as sent:
         ask(page, "那偏远地区呢？")
     body = sent.value.post_data_json
-    assert body["stream"] is True
+    assert body["stream"] is True and body["model"] == models["data"][0]["id"]
     roles = [(m["role"], m["content"]) for m in body["messages"]]
     assert roles[0] == ("user", Q_SHIPPING) and roles[-1] == ("user", "那偏远地区呢？")
     assert roles[1][0] == "assistant" and roles[1][1].startswith(first[:8])
@@ -365,11 +369,15 @@ def test_the_language_follows_the_browser_and_the_toggle(open_page: OpenPage) ->
 
 
 def test_document_markup_is_shown_as_text_never_run(
-    open_page: OpenPage, screenshots: Screenshots
+    open_page: OpenPage, service: Served, screenshots: Screenshots
 ) -> None:
     page = open_page("/")
     answer = ask(page, Q_MARKUP)
-    expect(answer.get_by_test_id("answer-text")).to_contain_text(MARKUP)
+    expect(answer.get_by_test_id("answer-text")).to_contain_text("图片标签写法")
+    if service.fake is not None:
+        # The fake quotes the paragraph as it is (the real extractive answer leaves the tag
+        # out of its quote); the cited snippet below carries it in both.
+        expect(answer.get_by_test_id("answer-text")).to_contain_text(MARKUP)
     answer.get_by_test_id("cite").first.click()
     snippet = page.get_by_test_id("source-snippet")
     expect(snippet).to_contain_text(MARKUP)
