@@ -54,14 +54,21 @@ class Screenshots:
     """Saves screenshots under ``folder`` and, when ``RAG_TEST_ARTIFACTS`` names a folder,
     copies them there too (for CI to keep)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, prefix: str = "") -> None:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         extra = os.environ.get(ARTIFACTS_VARIABLE)
         self.extra = Path(extra) if extra else None
+        self.prefix = prefix
+
+    def named(self, prefix: str) -> Screenshots:
+        """The same folders, file names starting with ``prefix-``."""
+        other = Screenshots(self.folder, f"{prefix}-")
+        other.extra = self.extra
+        return other
 
     def take(self, page: Page, name: str, *, full_page: bool = False) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.prefix + name)
         path = self.folder / f"{safe}.png"
         page.screenshot(path=str(path), full_page=full_page)
         if self.extra is not None:

@@ -54,6 +54,7 @@ Q_REFUSED = "你们支持火星快递吗？"
 
 @dataclass
 class Served:
+    kind: str  # "fake" or "real"
     url: str
     fake: FakeApi | None  # the test double's state; None when the real app serves
 
@@ -81,7 +82,7 @@ def _real_service(data_dir: Path) -> Iterator[Served]:
         probe = httpx.post(live.url + "/v1/chat/completions", json={}, timeout=30)
         if probe.status_code in (404, 405):
             pytest.skip("the real /v1/chat/completions is not on this branch yet (issue 17)")
-        yield Served(live.url, None)
+        yield Served("real", live.url, None)
 
 
 @pytest.fixture(scope="module", params=["fake", "real"])
@@ -91,7 +92,7 @@ def service(
     with ExitStack() as stack:
         if request.param == "fake":
             fake = FakeApi(user_key=USER_KEY, admin_key=ADMIN_KEY)
-            served = Served(stack.enter_context(serve(fake_app(fake))), fake)
+            served = Served("fake", stack.enter_context(serve(fake_app(fake))), fake)
         else:
             served = stack.enter_context(_real_service(tmp_path_factory.mktemp("real")))
         report = _upload(served.url, {k: v.encode() for k, v in SEED.items()})
@@ -112,9 +113,15 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Screenshots:
+def screenshot_folder(tmp_path_factory: pytest.TempPathFactory) -> Screenshots:
     # Module scope: set up before the function-scoped hermetic_environment clears RAG_*.
     return Screenshots(tmp_path_factory.mktemp("screenshots"))
+
+
+@pytest.fixture
+def screenshots(screenshot_folder: Screenshots, service: Served) -> Screenshots:
+    """Screenshots named after the app that served them: fake-chat-answer.png, real-..."""
+    return screenshot_folder.named(service.kind)
 
 
 OpenPage = Callable[..., Page]
@@ -500,4 +507,6 @@ def test_the_knowledge_gaps_list_shows_a_refused_question(
     expect(row.get_by_test_id("gap-example")).to_have_text(question)
     expect(row.get_by_test_id("gap-count")).to_have_text(re.compile(r"^[1-9]\d*$"))
     expect(row.get_by_test_id("gap-kinds")).not_to_be_empty()
+    for cell in ("gap-kinds", "gap-source"):  # server objects rendered as text, not "[object"
+        expect(row.get_by_test_id(cell)).not_to_contain_text("[object")
     screenshots.take(page, "admin-gaps", full_page=True)

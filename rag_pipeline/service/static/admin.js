@@ -3,7 +3,7 @@
 // Server text is shown with textContent only.
 
 import { errorKey, request } from "./api.js";
-import { apply, t, toggle } from "./i18n.js";
+import { apply, has, t, toggle } from "./i18n.js";
 
 const KEY_STORAGE = "rag.adminKey";
 const REPORT_COUNTS = [
@@ -164,16 +164,26 @@ async function upload(event) {
 // --- knowledge gaps ----------------------------------------------------------------------
 
 function when(value) {
-  if (typeof value === "number") {
-    // Seconds (or milliseconds) since the epoch.
-    return new Date(value < 1e12 ? value * 1000 : value).toLocaleString();
-  }
-  return value == null ? "–" : String(value);
+  if (value == null) return "–";
+  // Seconds (or milliseconds) since the epoch, or an ISO 8601 string.
+  const date = new Date(typeof value === "number" && value < 1e12 ? value * 1000 : value);
+  return Number.isNaN(date.getTime()) ? String(value) : date.toLocaleString();
 }
 
-function topSource(sources) {
-  const first = Array.isArray(sources) ? sources[0] : null;
-  if (first == null) return "–";
+/** Gap kinds as "refused 3, thumbs_down 1": from a {kind: count} object or a list of kinds. */
+function kindsText(kinds) {
+  const name = (kind) => (has(`kind_${kind}`) ? t(`kind_${kind}`) : kind);
+  if (Array.isArray(kinds)) return kinds.map(name).join(", ");
+  if (kinds && typeof kinds === "object") {
+    return Object.entries(kinds).map(([kind, n]) => `${name(kind)} ${n}`).join(", ");
+  }
+  return kinds == null ? "" : String(kinds);
+}
+
+function topSource(group) {
+  const list = group.top_sources ?? group.sources;
+  const first = Array.isArray(list) ? list[0] : null;
+  if (first == null || first === "") return "–";
   return typeof first === "object" ? String(first.source ?? first.title ?? "–") : String(first);
 }
 
@@ -187,18 +197,17 @@ async function loadGaps() {
   }
   status("gaps-status", "ok", "", "");
   const groups = Array.isArray(body?.groups) ? body.groups : [];
-  const rows = groups.map((g) => {
-    const kinds = Array.isArray(g.kinds) ? g.kinds.join(", ") : String(g.kinds ?? "");
-    return el(
+  const rows = groups.map((g) =>
+    el(
       "tr",
       { "data-testid": "gap-row" },
       el("td", { class: "number", "data-testid": "gap-count" }, String(g.count ?? "–")),
       el("td", { class: "text", "data-testid": "gap-example" }, String(g.example ?? "")),
-      el("td", { "data-testid": "gap-kinds" }, kinds),
-      el("td", { "data-testid": "gap-source" }, topSource(g.sources)),
-      el("td", { class: "nowrap" }, when(g.last_seen)),
-    );
-  });
+      el("td", { "data-testid": "gap-kinds" }, kindsText(g.kinds)),
+      el("td", { class: "text", "data-testid": "gap-source" }, topSource(g)),
+      el("td", {}, when(g.last_seen)),
+    ),
+  );
   $("gaps").tBodies[0].replaceChildren(...rows);
   $("gaps-empty").hidden = rows.length > 0;
 }

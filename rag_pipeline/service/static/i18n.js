@@ -73,6 +73,10 @@ const STRINGS = {
     gaps_last_seen: "最近一次",
     gaps_empty: "暂无记录的知识缺口。",
     no_files: "请先选择文件。",
+    kind_refused: "未能回答",
+    kind_low_confidence: "低置信度",
+    kind_thumbs_down: "差评",
+    kind_thumbs_up: "好评",
   },
   en: {
     chat_title: "Customer service",
@@ -144,6 +148,10 @@ const STRINGS = {
     gaps_last_seen: "Last seen",
     gaps_empty: "No knowledge gaps recorded.",
     no_files: "Choose files first.",
+    kind_refused: "refused",
+    kind_low_confidence: "low confidence",
+    kind_thumbs_down: "thumbs down",
+    kind_thumbs_up: "thumbs up",
   },
 };
 
@@ -161,8 +169,9 @@ export function t(key) {
   return STRINGS[current][key] ?? key;
 }
 
-export function language() {
-  return current;
+/** Whether the table has the string `key` (for names that come from the server). */
+export function has(key) {
+  return key in STRINGS[current];
 }
 
 /** Fill every labelled element under `root` with the current language's strings. */
