@@ -37,14 +37,16 @@ function label(tag, key, attrs = {}) {
   return el(tag, { ...attrs, "data-i18n": key }, t(key));
 }
 
-function scrollToEnd() {
-  conversation.scrollTop = conversation.scrollHeight;
+/** Keep the newest text in view, unless the reader has scrolled up to read something. */
+function scrollToEnd(force = false) {
+  const fromEnd = conversation.scrollHeight - conversation.scrollTop - conversation.clientHeight;
+  if (force || fromEnd < 120) conversation.scrollTop = conversation.scrollHeight;
 }
 
 function addItem(node) {
   messages.querySelector(".hello")?.remove();
   messages.append(node);
-  scrollToEnd();
+  scrollToEnd(true);
   return node;
 }
 
