@@ -50,6 +50,8 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
         if loading is not None:
             with contextlib.suppress(Exception):
                 await loading
+        if state is None:  # a state handed in belongs to the caller
+            service.close()
 
     app = FastAPI(
         title="rag_pipeline",

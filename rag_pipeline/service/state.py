@@ -134,6 +134,11 @@ class ServiceState:
         """The model id of the served collection on the OpenAI API (``rag`` by default)."""
         return self.settings.store.collection
 
+    def close(self) -> None:
+        """Release the store's client at shutdown (a Milvus connection; Chroma holds none)."""
+        if self.store is not None:
+            self.store.close()
+
     def refresh(self) -> None:
         """Rebuild the assistant after the collection changed (call with ``write_lock``)."""
         self._snapshot = self._build()
