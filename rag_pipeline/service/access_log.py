@@ -1,9 +1,9 @@
 """One structured line per request on the logger ``rag_pipeline.service.access``.
 
-JSON with method, path (without the query string), status, latency_ms, client and, when the
-request produced an answer, its answer_id (read from the ``X-Answer-Id`` response header the
-answering routes set). Nothing else: no headers (the Authorization key), no query string, no
-body, no document text, so the log can be shipped anywhere.
+JSON with the time (UTC), method, path (without the query string), status, latency_ms, client
+and, when the request produced an answer, its answer_id (read from the ``X-Answer-Id`` response
+header the answering routes set). Nothing else: no headers (the Authorization key), no query
+string, no body, no document text, so the log can be shipped anywhere.
 
 A plain ASGI middleware rather than Starlette's BaseHTTPMiddleware, so a streamed answer
 passes through untouched; its latency is the time until the stream ended.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,6 +30,7 @@ def access_record(
 ) -> dict[str, Any]:
     client = scope.get("client")
     record: dict[str, Any] = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "method": scope.get("method"),
         "path": scope.get("path"),
         "status": status,

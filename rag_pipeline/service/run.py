@@ -89,9 +89,9 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     }
     shown = f"[{host}]" if ":" in host else host
     print(
-        f"rag serve: http://{shown}:{port} (OpenAI base URL http://{shown}:{port}/v1, "
-        f"model {settings.store.collection}; collection {settings.store.collection}; "
-        f"auth {'on' if auth_enabled(cfg) else 'off'}; {workers} worker(s))",
+        f"rag serve: http://{shown}:{port} (OpenAI base URL http://{shown}:{port}/v1, model "
+        f"{settings.store.collection}; collection {settings.store.collection}; auth "
+        f"{'on' if auth_enabled(cfg) else 'off'}; workers {workers})",
         flush=True,
     )
     try:
