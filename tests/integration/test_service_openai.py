@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -321,3 +324,50 @@ def test_a_failing_model_falls_back_to_quotes(
     content = response.choices[0].message.content or ""
     assert content.splitlines()[0] == FALLBACK_NOTICE_ZH and "运费8元" in content
     assert_cites_its_sources(content, (response.model_extra or {})["sources"])
+
+
+def test_a_slow_model_does_not_hold_up_other_requests(
+    generative: LiveService, fresh_stub: ModelAPIStub
+) -> None:
+    """Two answers wait on the chat model (held by the stub) while the service keeps serving:
+    the model is called off the event loop, streamed or not."""
+    release = threading.Event()
+    results: dict[bool, str] = {}
+
+    def held_reply(messages: list[dict[str, Any]]) -> str:
+        release.wait(30)
+        return default_chat_reply(messages)
+
+    def ask(stream: bool) -> None:
+        messages: Any = [{"role": "user", "content": "不满99元运费多少钱"}]
+        created = client(generative).chat.completions.create(
+            model="rag", messages=messages, stream=stream
+        )
+        if stream:
+            results[stream] = "".join(c.choices[0].delta.content or "" for c in created)
+        else:
+            results[stream] = created.choices[0].message.content or ""
+
+    fresh_stub.chat_reply = held_reply
+    askers = [threading.Thread(target=ask, args=(stream,)) for stream in (False, True)]
+    try:
+        for asker in askers:
+            asker.start()
+        deadline = time.monotonic() + 60
+        while len(fresh_stub.chat_requests()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(fresh_stub.chat_requests()) == 2  # both are waiting for the model now
+        assert httpx.get(generative.url + "/healthz", timeout=30).json() == {"status": "ok"}
+        searched = httpx.post(
+            generative.url + "/v1/search",
+            json={"query": "运费"},
+            headers={"Authorization": f"Bearer {USER_KEY}"},
+            timeout=30,
+        )
+        assert searched.status_code == 200 and not results
+    finally:
+        release.set()
+        for asker in askers:
+            asker.join(60)
+        fresh_stub.chat_reply = default_chat_reply
+    assert results[False].startswith("根据资料[1]") and results[True] == results[False]
