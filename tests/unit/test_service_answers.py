@@ -78,3 +78,8 @@ def test_a_state_not_loaded_says_so(state: ServiceState) -> None:
     with pytest.raises(NotReadyError, match="still loading"):
         _ = state.assistant
     assert state.model_id == "rag"
+
+
+def test_the_model_id_is_the_collection_name(tmp_path: Path) -> None:
+    shop = ServiceState(fake_settings(tmp_path / "data", store={"collection": "shop_faq"}))
+    assert shop.model_id == "shop_faq"
