@@ -39,6 +39,7 @@ from rag_pipeline.llms import EXTRACT_NOTE_EN, EXTRACT_NOTE_ZH, ExtractiveChatMo
 from rag_pipeline.providers import openai_error
 
 if TYPE_CHECKING:
+    from rag_pipeline.bm25 import KeywordSearcher
     from rag_pipeline.config import Settings
     from rag_pipeline.synonyms import Synonyms
 
@@ -156,9 +157,18 @@ class Assistant:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, store: Any = None, model: Any = None
+        cls,
+        settings: Settings,
+        *,
+        store: Any = None,
+        model: Any = None,
+        synonyms: Synonyms | None = None,
+        keyword: KeywordSearcher | None = None,
     ) -> Assistant:
-        """Open the store (must have been ingested) and build every part from ``settings``."""
+        """Open the store (must have been ingested) and build every part from ``settings``.
+
+        ``synonyms`` / ``keyword``: the collection's groups and keyword searcher when the caller
+        has loaded them already (the service keeps them to build per-request retrievers)."""
         from rag_pipeline.embeddings import build_embedding_model
         from rag_pipeline.llms import build_chat_model, key_variable
         from rag_pipeline.retrieval import build_retriever, load_keyword_index, load_synonyms_for
@@ -167,9 +177,10 @@ class Assistant:
         embedding_model = model or build_embedding_model(settings)
         store = store or open_store(settings, embedding_model, create=False)
         # The collection's synonym groups, read once: the keyword side and FAQ answers share them.
-        synonyms = load_synonyms_for(settings, store.namespace)
-        hybrid = settings.retriever.search_type == "hybrid"
-        keyword = load_keyword_index(settings, store, synonyms) if hybrid else None
+        if synonyms is None:
+            synonyms = load_synonyms_for(settings, store.namespace)
+        if keyword is None and settings.retriever.search_type == "hybrid":
+            keyword = load_keyword_index(settings, store, synonyms)
         retriever = build_retriever(settings, store, embedding_model.embeddings, keyword)
         chat = build_chat_model(settings)
         prompt = answer_prompt(
@@ -204,6 +215,21 @@ class Assistant:
             faq_direct=settings.retriever.faq_direct_match,
             fallback=settings.llm.fallback,
             synonyms=synonyms,
+        )
+
+    def with_retriever(self, retriever: BaseRetriever) -> Assistant:
+        """The same assistant over another retriever (the service's per-request ``k`` and
+        ``filter``); every other part is shared, nothing is loaded again."""
+        return Assistant(
+            retriever,
+            self.model,
+            self.prompt,
+            refusal=self.refusal,
+            condense=self.condense,
+            key_variable=self.key_variable,
+            faq_direct=self.faq_direct,
+            fallback=self.fallback,
+            synonyms=self.synonyms,
         )
 
     def _provider_errors(self, error: Exception) -> ProviderError | None:

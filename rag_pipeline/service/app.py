@@ -1,11 +1,13 @@
 """The FastAPI application: routers of each part, the lifespan that loads the models off the
-event loop, CORS when configured."""
+event loop, one error shape (``http_errors``), the body limit, the access log, CORS when
+configured."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,16 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
     answers 503 until they have). ``state``: one built (or loaded) already, for tests."""
     from importlib.metadata import version
 
-    from rag_pipeline.service import documents, gaps_api, native_api, openai_api, pages
+    from rag_pipeline.service import (
+        documents,
+        gaps_api,
+        http_errors,
+        native_api,
+        openai_api,
+        pages,
+    )
+    from rag_pipeline.service.access_log import AccessLog
+    from rag_pipeline.service.limits import BodyLimit
 
     service = state or ServiceState(settings)
 
@@ -39,6 +50,8 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
         if loading is not None:
             with contextlib.suppress(Exception):
                 await loading
+        if state is None:  # a state handed in belongs to the caller
+            service.close()
 
     app = FastAPI(
         title="rag_pipeline",
@@ -48,6 +61,8 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
         redoc_url=None,
     )
     app.state.service = service
+    app.state.started = int(time.time())  # the "created" of /v1/models
+    http_errors.install(app)
     if settings.serve.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -57,6 +72,9 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # Added last = outermost: the access log sees every answer, the 413s of the limit too.
+    app.add_middleware(BodyLimit, max_bytes=settings.serve.max_body_kb * 1024)
+    app.add_middleware(AccessLog)
     for module in (native_api, openai_api, documents, gaps_api, pages):
         app.include_router(module.router)
     return app

@@ -3,20 +3,25 @@ sessions and the gap log.
 
 The assistant is built once at start (``load``, run off the event loop by the app's lifespan)
 and replaced as a whole after every upload or delete (``refresh``): a request takes
-``state.assistant`` once and answers from that snapshot, so it never sees a file half in and
-half out of the keyword index.
+``state.snapshot`` (or ``state.assistant``) once and answers from it, so it never sees a file
+half in and half out of the keyword index. The snapshot also keeps the keyword searcher it was
+built with, so a request that asks for its own ``k`` or ``filter`` gets a retriever over the
+same index without loading it again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rag_pipeline.errors import RagError
+from rag_pipeline.service.sessions import Sessions
 
 if TYPE_CHECKING:
     from rag_pipeline.assistant import Assistant
+    from rag_pipeline.bm25 import KeywordSearcher
     from rag_pipeline.config import Settings
     from rag_pipeline.embeddings import EmbeddingModel
     from rag_pipeline.stores.base import VectorBackend
@@ -28,6 +33,17 @@ class NotReadyError(RagError):
     """The service is still loading its models and store (or failed to: the message says)."""
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent view of the collection: the assistant and the parts it was built from."""
+
+    assistant: Assistant
+    settings: Settings
+    store: VectorBackend
+    model: EmbeddingModel
+    keyword: KeywordSearcher | None  # None unless the retriever is hybrid
+
+
 class ServiceState:
     """Shared by every request of one process; see the module docstring."""
 
@@ -35,12 +51,16 @@ class ServiceState:
         self.settings = settings
         self.model: EmbeddingModel | None = None
         self.store: VectorBackend | None = None
-        self._assistant: Assistant | None = None
+        self._snapshot: Snapshot | None = None
         self.load_error: str | None = None
         self.ready = threading.Event()
         # One writer per process (uploads, deletes); the collection's file lock
         # (rag_pipeline.locking, taken by ingest) keeps out writers of other processes.
         self.write_lock = threading.Lock()
+        cfg = settings.serve
+        self.sessions = Sessions(
+            turns=cfg.session_turns, ttl=cfg.session_ttl, max_sessions=cfg.max_sessions
+        )
         from rag_pipeline.gaps import GapLog
 
         self.gaps = GapLog(
@@ -70,28 +90,55 @@ class ServiceState:
                 # A fresh service starts with an empty knowledge base that uploads fill.
                 with collection_lock(self.settings, backend.namespace, what="serve"):
                     self.store = open_store(self.settings, self.model, create=True, backend=backend)
-            self._assistant = self._build()
+            self._snapshot = self._build()
         except RagError as e:
             self.load_error = str(e)
             log.error("service not ready: %s", e)
             raise
+        except Exception as e:  # a bug or a store client's own error: still shown by /readyz
+            self.load_error = f"unexpected {type(e).__name__} while loading: {e}"
+            log.exception("service not ready")
+            raise
         finally:
             self.ready.set()
 
-    def _build(self) -> Assistant:
+    def _build(self) -> Snapshot:
         from rag_pipeline.assistant import Assistant
+        from rag_pipeline.retrieval import load_keyword_index, load_synonyms_for
 
         if self.store is None or self.model is None:
             raise NotReadyError("the service is still loading its models")
-        return Assistant.from_settings(self.settings, store=self.store, model=self.model)
+        synonyms = load_synonyms_for(self.settings, self.store.namespace)
+        keyword = None
+        if self.settings.retriever.search_type == "hybrid":
+            keyword = load_keyword_index(self.settings, self.store, synonyms)
+        assistant = Assistant.from_settings(
+            self.settings, store=self.store, model=self.model, synonyms=synonyms, keyword=keyword
+        )
+        return Snapshot(assistant, self.settings, self.store, self.model, keyword)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The current snapshot (take it once per request); NotReadyError before ``load``."""
+        if self._snapshot is None:
+            raise NotReadyError(self.load_error or "the service is still loading its models")
+        return self._snapshot
 
     @property
     def assistant(self) -> Assistant:
         """The current assistant (a consistent snapshot); NotReadyError before ``load``."""
-        if self._assistant is None:
-            raise NotReadyError(self.load_error or "the service is still loading its models")
-        return self._assistant
+        return self.snapshot.assistant
+
+    @property
+    def model_id(self) -> str:
+        """The model id of the served collection on the OpenAI API (``rag`` by default)."""
+        return self.settings.store.collection
+
+    def close(self) -> None:
+        """Release the store's client at shutdown (a Milvus connection; Chroma holds none)."""
+        if self.store is not None:
+            self.store.close()
 
     def refresh(self) -> None:
         """Rebuild the assistant after the collection changed (call with ``write_lock``)."""
-        self._assistant = self._build()
+        self._snapshot = self._build()
