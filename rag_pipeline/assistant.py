@@ -161,7 +161,12 @@ class Assistant:
         """Open the store (must have been ingested) and build every part from ``settings``."""
         from rag_pipeline.embeddings import build_embedding_model
         from rag_pipeline.llms import build_chat_model, key_variable
-        from rag_pipeline.retrieval import build_retriever, load_keyword_index, load_synonyms_for
+        from rag_pipeline.retrieval import (
+            build_retriever,
+            load_keyword_index,
+            load_synonyms_for,
+            snapshot_ids,
+        )
         from rag_pipeline.stores import open_store
 
         embedding_model = model or build_embedding_model(settings)
@@ -170,7 +175,9 @@ class Assistant:
         synonyms = load_synonyms_for(settings, store.namespace)
         hybrid = settings.retriever.search_type == "hybrid"
         keyword = load_keyword_index(settings, store, synonyms) if hybrid else None
-        retriever = build_retriever(settings, store, embedding_model.embeddings, keyword)
+        # This assistant answers from the chunks stored now, not half of a later upload.
+        visible = None if hybrid else snapshot_ids(settings, store)
+        retriever = build_retriever(settings, store, embedding_model.embeddings, keyword, visible)
         chat = build_chat_model(settings)
         prompt = answer_prompt(
             read_prompt(settings.prompts.system_path, "system.md"),
