@@ -274,8 +274,18 @@ def _summary(members: list[dict[str, Any]], source: str | None = None) -> dict[s
     }
 
 
+def _width(text: str) -> int:
+    # Terminal columns: CJK characters take two.
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
 def _cell(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """``text`` cut to ``width`` terminal columns (with an ellipsis) and padded to it."""
+    if _width(text) > width:
+        while _width(text) > width - 1:
+            text = text[:-1]
+        text += "…"
+    return text + " " * (width - _width(text))
 
 
 def print_report(settings: Settings, *, since: str | None, as_json: bool) -> int:
@@ -296,10 +306,10 @@ def print_report(settings: Settings, *, since: str | None, as_json: bool) -> int
     if not groups:
         print(empty)
         return 0
-    print(f"{'count':>5}  {'kinds':<28}  {'example question':<40}  top source")
+    print(f"{'count':>5}  {_cell('kinds', 28)}  {_cell('example question', 40)}  top source")
     for g in groups:
         kinds = ", ".join(f"{kind} {n}" for kind, n in g["kinds"].items())
         example = g["example"] or "(question not logged)"
         top = g["top_sources"][0] if g["top_sources"] else "-"
-        print(f"{g['count']:>5}  {_cell(kinds, 28):<28}  {_cell(example, 40):<40}  {top}")
+        print(f"{g['count']:>5}  {_cell(kinds, 28)}  {_cell(example, 40)}  {top}")
     return 0
