@@ -115,23 +115,28 @@ class GapLog:
         self.path = path
         self.log_questions = log_questions
         self.low_confidence = low_confidence
+        self._ready = False  # schema made (by this object) once
 
     @contextmanager
     def _db(self, *, create: bool = True) -> Iterator[sqlite3.Connection]:
+        """A connection for one short transaction (committed, or rolled back, on exit)."""
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)) as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(_SCHEMA)
-                with db:  # one transaction, committed (or rolled back) here
+                if not self._ready:
+                    # WAL (kept in the file): readers never block the writer, nor it them.
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(_SCHEMA)
+                    self._ready = True
+                with db:
                     yield db
+        except sqlite3.OperationalError:
+            raise  # locked past the busy timeout, no permission...: the message says
         except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                raise
             raise CorruptDataError(
                 f"the gap log {self.path} is not a readable SQLite database ({e}): move it "
-                "away; a new one is started"
+                "away; the next answer starts a new one"
             ) from e
 
     def _text(self, text: str | None) -> str | None:
@@ -169,7 +174,8 @@ class GapLog:
     def record_feedback(
         self, answer_id: str, rating: Literal["up", "down"], comment: str | None = None
     ) -> bool:
-        """Record a rating; False when ``answer_id`` is unknown (or forgotten already)."""
+        """Record a rating (replacing an earlier one of the same answer); False when
+        ``answer_id`` is unknown (or forgotten already)."""
         kind: Kind = "thumbs_down" if rating == "down" else "thumbs_up"
         with self._db() as db:
             row = db.execute(
@@ -179,6 +185,12 @@ class GapLog:
             if row is None:
                 return False
             question, score, sources, session_id = row
+            # One rating per answer: rating it again replaces the earlier one.
+            db.execute(
+                "DELETE FROM gap_events WHERE answer_id = ? AND kind IN ('thumbs_up', "
+                "'thumbs_down')",
+                (answer_id,),
+            )
             db.execute(
                 "INSERT INTO gap_events (at, kind, question, score, sources, session_id, "
                 "answer_id, comment) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

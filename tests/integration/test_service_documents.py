@@ -283,13 +283,15 @@ def _paragraphs(file: int, count: int) -> str:
     )
 
 
-def test_asks_during_an_upload_see_all_of_it_or_none(tmp_path: Path) -> None:
+@pytest.mark.parametrize("search_type", ["hybrid", "similarity"])
+def test_asks_during_an_upload_see_all_of_it_or_none(tmp_path: Path, search_type: str) -> None:
     # Small chunks: 5 files of 16 chunks each are two index() groups (64 chunks, then 16),
-    # so the live store holds part of the upload for a while.
+    # so the live store holds part of the upload for a while. k covers the whole collection,
+    # so an ask after the upload retrieves every chunk of it, one before none.
     settings = _settings(
         tmp_path,
         split={"chunk_size": 60, "chunk_overlap": 10},
-        retriever={"k": 100, "candidates": 100},
+        retriever={"k": 100, "candidates": 100, "search_type": search_type},
     )
     ingest([write_corpus(tmp_path / "corpus")], settings)
     with live_service(settings) as live:
@@ -326,3 +328,9 @@ def test_asks_during_an_upload_see_all_of_it_or_none(tmp_path: Path) -> None:
         assert total >= 70
         assert set(seen) <= {0, total}, sorted(set(seen))
         assert seen.count(total) >= 16  # each asker's last ask came after the upload
+
+
+def test_the_upload_route_is_documented_as_multipart(service: LiveService) -> None:
+    schema = httpx.get(service.url + "/openapi.json").json()
+    body = schema["paths"]["/v1/documents"]["post"]["requestBody"]["content"]
+    assert body["multipart/form-data"]["schema"]["required"] == ["files"]

@@ -64,10 +64,10 @@ def test_refused_and_thumbs_down_questions_are_grouped(tmp_path: Path) -> None:
         feedback = live.url + "/v1/feedback"
         down = {"answer_id": answered, "rating": "down", "comment": "没说发货后怎么办"}
         assert httpx.post(feedback, json=down).status_code == 401
-        done = httpx.post(feedback, json=down, headers=AS_USER)
-        assert (done.status_code, done.json()) == (200, {"status": "recorded"})
         up = {"answer_id": answered, "rating": "up"}
         assert httpx.post(feedback, json=up, headers=AS_USER).status_code == 200
+        done = httpx.post(feedback, json=down, headers=AS_USER)  # changed their mind
+        assert (done.status_code, done.json()) == (200, {"status": "recorded"})
         unknown = {"answer_id": "no-such-answer", "rating": "down"}
         assert httpx.post(feedback, json=unknown, headers=AS_USER).status_code == 404
         bad = {"answer_id": answered, "rating": "meh"}

@@ -118,10 +118,12 @@ def test_refused_and_low_confidence_answers_are_logged(tmp_path: Path) -> None:
 def test_feedback_on_remembered_answers(tmp_path: Path) -> None:
     log = _log(tmp_path)
     log.record_answer(_answer("退货流程", 0.95), answer_id="a3", session_id=None)
-    assert log.record_feedback("a3", "down", "说得不对") is True
     assert log.record_feedback("a3", "up") is True
+    assert log.events() == []  # thumbs-up is recorded, but it is no gap
+    assert log.record_feedback("a3", "down", "说得不对") is True
+    assert log.record_feedback("a3", "down", "说得不对") is True  # again: replaces, not adds
     assert log.record_feedback("nope", "down") is False
-    (event,) = log.events()  # thumbs-up is recorded, but it is no gap
+    (event,) = log.events()
     assert (event["kind"], event["question"], event["comment"]) == (
         "thumbs_down",
         "退货流程",
