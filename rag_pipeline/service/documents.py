@@ -14,6 +14,8 @@ requests already running keep their snapshot, whose retriever drops chunks it do
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -129,6 +131,23 @@ def list_documents(state: ServiceState) -> dict[str, Any]:
     return {"folder": str(folder), "documents": rows}
 
 
+@contextmanager
+def _set_aside(file: Path | None) -> Iterator[None]:
+    """Hide ``file`` (ingest skips hidden files) while its chunks are deleted; remove it when
+    that worked, put it back when it failed (the collection locked by another writer, say)."""
+    if file is None:
+        yield
+        return
+    hidden = file.with_name(f".deleting-{file.name}")
+    file.replace(hidden)
+    try:
+        yield
+    except BaseException:
+        hidden.replace(file)
+        raise
+    hidden.unlink()
+
+
 class UnknownSourceError(RagError):
     """DELETE of a source the collection does not hold."""
 
@@ -154,19 +173,10 @@ def delete_document(state: ServiceState, source: str) -> dict[str, Any]:
             raise UnknownSourceError(
                 f"no source {source!r} in the collection: GET /v1/documents lists them"
             )
-        # The file is hidden first (ingest skips hidden files) and put back if the chunks
-        # cannot be deleted (the collection is locked by another writer, say).
-        hidden = file.with_name(f".deleting-{file.name}") if file is not None else None
-        if file is not None and hidden is not None:
-            file.replace(hidden)
-        try:
-            deleted = delete_docs(settings, source=source)["deleted"] if stored else 0
-        except BaseException:
-            if file is not None and hidden is not None:
-                hidden.replace(file)
-            raise
-        if hidden is not None:
-            hidden.unlink()
+        deleted = 0
+        with _set_aside(file):
+            if stored:
+                deleted = delete_docs(settings, source=source)["deleted"]
         state.refresh()
     return {"source": source, "chunks_deleted": deleted, "file_removed": file is not None}
 
