@@ -164,14 +164,21 @@ class Assistant:
         model: Any = None,
         synonyms: Synonyms | None = None,
         keyword: KeywordSearcher | None = None,
+        visible_ids: frozenset[str] | None = None,
     ) -> Assistant:
         """Open the store (must have been ingested) and build every part from ``settings``.
 
-        ``synonyms`` / ``keyword``: the collection's groups and keyword searcher when the caller
-        has loaded them already (the service keeps them to build per-request retrievers)."""
+        ``synonyms`` / ``keyword`` / ``visible_ids``: the collection's groups, keyword searcher
+        and (dense-only retrieval) stored chunk ids when the caller has loaded them already (the
+        service keeps them to build per-request retrievers)."""
         from rag_pipeline.embeddings import build_embedding_model
         from rag_pipeline.llms import build_chat_model, key_variable
-        from rag_pipeline.retrieval import build_retriever, load_keyword_index, load_synonyms_for
+        from rag_pipeline.retrieval import (
+            build_retriever,
+            load_keyword_index,
+            load_synonyms_for,
+            snapshot_ids,
+        )
         from rag_pipeline.stores import open_store
 
         embedding_model = model or build_embedding_model(settings)
@@ -179,9 +186,15 @@ class Assistant:
         # The collection's synonym groups, read once: the keyword side and FAQ answers share them.
         if synonyms is None:
             synonyms = load_synonyms_for(settings, store.namespace)
-        if keyword is None and settings.retriever.search_type == "hybrid":
+        hybrid = settings.retriever.search_type == "hybrid"
+        if keyword is None and hybrid:
             keyword = load_keyword_index(settings, store, synonyms)
-        retriever = build_retriever(settings, store, embedding_model.embeddings, keyword)
+        # This assistant answers from the chunks stored now, not half of a later upload.
+        if visible_ids is None and not hybrid:
+            visible_ids = snapshot_ids(settings, store)
+        retriever = build_retriever(
+            settings, store, embedding_model.embeddings, keyword, visible_ids
+        )
         chat = build_chat_model(settings)
         prompt = answer_prompt(
             read_prompt(settings.prompts.system_path, "system.md"),

@@ -191,6 +191,8 @@ class KeywordSearcher:
             asked = question_text(meta)
             questions.append(Counter(tokenize(self._normalise(asked))) if asked else {})
         self.size = len(self.ids)
+        # What a dense retriever paired with this searcher may return (see build_retriever).
+        self.id_set = frozenset(self.ids)
         self._body = _Field(body)
         self._questions = _Field(questions, sparse=True)
         self.postings = self._body.postings

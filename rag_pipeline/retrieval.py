@@ -18,7 +18,7 @@ from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict
+from pydantic import ConfigDict, SkipValidation
 
 from rag_pipeline.bm25 import KeywordSearcher
 from rag_pipeline.stores.base import Hit, VectorBackend
@@ -47,6 +47,10 @@ class DenseRetriever(BaseRetriever):
     score_threshold: float | None = None
     filter: dict[str, Any] = {}
     where_document: dict[str, Any] = {}  # content filter, e.g. {"$contains": "运费"}
+    # The ids of the chunks this retriever may return (None: every stored chunk). The store is
+    # live: while an ingest runs it already holds part of the upload, which a retriever built
+    # before it (a snapshot) must not return. Not validated: it can hold every id.
+    visible_ids: SkipValidation[frozenset[str] | None] = None
 
     def search(self, query: str) -> list[Hit]:
         """Hits for ``query`` after threshold and MMR, best first."""
@@ -57,17 +61,9 @@ class DenseRetriever(BaseRetriever):
         with; 0.0 when the store has nothing), and the hits ``search`` returns."""
         vector = self.embeddings.embed_query(query)
         if self.search_type == "mmr":
-            found = self.store.search(
-                vector,
-                max(self.fetch_k, self.k),
-                self.filter or None,
-                with_vectors=True,
-                where_document=self.where_document or None,
-            )
+            found = self._visible(vector, max(self.fetch_k, self.k), with_vectors=True)
         else:
-            found = self.store.search(
-                vector, self.k, self.filter or None, where_document=self.where_document or None
-            )
+            found = self._visible(vector, self.k, with_vectors=False)
         best = max((h.relevance for h in found), default=0.0)
         hits = self._passing(found)
         if self.search_type == "mmr" and hits:
@@ -87,6 +83,25 @@ class DenseRetriever(BaseRetriever):
     def _document(hit: Hit) -> Document:
         hit.document.metadata["score"] = round(hit.relevance, 4)
         return hit.document
+
+    def _visible(self, vector: list[float], k: int, *, with_vectors: bool) -> list[Hit]:
+        """The store's best ``k`` hits among ``visible_ids``. Hidden hits exist only while a
+        write is under way, so the search is repeated with more candidates only then."""
+        fetch = k
+        while True:
+            hits = self.store.search(
+                vector,
+                fetch,
+                self.filter or None,
+                with_vectors=with_vectors,
+                where_document=self.where_document or None,
+            )
+            if self.visible_ids is None:
+                return hits
+            kept = [h for h in hits if h.document.id in self.visible_ids]
+            if len(kept) >= k or len(hits) < fetch:
+                return kept[:k]
+            fetch *= 2
 
     def _passing(self, hits: list[Hit]) -> list[Hit]:
         if self.score_threshold is None:
@@ -275,15 +290,30 @@ def load_keyword_index(
     )
 
 
+def snapshot_ids(settings: Settings, store: VectorBackend) -> frozenset[str] | None:
+    """The ids of the chunks stored now, read from the keyword index (which ingest keeps on
+    the store's ids), for a dense retriever that must not see later writes half done; None
+    when the keyword index is empty (a store filled by another tool: no such guarantee)."""
+    from rag_pipeline.bm25 import KeywordIndex
+
+    ids = KeywordIndex(settings.keyword_db, store.namespace).ids()
+    return frozenset(ids) if ids else None
+
+
 def build_retriever(
     settings: Settings,
     store: VectorBackend,
     embeddings: Embeddings,
     keyword: KeywordSearcher | None = None,
+    visible_ids: frozenset[str] | None = None,
 ) -> BaseRetriever:
     """The retriever the settings describe (``hybrid`` needs the keyword searcher). With a
     reranker configured, the retriever fetches ``rerank.candidates`` chunks and LangChain's
-    ``ContextualCompressionRetriever`` hands them to the reranker, which keeps ``k``."""
+    ``ContextualCompressionRetriever`` hands them to the reranker, which keeps ``k``.
+
+    Hybrid retrieval answers from the keyword searcher's chunks only: dense hits it does not
+    hold (written after it was loaded) are dropped. ``visible_ids`` does the same for
+    similarity and MMR search (``snapshot_ids``); None returns whatever the store holds."""
     from rag_pipeline.reranking import build_reranker
 
     cfg = settings.retriever
@@ -301,6 +331,7 @@ def build_retriever(
         score_threshold=cfg.score_threshold,
         filter=where,
         where_document=where_document,
+        visible_ids=visible_ids,
     )
     retriever: BaseRetriever = dense
     if cfg.search_type == "hybrid":
@@ -308,6 +339,7 @@ def build_retriever(
             keyword = load_keyword_index(settings, store)
         candidates = max(cfg.candidates, k)
         dense.k, dense.score_threshold = candidates, None
+        dense.visible_ids = keyword.id_set
         retriever = HybridRetriever(
             dense=dense,
             keyword=KeywordRetriever(

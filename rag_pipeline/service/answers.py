@@ -98,7 +98,7 @@ def request_retriever(snapshot: Snapshot, k: int | None, where: dict[str, Any] |
         update={"retriever": cfg.model_copy(update=update), "rerank": rerank_cfg}
     )
     base: BaseRetriever = build_retriever(
-        adjusted, snapshot.store, snapshot.model.embeddings, snapshot.keyword
+        adjusted, snapshot.store, snapshot.model.embeddings, snapshot.keyword, snapshot.visible_ids
     )
     if reranker is None:
         return base

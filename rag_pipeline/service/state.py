@@ -42,6 +42,9 @@ class Snapshot:
     store: VectorBackend
     model: EmbeddingModel
     keyword: KeywordSearcher | None  # None unless the retriever is hybrid
+    # Dense-only retrieval: the chunks stored when the snapshot was made (hybrid: the keyword
+    # searcher's); a retriever built per request must not see more of a later upload.
+    visible_ids: frozenset[str] | None = None
 
 
 class ServiceState:
@@ -104,18 +107,25 @@ class ServiceState:
 
     def _build(self) -> Snapshot:
         from rag_pipeline.assistant import Assistant
-        from rag_pipeline.retrieval import load_keyword_index, load_synonyms_for
+        from rag_pipeline.retrieval import load_keyword_index, load_synonyms_for, snapshot_ids
 
         if self.store is None or self.model is None:
             raise NotReadyError("the service is still loading its models")
         synonyms = load_synonyms_for(self.settings, self.store.namespace)
-        keyword = None
+        keyword, visible = None, None
         if self.settings.retriever.search_type == "hybrid":
             keyword = load_keyword_index(self.settings, self.store, synonyms)
+        else:
+            visible = snapshot_ids(self.settings, self.store)
         assistant = Assistant.from_settings(
-            self.settings, store=self.store, model=self.model, synonyms=synonyms, keyword=keyword
+            self.settings,
+            store=self.store,
+            model=self.model,
+            synonyms=synonyms,
+            keyword=keyword,
+            visible_ids=visible,
         )
-        return Snapshot(assistant, self.settings, self.store, self.model, keyword)
+        return Snapshot(assistant, self.settings, self.store, self.model, keyword, visible)
 
     @property
     def snapshot(self) -> Snapshot:

@@ -312,3 +312,33 @@ def test_load_keyword_index_rebuilds_a_missing_index_from_the_store(tmp_path: Pa
     searcher = load_keyword_index(settings, store)
     assert sorted(searcher.ids) == ["a", "b"]
     assert KeywordIndex(settings.keyword_db, store.namespace).count() == 2  # persisted
+
+
+def test_a_snapshot_retriever_never_returns_chunks_written_after_it() -> None:
+    # The live store holds "new1".."new5" of an upload under way; the retriever's snapshot
+    # knows only "a" and "b": it searches wider until it has k visible hits, and drops the rest.
+    hits = [_hit(f"new{n}", 0.99 - n / 100, [1.0, 0.0]) for n in range(1, 6)]
+    store = ScriptedBackend([*hits, _hit("a", 0.9, [1.0, 0.0]), _hit("b", 0.8, [0.9, 0.1])])
+    embeddings = HashingEmbeddings(2)
+    for search_type in ("similarity", "mmr"):
+        dense = DenseRetriever(
+            store=store,
+            embeddings=embeddings,
+            k=2,
+            fetch_k=2,
+            search_type=search_type,  # type: ignore[arg-type]
+            visible_ids=frozenset({"a", "b"}),
+        )
+        assert sorted(d.id or "" for d in dense.invoke("q")) == ["a", "b"]
+    assert [s["k"] for s in store.searches[:3]] == [2, 4, 8]  # wider only while hidden hits
+
+
+def test_build_retriever_pairs_the_dense_side_with_the_keyword_snapshot(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", embeddings={"provider": "fake"})
+    store = ScriptedBackend([_hit("a", 0.9, [1.0, 0.0]), _hit("b", 0.5, [0.0, 1.0])])
+    keyword = load_keyword_index(settings, store)
+    store.hits.append(_hit("late", 0.99, [1.0, 0.0]))  # written after the snapshot
+    hybrid = build_retriever(settings, store, HashingEmbeddings(2), keyword)
+    assert isinstance(hybrid, HybridRetriever)
+    assert hybrid.dense.visible_ids == frozenset({"a", "b"})
+    assert "late" not in {h.document.id for h in hybrid.dense.search("q")}

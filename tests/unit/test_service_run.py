@@ -3,7 +3,9 @@ replaced by a recorder: nothing listens)."""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,19 @@ import uvicorn
 from fastapi import FastAPI
 
 from rag_pipeline.errors import ConfigurationError
+from rag_pipeline.service.access_log import ACCESS_LOGGER
 from rag_pipeline.service.run import FACTORY, embedded_store, serve
 from tests.helpers import fake_settings
+
+
+@pytest.fixture(autouse=True)
+def access_logger_restored() -> Iterator[None]:
+    """serve() points the access logger at stderr and stops it propagating: put it back, so
+    later tests that capture the access lines still see them."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture
