@@ -30,7 +30,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ARTIFACTS_VARIABLE = "RAG_TEST_ARTIFACTS"
+# Not RAG_*: the hermetic autouse fixture clears those before every test.
+ARTIFACTS_VARIABLE = "TEST_ARTIFACTS_DIR"
 
 
 def chromium_executable() -> str:
@@ -51,7 +52,7 @@ def launch_chromium(playwright: Playwright) -> Browser:
 
 
 class Screenshots:
-    """Saves screenshots under ``folder`` and, when ``RAG_TEST_ARTIFACTS`` names a folder,
+    """Saves screenshots under ``folder`` and, when ``TEST_ARTIFACTS_DIR`` names a folder,
     copies them there too (for CI to keep)."""
 
     def __init__(self, folder: Path, prefix: str = "") -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,19 +12,8 @@ import pytest
 
 from rag_pipeline.cli import main
 from tests.helpers import write_corpus
+from tests.integration.browser import Screenshots, launch_chromium
 from tests.integration.processes import clean_env, run_python
-
-# Read at import: the hermetic autouse fixture removes every RAG_* variable before a test runs.
-ARTIFACTS = os.environ.get("RAG_TEST_ARTIFACTS")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def _knowledge_base(folder: Path) -> Path:
@@ -100,14 +87,10 @@ def test_a_report_path_that_cannot_be_written_is_a_usage_error(
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's chromium driven by Playwright (never Playwright's own download)."""
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("chromium is not installed: .ci/run installs it (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             yield browser
         finally:
@@ -138,13 +121,8 @@ def test_the_page_shows_its_charts_in_chromium(
         "#threshold-input", "e => { e.value = e.max; e.dispatchEvent(new Event('input')) }"
     )
     assert page.locator("#slider-in").inner_text() == "100.0%"
-    shot = tmp_path / "eval-report.png"
-    page.screenshot(path=str(shot), full_page=True)
+    shot = Screenshots(tmp_path).take(page, "eval-report", full_page=True)
     assert shot.stat().st_size > 10_000
-    if ARTIFACTS:
-        target = Path(ARTIFACTS)
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, target / shot.name)
     page.close()
     assert problems == []
     assert requests == [report.as_uri()]  # the page itself, nothing else

@@ -10,7 +10,7 @@ by itself once the API routers are merged). Both start empty and are filled with
 through ``POST /v1/documents``, so the tests only use the HTTP contract. One browser per
 module, a fresh context (own localStorage) per test.
 
-Screenshots go to the module's temporary folder and, with ``RAG_TEST_ARTIFACTS`` set, to that
+Screenshots go to the module's temporary folder and, with ``TEST_ARTIFACTS_DIR`` set, to that
 folder too.
 """
 
