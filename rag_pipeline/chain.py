@@ -37,6 +37,7 @@ History = Sequence[tuple[str, str]]  # (user question, assistant answer) pairs, 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 _SPACED_CITATION = re.compile(r"([ \t]?)\[(\d{1,2})\]")
 # Follow-ups that lean on the previous turn (documented rule used by the extractive model).
+FOLLOW_UP_CHARS = 4  # "多少钱", "要多久": no topic of their own
 _FOLLOW_UP = re.compile(
     r"^(那|那么|还有|另外|如果|要是|它|这个|那个|and |what about|how about|also)|呢[？?]?$",
     re.IGNORECASE,
@@ -249,12 +250,14 @@ def cited(answer: str, docs: Sequence[Document]) -> list[Source]:
 
 def rule_based_condense(inputs: dict[str, Any]) -> str:
     """Make a follow-up standalone without a model: prefix the previous user question when
-    the new one is short (<= 8 chars) or starts/ends like a follow-up (那…, 还有…, …呢？)."""
+    the new one is very short (<= FOLLOW_UP_CHARS) or starts/ends like a follow-up (那…,
+    还有…, …呢？). Short questions such as 优惠券怎么用 stand alone in customer service: a
+    longer limit (it was 8) glued them to the previous topic and answered that again."""
     question: str = inputs["question"].strip()
     history: History = inputs.get("history") or []
     if not history:
         return question
-    if len(question) <= 8 or _FOLLOW_UP.search(question):
+    if len(question) <= FOLLOW_UP_CHARS or _FOLLOW_UP.search(question):
         return f"{history[-1][0].strip()} {question}"
     return question
 

@@ -140,7 +140,9 @@ def test_answer_prompt_keeps_braces_of_the_system_text_literal() -> None:
     ("question", "expected"),
     [
         ("那运费呢？", "怎么退货 那运费呢？"),  # starts like a follow-up
-        ("运费呢", "怎么退货 运费呢"),  # short
+        ("运费呢", "怎么退货 运费呢"),  # ends like a follow-up
+        ("要多久", "怎么退货 要多久"),  # very short: no topic of its own
+        ("优惠卷怎么用", "优惠卷怎么用"),  # short but standalone
         ("what about shipping costs to Canada", "怎么退货 what about shipping costs to Canada"),
         ("退货以后多久能收到退款到银行卡", "退货以后多久能收到退款到银行卡"),  # standalone
     ],
