@@ -19,6 +19,7 @@ The work is in ``Evaluations.run``, callable with a ``ServiceState`` and no HTTP
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -35,7 +36,7 @@ from fastapi.responses import Response
 
 from rag_pipeline.errors import RagError
 from rag_pipeline.eval_report import render_report
-from rag_pipeline.evaluation import evaluate
+from rag_pipeline.evaluation import evaluate, question_files
 from rag_pipeline.service.auth import require_admin
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUESTIONS = "questions.jsonl"
+OUT_OF_SCOPE = "out_of_scope.jsonl"
 LINK_TTL = 3600.0  # seconds a report link stays valid
 MAX_LINKS = 100  # links kept at most; the oldest go first
 SUMMARY_FIGURES = ("n_queries", "hit@1", "hit@5", "hit@10", "mrr@10", "chunks")
@@ -78,6 +80,46 @@ class EvaluationRunningError(RagError):
 
 class NoQuestionsError(RagError):
     """The served knowledge base has no questions.jsonl to evaluate against."""
+
+
+class BadQuestionsError(RagError):
+    """A question file the evaluation cannot read (its path and line say where)."""
+
+
+def check_question_file(path: Path, *, in_scope: bool) -> int:
+    """The number of questions in ``path``; BadQuestionsError naming the first bad line. In
+    scope: ``question`` (text) and ``sources`` (a list of file names, relative to the folder);
+    out of scope: ``question`` alone. Checked here so the admin reads which line is wrong,
+    not a 500 from deep inside the evaluation."""
+    count = 0
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BadQuestionsError(f"{where}: not JSON ({e.msg})") from e
+            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+                raise BadQuestionsError(f'{where}: expected an object with a "question" text')
+            sources = row.get("sources")
+            if in_scope and not (
+                isinstance(sources, list) and sources and all(isinstance(x, str) for x in sources)
+            ):
+                raise BadQuestionsError(
+                    f'{where}: "sources" must be a list of file names (relative to the folder)'
+                )
+            count += 1
+    return count
+
+
+def _check_questions(folders: list[Path]) -> None:
+    for folder in folders:
+        for path in question_files(folder):
+            check_question_file(path, in_scope=True)
+        if (folder / OUT_OF_SCOPE).is_file():
+            check_question_file(folder / OUT_OF_SCOPE, in_scope=False)
 
 
 class ReportLinks:
@@ -187,6 +229,7 @@ class Evaluations:
         folders = question_folders(state)
         if not folders:
             raise NoQuestionsError(NO_QUESTIONS.format(folder=settings.documents_dir))
+        _check_questions(folders)
         started = time.perf_counter()
         log.info("evaluation of %s started", ", ".join(map(str, folders)))
         result = evaluate(
@@ -241,7 +284,8 @@ def _report_page(path: Path | None, missing: str) -> Response:
 async def run_evaluation(request: Request) -> dict[str, Any]:
     """Evaluate the served knowledge base on its questions.jsonl (the default configuration);
     the summary figures and ``report_url``, a link to the HTML report valid for an hour.
-    404 without a questions.jsonl, 409 while another evaluation runs. Takes as long as the
+    404 without a questions.jsonl, 422 for a malformed line in one, 409 while another
+    evaluation runs. Takes as long as the
     embedding of whatever is not in the cache yet, plus one answer per question."""
     state = _state(request)
     try:
@@ -251,6 +295,8 @@ async def run_evaluation(request: Request) -> dict[str, Any]:
         raise HTTPException(409, str(e)) from e
     except NoQuestionsError as e:
         raise HTTPException(404, str(e)) from e
+    except BadQuestionsError as e:
+        raise HTTPException(422, str(e)) from e
 
 
 @router.get("/latest", dependencies=[Depends(require_admin)])

@@ -156,6 +156,19 @@ def test_without_questions_it_says_where_to_put_them(tmp_path: Path) -> None:
         assert none_yet.status_code == 404 and "POST /v1/eval" in _error(none_yet)
 
 
+def test_a_malformed_question_line_is_named(service: LiveService) -> None:
+    questions = service.state.settings.data_dir.parent / "kb" / "questions.jsonl"
+    with questions.open("a", encoding="utf-8") as f:
+        f.write('{"question": "没有来源的问题"}\n')
+    refused = _run(service)
+    assert refused.status_code == 422
+    assert _error(refused) == (
+        f'{questions.resolve()}, line {len(QUESTIONS) + 1}: "sources" must be a list of file '
+        "names (relative to the folder)"
+    )
+    assert not (service.state.settings.data_dir / "reports").exists()
+
+
 def test_a_second_run_while_one_runs_is_refused(
     service: LiveService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
