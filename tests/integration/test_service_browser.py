@@ -16,6 +16,7 @@ folder too.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -445,6 +446,10 @@ def test_at_phone_width_nothing_scrolls_sideways(
 # --- the admin page --------------------------------------------------------------------------
 
 
+def _fulfil(route: Any, *, status: int, body: dict[str, Any]) -> None:
+    route.fulfill(status=status, json=body)
+
+
 def test_the_evaluation_button_shows_the_figures_and_the_report_opens_with_its_charts(
     open_page: OpenPage, service: Served, screenshots: Screenshots
 ) -> None:
@@ -455,8 +460,23 @@ def test_the_evaluation_button_shows_the_figures_and_the_report_opens_with_its_c
     page = open_page("/admin", admin_key=ADMIN_KEY)
     figures = page.get_by_test_id("eval-summary")
     expect(figures).to_be_hidden()
-    page.get_by_test_id("eval-run").click()
-    expect(page.get_by_test_id("eval-status")).to_have_attribute("data-state", "ok")
+    run, state = page.get_by_test_id("eval-run"), page.get_by_test_id("eval-status")
+    # The two refusals the page explains, in the server's error shape.
+    for code, message, shown in (
+        (404, "no questions.jsonl in the served knowledge base: put one ...", "没有 questions"),
+        (409, "an evaluation is already running", "已有一个评估正在运行"),
+    ):
+        body = {"error": {"message": message, "type": "x", "code": "x", "param": None}}
+        page.route("**/v1/eval", functools.partial(_fulfil, status=code, body=body))
+        run.click()
+        expect(state).to_have_attribute("data-state", "error")
+        expect(state).to_contain_text(shown)
+        if code == 404:
+            expect(state).to_contain_text(message)  # the server says where the file goes
+        expect(run).to_be_enabled()
+        page.unroute("**/v1/eval")
+    run.click()
+    expect(state).to_have_attribute("data-state", "ok")
     expect(figures).to_be_visible()
     expect(figures.get_by_test_id("eval-n_queries")).to_have_text(str(len(EVAL_QUESTIONS)))
     for name in ("hit1", "hit5", "answer_contains", "refused_in_scope", "refused_out_of_scope"):

@@ -95,8 +95,19 @@ def test_a_run_gives_the_figures_and_a_link_that_opens_without_a_key(
 
     # The served model is reused: building one now would fail the run.
     monkeypatch.setattr(rag_pipeline.embeddings, "build_embedding_model", no_second_model)
+    # And the data folder's cache: the chunks the served ingest embedded are not embedded again.
+    embeddings = service.state.snapshot.model.embeddings
+    embedded: list[str] = []
+    real_embed = embeddings.embed_documents
+
+    def counting(texts: list[str]) -> list[list[float]]:
+        embedded.extend(texts)
+        return real_embed(texts)
+
+    monkeypatch.setattr(embeddings, "embed_documents", counting)
     done = _run(service)
     assert done.status_code == 200, done.text
+    assert embedded == []
     body = done.json()
     figures = body["summary"]
     assert figures["n_queries"] == len(QUESTIONS) and figures["n_out_of_scope"] == 2
