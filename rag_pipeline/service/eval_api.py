@@ -285,8 +285,8 @@ async def run_evaluation(request: Request) -> dict[str, Any]:
     """Evaluate the served knowledge base on its questions.jsonl (the default configuration);
     the summary figures and ``report_url``, a link to the HTML report valid for an hour.
     404 without a questions.jsonl, 422 for a malformed line in one, 409 while another
-    evaluation runs. Takes as long as the
-    embedding of whatever is not in the cache yet, plus one answer per question."""
+    evaluation runs. Takes as long as embedding what the cache lacks (the local model: about
+    8 chunks a second) plus one answer per question."""
     state = _state(request)
     try:
         # Off the event loop: an evaluation is seconds to minutes of embedding and answering.

@@ -134,6 +134,8 @@ def test_a_run_gives_the_figures_and_a_link_that_opens_without_a_key(
     assert page.headers["cache-control"] == "no-store"
     assert page.text == kept.read_text(encoding="utf-8")
     assert f"threshold {THRESHOLD:.2f}" in page.text and "<td>hybrid</td>" in page.text
+    # Opened without a key, so it must not show one: the settings it lists are masked.
+    assert USER not in page.text and ADMIN not in page.text
 
     latest = httpx.get(service.url + "/v1/eval/latest", headers=AS_ADMIN, timeout=30)
     assert latest.status_code == 200 and latest.text == page.text
