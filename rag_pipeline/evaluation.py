@@ -36,6 +36,7 @@ from rag_pipeline.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
+    from rag_pipeline.embeddings import EmbeddingModel
     from rag_pipeline.synonyms import Synonyms
 
 CUTOFF = 10
@@ -535,11 +536,13 @@ def _run_config(
     *,
     answers: bool = False,
     threshold_picture: bool = False,
+    model: EmbeddingModel | None = None,
 ) -> dict[str, Any]:
     """Retrieval figures of one configuration; with ``answers``, also the answer figures of
     the whole assistant (``answers``) and of the top-chunk answer (``top_chunk_answers``);
     per-query details under ``DETAILS``, with ``threshold_picture`` also the top relevance of
-    every out-of-scope question."""
+    every out-of-scope question. ``model``: an embedding model already built for ``base``
+    (the service's), used when this configuration keeps ``base``'s embeddings."""
     from rag_pipeline.embeddings import build_embedding_model
     from rag_pipeline.indexing import ingest
     from rag_pipeline.retrieval import (
@@ -551,7 +554,9 @@ def _run_config(
     from rag_pipeline.stores import open_store
 
     settings, mode = _config_settings(base, name, scratch)
-    model = build_embedding_model(settings)
+    if model is None or settings.embeddings != base.embeddings:
+        # A local model loads its weights again: worth avoiding in a process that has one.
+        model = build_embedding_model(settings)
     report = ingest(
         _stage_corpus(eval_set, scratch),
         settings,
@@ -702,8 +707,12 @@ def evaluate(
     scratch: Path | None = None,
     limit: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    model: EmbeddingModel | None = None,
 ) -> dict[str, Any]:
     """Figures of the default configuration at the top level, others under ``compare``.
+
+    ``model``: the embedding model of ``settings`` when the caller holds one already (the
+    service), reused by every configuration that keeps those embeddings.
 
     ``result[DETAILS]`` holds what the HTML report needs beyond the figures: ``run`` (date,
     package version, datasets) and, per configuration name, its per-query details."""
@@ -715,7 +724,14 @@ def evaluate(
     if settings.rerank.provider is not None:
         default_name = "rerank"
     result: dict[str, Any] = _run_config(
-        default_name, settings, eval_set, scratch, progress, answers=True, threshold_picture=True
+        default_name,
+        settings,
+        eval_set,
+        scratch,
+        progress,
+        answers=True,
+        threshold_picture=True,
+        model=model,
     )
     top_chunk = result.pop("top_chunk_answers", None)
     configs = {default_name: result.pop(DETAILS)}
@@ -730,7 +746,7 @@ def evaluate(
             result["compare"][name] = {**same, **({"answers": top_chunk} if top_chunk else {})}
             configs[name] = configs[default_name]
         else:
-            figures = _run_config(name, settings, eval_set, scratch, progress)
+            figures = _run_config(name, settings, eval_set, scratch, progress, model=model)
             configs[name] = figures.pop(DETAILS)
             result["compare"][name] = figures
     result[DETAILS] = {

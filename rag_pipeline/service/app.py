@@ -28,6 +28,7 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
 
     from rag_pipeline.service import (
         documents,
+        eval_api,
         gaps_api,
         http_errors,
         native_api,
@@ -75,7 +76,7 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
     # Added last = outermost: the access log sees every answer, the 413s of the limit too.
     app.add_middleware(BodyLimit, max_bytes=settings.serve.max_body_kb * 1024)
     app.add_middleware(AccessLog)
-    for module in (native_api, openai_api, documents, gaps_api, pages):
+    for module in (native_api, openai_api, documents, gaps_api, eval_api, pages):
         app.include_router(module.router)
     return app
 

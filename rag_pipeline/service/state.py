@@ -1,5 +1,5 @@
 """What one service process holds: the settings, the loaded assistant, the writer lock, the
-sessions and the gap log.
+sessions, the gap log and the evaluation runs.
 
 The assistant is built once at start (``load``, run off the event loop by the app's lifespan)
 and replaced as a whole after every upload or delete (``refresh``): a request takes
@@ -65,12 +65,14 @@ class ServiceState:
             turns=cfg.session_turns, ttl=cfg.session_ttl, max_sessions=cfg.max_sessions
         )
         from rag_pipeline.gaps import GapLog
+        from rag_pipeline.service.eval_api import Evaluations
 
         self.gaps = GapLog(
             settings.gaps_db,
             log_questions=settings.serve.log_questions,
             low_confidence=settings.serve.low_confidence,
         )
+        self.evaluations = Evaluations()  # the admin page's runs and their report links
 
     def load(self) -> None:
         """Build the embedding model, open (or create) the collection, build the assistant.

@@ -1,7 +1,7 @@
 """The chat page (/) and the admin page (/admin) in a real headless Chromium, as a customer and
 an operator use them: ask, read the streamed answer, open a citation, hand over, rate; upload,
-read the report, delete, read the knowledge gaps; on a phone-width screen; with a document that
-contains markup.
+read the report, delete, read the knowledge gaps, run the evaluation and open its report; on a
+phone-width screen; with a document that contains markup.
 
 Every browser test runs against ``service``: the pages of ``rag_pipeline.service.pages`` over
 the fake HTTP API of ``tests/integration/fake_service_api.py`` ("fake"), and over the real app
@@ -16,6 +16,7 @@ folder too.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -47,6 +48,13 @@ SEED = {
     "退货运费由买家承担，质量问题除外。\n",
     "markup.txt": f"网页代码示例\n\n客服后台的图片标签写法是 {MARKUP} ，请勿照抄。\n",
 }
+# The operator's own evaluation questions, beside the uploads in the documents folder (out of
+# the index: .ragignore; uploads ingest their own files only, never the folder).
+EVAL_QUESTIONS = [
+    {"question": "订单满多少元包邮", "sources": ["shipping.md"], "answer_contains": "99元"},
+    {"question": "退货运费谁承担", "sources": ["returns.md"], "answer_contains": "买家承担"},
+]
+EVAL_OUT_OF_SCOPE = [{"question": "今天天气怎么样"}, {"question": "股票明天会涨吗"}]
 Q_SHIPPING = "订单满多少元包邮？"
 Q_MARKUP = "客服后台的图片标签写法是什么？"
 Q_REFUSED = "你们支持火星快递吗？"
@@ -78,6 +86,15 @@ def _real_service(data_dir: Path) -> Iterator[Served]:
         serve={"api_keys": [USER_KEY], "admin_keys": [ADMIN_KEY]},
         retriever={"search_type": "similarity", "score_threshold": 0.3},
     )
+    folder = settings.documents_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in (
+        ("questions.jsonl", EVAL_QUESTIONS),
+        ("out_of_scope.jsonl", EVAL_OUT_OF_SCOPE),
+    ):
+        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        (folder / name).write_text(lines, encoding="utf-8")
+    (folder / ".ragignore").write_text("questions.jsonl\nout_of_scope.jsonl\n", encoding="utf-8")
     with live_service(settings) as live:
         probe = httpx.post(live.url + "/v1/chat/completions", json={}, timeout=30)
         if probe.status_code in (404, 405):
@@ -139,11 +156,16 @@ def open_page(browser: Browser, service: Served) -> Iterator[OpenPage]:
     ) -> Page:
         context = browser.new_context(base_url=service.url, **{"locale": "zh-CN", **options})
         stack.callback(context.close)
+        # In a try: these also run in a popup's first document (the evaluation report opened
+        # with rel=noopener), an about:blank without storage.
         if key is not None:
-            context.add_init_script(f"localStorage.setItem('rag.apiKey', {json.dumps(key)})")
+            context.add_init_script(
+                f"try {{ localStorage.setItem('rag.apiKey', {json.dumps(key)}) }} catch {{}}"
+            )
         if admin_key is not None:
             context.add_init_script(
-                f"sessionStorage.setItem('rag.adminKey', {json.dumps(admin_key)})"
+                f"try {{ sessionStorage.setItem('rag.adminKey', {json.dumps(admin_key)}) }} "
+                "catch {}"
             )
         page = context.new_page()
         page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
@@ -422,6 +444,69 @@ def test_at_phone_width_nothing_scrolls_sideways(
 
 
 # --- the admin page --------------------------------------------------------------------------
+
+
+def _fulfil(route: Any, *, status: int, body: dict[str, Any]) -> None:
+    route.fulfill(status=status, json=body)
+
+
+def test_the_evaluation_button_shows_the_figures_and_the_report_opens_with_its_charts(
+    open_page: OpenPage, service: Served, screenshots: Screenshots
+) -> None:
+    # Before the upload test: the broken PDF it leaves in the documents folder would fail the
+    # evaluation's ingest of that folder (as `rag eval` fails on it).
+    if service.fake is not None:
+        pytest.skip("the evaluation runs on the real app only")
+    page = open_page("/admin", admin_key=ADMIN_KEY)
+    figures = page.get_by_test_id("eval-summary")
+    expect(figures).to_be_hidden()
+    run, state = page.get_by_test_id("eval-run"), page.get_by_test_id("eval-status")
+    # The two refusals the page explains, in the server's error shape.
+    for code, message, shown in (
+        (404, "no questions.jsonl in the served knowledge base: put one ...", "没有 questions"),
+        (409, "an evaluation is already running", "已有一个评估正在运行"),
+    ):
+        body = {"error": {"message": message, "type": "x", "code": "x", "param": None}}
+        page.route("**/v1/eval", functools.partial(_fulfil, status=code, body=body))
+        run.click()
+        expect(state).to_have_attribute("data-state", "error")
+        expect(state).to_contain_text(shown)
+        if code == 404:
+            expect(state).to_contain_text(message)  # the server says where the file goes
+        expect(run).to_be_enabled()
+        page.unroute("**/v1/eval")
+    run.click()
+    expect(state).to_have_attribute("data-state", "ok")
+    expect(figures).to_be_visible()
+    expect(figures.get_by_test_id("eval-n_queries")).to_have_text(str(len(EVAL_QUESTIONS)))
+    for name in ("hit1", "hit5", "answer_contains", "refused_in_scope", "refused_out_of_scope"):
+        expect(figures.get_by_test_id(f"eval-{name}")).to_have_text(re.compile(r"^\d+\.\d%$"))
+    link = figures.get_by_test_id("eval-report-link")
+    expect(link).to_have_attribute("target", "_blank")
+    expect(link).to_have_attribute("rel", "noopener")
+    screenshots.take(page, "admin-evaluation", full_page=True)
+
+    problems: list[str] = []
+    with page.context.expect_page() as opened:
+        link.click()
+    report = opened.value
+    report.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    report.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    report.wait_for_load_state()
+    assert re.search(r"/v1/eval/reports/[A-Za-z0-9_-]{43}$", report.url), report.url
+    assert report.evaluate("window.opener") is None
+    sizes = report.eval_on_selector_all(
+        "svg.chart",
+        "els => els.map(e => { const r = e.getBoundingClientRect(); return [r.width, r.height] })",
+    )
+    assert sizes and all(w > 0 and h > 0 for w, h in sizes), sizes
+    assert report.locator("svg.histogram rect").count() > 0
+    # The inline slider script ran: the report's policy allows its own inline script.
+    expect(report.locator("#slider")).to_be_visible()
+    report.set_viewport_size({"width": 1300, "height": 900})
+    shot = screenshots.take(report, "eval-report-from-admin", full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert problems == [], "\n".join(problems)
 
 
 def test_an_upload_shows_its_report_and_the_file_is_then_cited_in_the_chat(

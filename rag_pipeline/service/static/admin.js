@@ -1,5 +1,5 @@
 // The admin page: the admin key (kept in sessionStorage: this tab only), uploads with their
-// ingest report, the document list with delete, and the knowledge-gap log.
+// ingest report, the document list with delete, the knowledge-gap log, and the evaluation.
 // Server text is shown with textContent only.
 
 import { errorKey, request } from "./api.js";
@@ -15,6 +15,19 @@ const REPORT_COUNTS = [
   "chunks_deleted",
   "seconds",
 ];
+
+// [figure of the summary, its label, how it is shown]
+const EVAL_FIGURES = [
+  ["n_queries", "e_n_queries", "count"],
+  ["hit@1", "e_hit1", "share"],
+  ["hit@5", "e_hit5", "share"],
+  ["answer_contains", "e_answer_contains", "share"],
+  ["refused_in_scope", "e_refused_in_scope", "share"],
+  ["refused_out_of_scope", "e_refused_out_of_scope", "share"],
+  ["score_threshold", "e_score_threshold", "number"],
+  ["seconds", "e_seconds", "number"],
+];
+const REPORT_PATH = "/v1/eval/reports/";
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 const key = () => sessionStorage.getItem(KEY_STORAGE);
@@ -212,6 +225,57 @@ async function loadGaps() {
   $("gaps-empty").hidden = rows.length > 0;
 }
 
+// --- evaluation --------------------------------------------------------------------------
+
+function shown(value, kind) {
+  if (typeof value !== "number") return "–"; // a figure this run has not (no threshold, say)
+  if (kind === "share") return `${(value * 100).toFixed(1)}%`;
+  return kind === "count" ? String(value) : String(Number(value.toFixed(2)));
+}
+
+function renderEvaluation(body) {
+  const figures = body.summary ?? {};
+  const counts = el("dl", { "data-testid": "eval-figures" });
+  for (const [name, title, kind] of EVAL_FIGURES) {
+    const value = shown(figures[name], kind);
+    const cell = el("dd", { "data-testid": `eval-${name.replace("@", "")}` }, value);
+    counts.append(el("div", {}, label("dt", title), cell));
+  }
+  const parts = [counts];
+  const url = String(body.report_url ?? "");
+  // Only a report link of this service, never a URL of another kind from the body.
+  if (url.startsWith(REPORT_PATH)) {
+    parts.push(
+      el("p", {}, label("a", "eval_open", {
+        href: url,
+        target: "_blank",
+        rel: "noopener",
+        "data-testid": "eval-report-link",
+      })),
+    );
+  }
+  $("eval-summary").replaceChildren(...parts);
+  $("eval-summary").hidden = false;
+}
+
+async function runEvaluation() {
+  $("eval-run").disabled = true;
+  $("eval-summary").hidden = true;
+  status("eval-status", "busy", "eval_running");
+  try {
+    const body = await request("/v1/eval", { method: "POST", key: key() });
+    status("eval-status", "ok", "eval_done");
+    renderEvaluation(body || {});
+  } catch (e) {
+    // The server's 404 says where the questions.jsonl goes: show it in full.
+    if (e.status === 404) status("eval-status", "error", "eval_no_questions", e.message);
+    else if (e.status === 409) status("eval-status", "error", "eval_busy");
+    else showFailure("eval-status", e);
+  } finally {
+    $("eval-run").disabled = false;
+  }
+}
+
 // --- wiring ------------------------------------------------------------------------------
 
 function loadAll() {
@@ -228,6 +292,7 @@ $("admin-key-form").addEventListener("submit", (event) => {
 });
 $("upload-form").addEventListener("submit", upload);
 $("refresh").addEventListener("click", loadAll);
+$("eval-run").addEventListener("click", runEvaluation);
 $("lang-toggle").addEventListener("click", () => {
   toggle();
   document.title = t("admin_title");
