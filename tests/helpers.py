@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +123,18 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@contextmanager
+def hermetic(folder: Path) -> Iterator[None]:
+    """What tests/conftest.py's autouse fixture does, for module-scoped fixtures (which are set
+    up before it): no RAG_* or provider variables, ``folder`` as the working directory."""
+    from tests.conftest import PROVIDER_VARIABLES
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("RAG_") or name in PROVIDER_VARIABLES:
+                patch.delenv(name)
+        patch.setenv("ANONYMIZED_TELEMETRY", "False")
+        patch.chdir(folder)
+        yield

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +19,13 @@ from rag_pipeline.chain import Answer
 from rag_pipeline.config import Settings
 from rag_pipeline.indexing import ingest
 from rag_pipeline.service.state import ServiceState
-from tests.conftest import PROVIDER_VARIABLES
-from tests.helpers import fake_settings, write_corpus
+from tests.helpers import fake_settings, hermetic, write_corpus
 from tests.integration.live_service import LiveService, live_service
 
 USER_KEY = "user-key-5f0c1e9a"
 ADMIN_KEY = "admin-key-77d2b4c3"
 WRONG_KEY = "wrong-key-0a9b8c7d"
 USER = {"Authorization": f"Bearer {USER_KEY}"}
-
-
-@contextmanager
-def hermetic(folder: Path) -> Iterator[None]:
-    """tests/conftest.py's hermetic environment, for module-scoped fixtures."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("RAG_") or name in PROVIDER_VARIABLES:
-                patch.delenv(name)
-        patch.setenv("ANONYMIZED_TELEMETRY", "False")
-        patch.chdir(folder)
-        yield
 
 
 def service_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -6,7 +6,6 @@ embedded store. ``rag serve --help`` loads no web framework or store."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,8 +16,7 @@ import httpx
 import pytest
 
 from rag_pipeline.indexing import ingest
-from tests.conftest import PROVIDER_VARIABLES
-from tests.helpers import fake_settings, write_corpus
+from tests.helpers import fake_settings, hermetic, write_corpus
 from tests.integration.live_service import wait_until_ready
 from tests.integration.processes import clean_env, run_python
 from tests.integration.servers import free_port
@@ -35,11 +33,7 @@ SETTINGS = {
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("service-cli")
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("RAG_") or name in PROVIDER_VARIABLES:
-                patch.delenv(name)
-        patch.chdir(root)
+    with hermetic(root):
         settings = fake_settings(root / "data", embeddings={"cache": False})
         assert not ingest([write_corpus(root / "corpus")], settings).files_failed
     return settings.data_dir

@@ -5,12 +5,10 @@ generative model behind the stub chat API (tests/stubs/model_api.py)."""
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,27 +22,13 @@ from rag_pipeline.chain import Answer
 from rag_pipeline.config import DEFAULT_REFUSAL, Settings
 from rag_pipeline.indexing import ingest
 from rag_pipeline.llms import EXTRACT_NOTE_EN, EXTRACT_NOTE_ZH
-from tests.conftest import PROVIDER_VARIABLES
-from tests.helpers import fake_settings, write_corpus
+from tests.helpers import fake_settings, hermetic, write_corpus
 from tests.integration.live_service import LiveService, live_service
 from tests.stubs.model_api import ModelAPIStub, default_chat_reply, message_text
 
 USER_KEY = "user-key-0123456789"
 OUT_OF_SCOPE = "今天天气怎么样"
 MARKER = re.compile(r"\[(\d+)\]")
-
-
-@contextmanager
-def hermetic(folder: Path) -> Iterator[None]:
-    """What tests/conftest.py's autouse fixture does, for module-scoped fixtures (which are
-    set up before it): no RAG_* or provider variables, a scratch working directory."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("RAG_") or name in PROVIDER_VARIABLES:
-                patch.delenv(name)
-        patch.setenv("ANONYMIZED_TELEMETRY", "False")
-        patch.chdir(folder)
-        yield
 
 
 def service_settings(data_dir: Path, **overrides: Any) -> Settings:
