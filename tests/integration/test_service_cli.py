@@ -1,7 +1,8 @@
 """``rag serve`` as a real process: it starts, answers /healthz and /v1/ask, logs one access
 line per request without keys, and exits 0 on Ctrl-C (SIGINT); it refuses, with exit 2 and a
 one-line error, to listen beyond loopback without keys and to run several workers over an
-embedded store. ``rag serve --help`` loads no web framework or store."""
+embedded store; two workers over a ``chroma run`` server answer. ``rag serve --help`` loads no
+web framework or store."""
 
 from __future__ import annotations
 
@@ -114,3 +115,56 @@ def test_serve_help_is_light() -> None:
     done = run_python(["-c", code])
     assert done.returncode == 0, done.stderr
     assert "--workers" in done.stdout and done.stdout.splitlines()[-1] == "[]"
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of ``pid`` (Linux /proc)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_two_workers_over_a_chroma_server_answer(tmp_path: Path) -> None:
+    from tests.integration.servers import chroma_server
+
+    with chroma_server(tmp_path / "chroma") as server:
+        store = {"mode": "http", "host": server.host, "port": server.port}
+        with hermetic(tmp_path):
+            settings = fake_settings(tmp_path / "data", embeddings={"cache": False}, store=store)
+            assert not ingest([write_corpus(tmp_path / "corpus")], settings).files_failed
+        port = free_port()
+        env = clean_env(
+            **SETTINGS,
+            RAG_SERVE__API_KEYS=KEY,
+            RAG_STORE__MODE="http",
+            RAG_STORE__HOST=server.host,
+            RAG_STORE__PORT=str(server.port),
+        )
+        command = serve_command(settings.data_dir, "--port", str(port), "--workers", "2")
+        process = subprocess.Popen(
+            [sys.executable, *command],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_ready(url)
+            headers = {"Authorization": f"Bearer {KEY}"}
+            with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+                answers = [
+                    client.post("/v1/ask", json={"question": "不满99元运费多少钱"})
+                    for _ in range(12)
+                ]
+            assert [a.status_code for a in answers] == [200] * 12
+            assert all("运费8元" in a.json()["answer"] for a in answers)
+            assert len(_children(process.pid)) >= 2  # uvicorn's worker processes
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=60)
+            assert process.returncode == 0, err
+            assert "workers 2" in out.splitlines()[0] and "Traceback" not in err
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=30)
