@@ -105,3 +105,39 @@ def test_the_wheel_ships_and_applies_the_default_synonyms(installed: Path, tmp_p
     count, normalised = done.stdout.split()
     assert int(count) >= 30
     assert normalised == "优惠券"
+
+
+def test_the_wheel_serves_the_chat_page_and_its_assets(installed: Path, tmp_path: Path) -> None:
+    import re
+
+    import httpx
+
+    from tests.integration.live_service import wait_until_ready
+    from tests.integration.servers import free_port
+
+    env = clean_env(RAG_EMBEDDINGS__PROVIDER="fake", RAG_DATA_DIR=str(tmp_path / "data"))
+    env.pop("PYTHONPATH", None)
+    port = free_port()
+    server = subprocess.Popen(
+        [str(installed / "rag"), "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url)
+        for page in ("/", "/admin"):
+            html = httpx.get(url + page).text
+            assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+            assert assets, page
+            while assets:  # every file the page loads, and every module they import
+                asset = assets.pop()
+                got = httpx.get(url + asset)
+                assert got.status_code == 200, asset
+                if asset.endswith(".js"):
+                    assets += [f"/static/{m}" for m in re.findall(r'from "\./([^"]+)"', got.text)]
+    finally:
+        server.terminate()
+        server.wait(30)
