@@ -298,3 +298,22 @@ def test_no_key_or_text_reaches_the_logs(
     ]
     assert access[0]["answer_id"] == answered["answer_id"] and "answer_id" not in access[2]
     assert all(a["latency_ms"] >= 0 and a["client"].startswith("127.0.0.1:") for a in access)
+
+
+def test_cors_is_off_unless_origins_are_configured(service: LiveService, data_dir: Path) -> None:
+    preflight = {
+        "Origin": "https://shop.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    closed = httpx.options(service.url + "/v1/ask", headers=preflight)
+    assert "access-control-allow-origin" not in closed.headers
+    with hermetic(data_dir.parent):
+        settings = service_settings(data_dir, serve={"cors_origins": ["https://shop.example"]})
+        with live_service(settings) as open_to_one:
+            allowed = httpx.options(open_to_one.url + "/v1/ask", headers=preflight)
+            assert allowed.status_code == 200
+            assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+            other = {**preflight, "Origin": "https://evil.example"}
+            refused = httpx.options(open_to_one.url + "/v1/ask", headers=other)
+            assert "access-control-allow-origin" not in refused.headers
