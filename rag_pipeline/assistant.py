@@ -89,6 +89,17 @@ def without_note(text: str) -> str:
     return text
 
 
+def history_text(answer: Answer) -> str:
+    """The answer as an earlier turn of a conversation: without the fallback and cut-short
+    notices, which are for the customer's eyes, not for condensing the next question."""
+    text = answer.answer
+    for notice in (FALLBACK_NOTICE_ZH, FALLBACK_NOTICE_EN):
+        text = text.removeprefix(notice + "\n")
+    for notice in (INTERRUPTED_NOTICE_ZH, INTERRUPTED_NOTICE_EN):
+        text = text.removesuffix(notice).rstrip("\n")
+    return text
+
+
 def _lines(text: str) -> list[str]:
     """``text`` in line-sized pieces (newlines kept), for streaming a text that is ready."""
     return [piece for piece in re.split(r"(?<=\n)", text) if piece] or [text]

@@ -486,7 +486,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from rag_pipeline.assistant import Assistant, extractive_note
+    from rag_pipeline.assistant import Assistant, extractive_note, history_text
 
     settings = _settings(args)
     assistant = Assistant.from_settings(settings)
@@ -520,7 +520,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if not noted and _note_wanted(settings, last):
             print(f"\n{extractive_note(last.standalone_question)}")
             noted = True
-        history.append((last.standalone_question, last.answer))
+        history.append((last.standalone_question, history_text(last)))
 
 
 def _check_report_path(path: Path) -> None:

@@ -150,12 +150,14 @@ def ask_in_session(
     where: dict[str, Any] | None = None,
 ) -> SessionAnswer:
     """Answer ``question`` with the session's earlier turns, remember the turn, record it."""
+    from rag_pipeline.assistant import history_text
+
     question = check_question(state, question)
     where = check_filter(where)
     session = check_session_id(session_id)
     assistant = assistant_for(state.snapshot, k, where)  # the snapshot, taken once
     answer = assistant.ask(question, state.sessions.history(session))
-    state.sessions.add_turn(session, question, answer.answer)
+    state.sessions.add_turn(session, question, history_text(answer))
     answer_id = new_answer_id()
     record(state, answer, answer_id, session)
     return SessionAnswer(answer, answer_id, session)

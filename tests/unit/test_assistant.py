@@ -200,3 +200,19 @@ def test_from_settings_answers_over_an_ingested_collection(tmp_path: Path) -> No
 def test_from_settings_before_ingest_says_ingest_first(tmp_path: Path) -> None:
     with pytest.raises(EmptyIndexError, match="ingest"):
         Assistant.from_settings(memory_settings(tmp_path / "data"))
+
+
+def test_history_keeps_the_answer_without_the_fallback_or_cut_short_notice() -> None:
+    from rag_pipeline.assistant import (
+        FALLBACK_NOTICE_ZH,
+        INTERRUPTED_NOTICE_EN,
+        history_text,
+    )
+    from rag_pipeline.chain import Answer
+
+    def answer(text: str) -> Answer:
+        return Answer(question="q", standalone_question="q", answer=text, refused=False)
+
+    assert history_text(answer(f"{FALLBACK_NOTICE_ZH}\n满99元包邮。 [1]")) == "满99元包邮。 [1]"
+    assert history_text(answer(f"Free over 99 [1]\n{INTERRUPTED_NOTICE_EN}")) == "Free over 99 [1]"
+    assert history_text(answer("满99元包邮。 [1]")) == "满99元包邮。 [1]"
