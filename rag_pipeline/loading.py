@@ -882,10 +882,14 @@ _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # a compound file: .xls, or an
 
 def _load_xlsx(file: SourceFile, data: bytes, problems: list[str], ctx: _Context) -> list[Document]:
     if data.startswith(_OLE_MAGIC):
-        raise LoadError(
-            "encrypted (password-protected) workbook, or an old .xls renamed .xlsx: remove the "
-            "password, or open it in Excel and save it as .xlsx"
-        )
+        try:
+            return _load_xls(file, data, problems, ctx)  # an old .xls named .xlsx
+        except LoadError as e:
+            # Excel wraps a password-protected .xlsx in the same container format.
+            raise LoadError(
+                "encrypted (password-protected) workbook: remove the password in Excel and "
+                "save it as .xlsx"
+            ) from e
     from openpyxl import load_workbook
 
     docs: list[Document] = []
@@ -908,10 +912,55 @@ def _load_xlsx(file: SourceFile, data: bytes, problems: list[str], ctx: _Context
     return _rows_or_raise(docs, problems, "workbook has no cells with text")
 
 
+def _xls_value(cell: Any, datemode: int) -> object:
+    import xlrd
+
+    if cell.ctype == xlrd.XL_CELL_DATE:
+        try:
+            return xlrd.xldate.xldate_as_datetime(cell.value, datemode)
+        except (xlrd.xldate.XLDateError, ValueError, OverflowError):
+            return cell.value
+    if cell.ctype == xlrd.XL_CELL_BOOLEAN:
+        return bool(cell.value)
+    if cell.ctype == xlrd.XL_CELL_ERROR:
+        return None  # #N/A, #DIV/0!: no text to index
+    return cell.value
+
+
 def _load_xls(file: SourceFile, data: bytes, problems: list[str], ctx: _Context) -> list[Document]:
-    raise LoadError(
-        "old Excel .xls format is not read: open it in Excel (or LibreOffice) and save it as .xlsx"
-    )
+    """The old binary Excel format, read with xlrd (2.x reads only .xls)."""
+    if data.startswith(b"PK\x03\x04"):
+        return _load_xlsx(file, data, problems, ctx)  # a .xlsx workbook named .xls
+    try:
+        import xlrd
+    except ImportError as e:  # a dependency, but an environment may predate it
+        raise LoadError(
+            'old Excel .xls needs xlrd (pip install "xlrd>=2.0,<3"), or save the file as .xlsx'
+        ) from e
+    docs: list[Document] = []
+    try:
+        # formatting_info: xlrd reads merged ranges only with it.
+        book = xlrd.open_workbook(file_contents=data, formatting_info=True, on_demand=True)
+        try:
+            for sheet in book.sheets():
+                if sheet.visibility != 0:
+                    continue  # hidden sheets hold lookups and drafts, not answers
+                rows = (
+                    [_xls_value(cell, book.datemode) for cell in sheet.row(r)]
+                    for r in range(sheet.nrows)
+                )
+                merges = [(c0 + 1, r0 + 1, c1, r1) for r0, r1, c0, c1 in sheet.merged_cells]
+                docs.extend(_sheet_docs(file, sheet.name, _grid(rows, merges), problems, ctx))
+        finally:
+            book.release_resources()
+    except LoadError:
+        raise
+    except Exception as e:  # xlrd raises XLRDError, struct and index errors for a bad file
+        reason = str(e)
+        if "encrypted" in reason.lower():
+            raise LoadError("encrypted (password-protected) workbook: remove the password") from e
+        raise LoadError(f"not a readable .xls workbook ({type(e).__name__}: {e})") from e
+    return _rows_or_raise(docs, problems, "workbook has no cells with text")
 
 
 def _shape_lines(shapes: Iterable[Any], skip: Any) -> list[str]:

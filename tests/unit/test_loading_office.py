@@ -1,10 +1,12 @@
 """Excel workbooks (FAQ sheets and tables) and PowerPoint decks -> Documents and chunks."""
 
+import datetime as dt
 import io
 import zipfile
 from pathlib import Path
 
 import pytest
+import xlwt
 from openpyxl import Workbook
 from pptx import Presentation
 from pptx.util import Inches
@@ -159,7 +161,7 @@ def test_a_broken_or_encrypted_workbook_is_a_load_error_with_a_reason(tmp_path: 
         load_file(SourceFile(encrypted, tmp_path))
     old = tmp_path / "old.xls"
     old.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512)
-    with pytest.raises(LoadError, match="save it as .xlsx"):
+    with pytest.raises(LoadError, match="not a readable .xls workbook"):
         load_file(SourceFile(old, tmp_path))
     empty = _workbook(tmp_path / "empty.xlsx", {"Sheet": [[None, None]]})
     with pytest.raises(LoadError, match="no cells with text"):
@@ -240,3 +242,32 @@ def test_a_broken_presentation_is_a_load_error_with_a_reason(tmp_path: Path) -> 
     deck.save(blank)
     with pytest.raises(LoadError, match="no slide with text"):
         load_file(SourceFile(blank, tmp_path))
+
+
+def _xls(path: Path) -> SourceFile:
+    book = xlwt.Workbook()
+    faq = book.add_sheet("FAQ")
+    for r, row in enumerate([("Question", "Similar", "Answer"), *FAQ_ROWS]):
+        for c, text in enumerate(row):
+            faq.write(r, c, text)
+    table = book.add_sheet("会员")
+    table.write(0, 0, "等级")
+    table.write(0, 1, "生效日期")
+    table.write_merge(1, 2, 0, 0, "金卡")  # rows 2-3 of column A
+    date = xlwt.easyxf(num_format_str="YYYY-MM-DD")
+    table.write(1, 1, dt.date(2025, 3, 1), date)
+    table.write(2, 1, 99.0)
+    book.save(str(path))
+    return SourceFile(path, path.parent)
+
+
+def test_an_old_xls_workbook_reads_like_an_xlsx_one(tmp_path: Path) -> None:
+    file = _xls(tmp_path / "old.xls")
+    first, second, table = load_file(file)
+    assert first.metadata["faq_question"] == "积分可以换什么？" and first.metadata["sheet"] == "FAQ"
+    assert question_text(second.metadata) == "发票抬头能改吗？\n开错抬头怎么办\n抬头写错了"
+    assert table.page_content.split("\n")[-2:] == ["| 金卡 | 2025-03-01 |", "| 金卡 | 99 |"]
+    # The same bytes named .xlsx (Excel's "97-2003" format saved with the new name) load too.
+    renamed = tmp_path / "old.xlsx"
+    renamed.write_bytes(file.path.read_bytes())
+    assert len(load_file(SourceFile(renamed, tmp_path))) == 3
