@@ -815,6 +815,12 @@ def _sheet_docs(
     width = max(len(row) for _, row in numbered)
     used = [c for c in range(width) if any(c < len(row) and row[c] for _, row in numbered)]
     rows = [(n, [row[c] if c < len(row) else "" for c in used]) for n, row in numbered]
+    caption = sheet
+    if len(rows) > 1 and len(used) > 1 and len(set(rows[0][1])) == 1:
+        # A title merged across the whole width above the real header row ("积分商城兑换表"
+        # over A1:E1): it names the table, it is no column.
+        caption = f"{sheet} > {rows[0][1][0]}" if rows[0][1][0] != sheet else sheet
+        rows = rows[1:]
     (_, header), body = rows[0], rows[1:]
     if ctx.faq.is_faq(header):
         docs = []
@@ -828,7 +834,7 @@ def _sheet_docs(
                 problems.append(str(e))
         return docs
     top = [
-        f"【{file.stem} > {sheet}】",
+        f"【{file.stem} > {caption}】",
         *_table_lines([header]),
         "| " + " | ".join("---" for _ in header) + " |",
     ]

@@ -135,6 +135,29 @@ def test_merged_cells_fill_their_range_and_empty_rows_and_columns_go(tmp_path: P
     assert (doc.metadata["row"], doc.metadata["row_end"]) == (2, 6)
 
 
+def test_a_title_merged_over_the_header_row_names_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "book.xlsx"
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "FAQ"
+    sheet.append(["2025年常见问题"])
+    sheet.append(["问题", "答案"])
+    sheet.append(["积分能转赠吗？", "不能。"])
+    sheet.merge_cells("A1:B1")
+    table = book.create_sheet("价格")
+    table.append(["会员价格表"])
+    table.append(["等级", "价格"])
+    table.append(["Plus", "99元/年"])
+    table.merge_cells("A1:B1")
+    book.save(path)
+    faq, prices = load_file(SourceFile(path, tmp_path))
+    assert faq.metadata["faq_question"] == "积分能转赠吗？" and faq.metadata["row"] == 3
+    assert prices.page_content.split("\n")[:2] == [
+        "【book > 价格 > 会员价格表】",
+        "| 等级 | 价格 |",
+    ]
+
+
 def test_hidden_sheets_are_left_out(
     tmp_path: Path,
 ) -> None:
