@@ -3,7 +3,8 @@
 Breaks at paragraphs, then lines (so table rows stay whole), then sentence ends 。！？；…, then
 commas, then characters; punctuation stays with its sentence. Markdown headings become the
 chunk's ``headers`` metadata and are prefixed to its text so a chunk about "运费" under
-"偏远地区" still knows where it came from. FAQ entries are never split.
+"偏远地区" still knows where it came from. FAQ entries and the row groups of a spreadsheet
+sheet (cut by the loader, which knows their row numbers) are never split.
 
 >>> from rag_pipeline.config import SplitSettings
 >>> chunks = split_documents(docs, SplitSettings())          # doctest: +SKIP
