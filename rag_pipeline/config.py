@@ -189,6 +189,47 @@ class RerankSettings(_Section):
     timeout: float = Field(default=30.0, gt=0)
 
 
+def _names(value: Any) -> Any:
+    """A list of names from ``a,b,c`` (environment) or a list; JSON lists are accepted too."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class FaqColumnSettings(_Section):
+    """Header names that make a CSV, JSONL or spreadsheet table an FAQ: a question column and an
+    answer column (similar phrasings optional). Matched ignoring case and whitespace, so
+    ``Similar Questions`` is ``similarquestions``. In the environment, comma-separated:
+    ``RAG_INGEST__FAQ_COLUMNS__SIMILAR=相似问题,别名``.
+
+    >>> FaqColumnSettings(question="标题,问题").question
+    ['标题', '问题']
+    """
+
+    question: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["问题", "标准问题", "question", "q"], min_length=1
+    )
+    similar: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "相似问题",
+            "相似问法",
+            "similar questions",
+            "similar",
+            "alternatives",
+        ]
+    )
+    answer: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["答案", "回答", "answer", "a"], min_length=1
+    )
+
+    _split = field_validator("question", "similar", "answer", mode="before")(_names)
+
+
 class IngestSettings(_Section):
     """How ingest treats the corpus and other writers of the same collection."""
 
@@ -198,6 +239,8 @@ class IngestSettings(_Section):
     max_file_mb: float = Field(default=50.0, gt=0)
     # Links inside a corpus folder that point outside it are skipped unless this is true.
     follow_symlinks: bool = False
+    # Which header row makes a table (CSV, JSONL keys, an Excel sheet) an FAQ.
+    faq_columns: FaqColumnSettings = Field(default_factory=FaqColumnSettings)
 
 
 class LLMSettings(_Section):

@@ -91,7 +91,13 @@ def _file_groups(
     for done, file in enumerate(files, start=1):
         problems: list[str] = []  # FAQ rows left out of a file that is otherwise ingested
         try:
-            docs = load_file(file, max_file_mb=settings.ingest.max_file_mb, problems=problems)
+            docs = load_file(
+                file,
+                max_file_mb=settings.ingest.max_file_mb,
+                problems=problems,
+                faq_columns=settings.ingest.faq_columns,
+                table_chunk_chars=settings.split.chunk_size,
+            )
             dropped: list[Document] = []
             chunks = split_documents(docs, settings.split, dropped=dropped)
             del docs

@@ -1,8 +1,9 @@
 """Files -> LangChain Documents, with a reason for every file that could not be read.
 
-One Document per file, per page for PDF, per question/answer pair for FAQ files. HTML and DOCX
-are turned into Markdown-like text (headings as ``#``, table rows as ``a | b | c`` lines) so the
-splitter can keep headings and rows together.
+One Document per file, per page for PDF, per slide for PowerPoint, per question/answer pair for
+FAQ files and FAQ sheets of a workbook, and per group of rows (header repeated) for the other
+sheets. HTML and DOCX are turned into Markdown-like text (headings as ``#``, table rows as
+``a | b | c`` lines) so the splitter can keep headings and rows together.
 
 >>> from pathlib import Path
 >>> files = discover([Path("corpus")])            # doctest: +SKIP
@@ -30,13 +31,16 @@ from rag_pipeline.errors import LoadError
 from rag_pipeline.synonyms import FILE_NAME as SYNONYMS_FILE
 
 if TYPE_CHECKING:
-    from rag_pipeline.config import IngestSettings
+    from rag_pipeline.config import FaqColumnSettings, IngestSettings
 
 TEXT_SUFFIXES = {".txt", ".text"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
 SUPPORTED_SUFFIXES = (
-    TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | {".pdf", ".docx", ".csv", ".jsonl"}
+    TEXT_SUFFIXES
+    | MARKDOWN_SUFFIXES
+    | HTML_SUFFIXES
+    | {".pdf", ".docx", ".csv", ".jsonl", ".xlsx", ".xls", ".pptx"}
 )
 IGNORE_FILE = ".ragignore"
 # ``NAME.meta.json`` beside a file holds metadata merged into every chunk of NAME.
@@ -45,15 +49,50 @@ META_SUFFIX = ".meta.json"
 RESERVED_METADATA = frozenset(
     {"source", "file_type", "title", "markup", "page", "doc_type", "headers", "start_index"}
     | {"chunk_index", "content_hash", "score", "dense_relevance", "keyword_coverage", "bm25"}
-    | {"rerank_score", "faq_question", "faq_answer", "faq_alternatives", "row"}
+    | {"rerank_score", "faq_question", "faq_answer", "faq_alternatives", "row", "row_end"}
+    | {"sheet"}
 )
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 _CJK_OR_COMMA = re.compile(r"[\u3400-\u9fff，、（“]")
 
-# Column names accepted as the question / answer / alternatives of an FAQ table.
-FAQ_QUESTION_KEYS = ("question", "问题", "q")
-FAQ_ANSWER_KEYS = ("answer", "答案", "回答", "a")
-FAQ_ALTERNATIVE_KEYS = ("alternatives", "相似问法", "similar")
+# Similar phrasings in one cell: one a line, or separated by | ； ;
+_PHRASING_SEPARATORS = re.compile(r"[\n|；;]")
+# Rows of a sheet per table chunk when no chunk size is given (load_file without settings).
+DEFAULT_TABLE_CHUNK_CHARS = 500
+
+
+@dataclass(frozen=True)
+class FaqColumns:
+    """Normalised FAQ header names (see ``config.FaqColumnSettings``)."""
+
+    question: frozenset[str]
+    similar: frozenset[str]
+    answer: frozenset[str]
+
+    @classmethod
+    def of(cls, settings: FaqColumnSettings | None) -> FaqColumns:
+        if settings is None:
+            from rag_pipeline.config import FaqColumnSettings
+
+            settings = FaqColumnSettings()
+        return cls(
+            frozenset(map(header_key, settings.question)),
+            frozenset(map(header_key, settings.similar)),
+            frozenset(map(header_key, settings.answer)),
+        )
+
+    def is_faq(self, header: Iterable[object]) -> bool:
+        keys = {header_key(h) for h in header if h is not None}
+        return bool(keys & self.question) and bool(keys & self.answer)
+
+
+def header_key(name: object) -> str:
+    """A column name as FAQ headers are compared: lower case, no whitespace.
+
+    >>> header_key(" Similar  Questions ")
+    'similarquestions'
+    """
+    return "".join(str(name).split()).lower()
 
 
 def source_name(relative: PurePath | str) -> str:
@@ -317,14 +356,18 @@ def _doc(text: str, file: SourceFile, **metadata: Any) -> Document:
     return Document(page_content=text, metadata=meta)
 
 
-def _load_plain(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
+def _load_plain(
+    file: SourceFile, data: bytes, problems: list[str], ctx: _Context
+) -> list[Document]:
     text = decode_text(data).strip()
     first_line = text.split("\n", 1)[0].strip()
     title = first_line[:60] if first_line else file.stem
     return [_doc(text, file, title=title, markup="text")]
 
 
-def _load_markdown(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
+def _load_markdown(
+    file: SourceFile, data: bytes, problems: list[str], ctx: _Context
+) -> list[Document]:
     text = decode_text(data).strip()
     front: dict[str, Any] = {}
     match = _FRONT_MATTER.match(text)
@@ -473,7 +516,7 @@ def _html_lines(body: Any) -> list[str]:
     return lines
 
 
-def _load_html(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
+def _load_html(file: SourceFile, data: bytes, problems: list[str], ctx: _Context) -> list[Document]:
     from bs4 import BeautifulSoup
 
     # Let BeautifulSoup honour <meta charset>; fall back to our detector for bare files.
@@ -490,7 +533,7 @@ def _load_html(file: SourceFile, data: bytes, problems: list[str]) -> list[Docum
     return [_doc(text, file, title=title or _first_heading(text), markup="markdown")]
 
 
-def _load_docx(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
+def _load_docx(file: SourceFile, data: bytes, problems: list[str], ctx: _Context) -> list[Document]:
     from docx import Document as DocxDocument
     from docx.table import Table
     from docx.text.paragraph import Paragraph
@@ -544,7 +587,7 @@ def _unwrap_pdf_lines(text: str) -> str:
     return "\n".join(out)
 
 
-def _load_pdf(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
+def _load_pdf(file: SourceFile, data: bytes, problems: list[str], ctx: _Context) -> list[Document]:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -574,24 +617,35 @@ def _load_pdf(file: SourceFile, data: bytes, problems: list[str]) -> list[Docume
     return docs
 
 
-def _pick(row: dict[str, Any], keys: tuple[str, ...]) -> str:
+def _pick_value(row: dict[str, Any], keys: frozenset[str]) -> Any:
     for key, value in row.items():
-        if key is not None and key.strip().lower() in keys and value is not None:
-            return str(value).strip()
-    return ""
+        if key is not None and header_key(key) in keys and value is not None:
+            return value
+    return None
 
 
-def _faq_doc(file: SourceFile, row: dict[str, Any], number: int) -> Document:
-    question = _pick(row, FAQ_QUESTION_KEYS)
-    answer = _pick(row, FAQ_ANSWER_KEYS)
-    alternatives_raw = row.get("alternatives")
-    if isinstance(alternatives_raw, list):
-        alternatives = [str(a).strip() for a in alternatives_raw if str(a).strip()]
-    else:
-        raw = _pick(row, FAQ_ALTERNATIVE_KEYS)
-        alternatives = [a.strip() for a in raw.split("|") if a.strip()]
+def _pick(row: dict[str, Any], keys: frozenset[str]) -> str:
+    value = _pick_value(row, keys)
+    return "" if value is None else str(value).strip()
+
+
+def _faq_doc(
+    file: SourceFile,
+    row: dict[str, Any],
+    number: int,
+    columns: FaqColumns,
+    where: str = "row",
+    **metadata: Any,
+) -> Document:
+    """One FAQ entry as a Document: the ``问：/相似问法：/答：`` text that the keyword index's
+    question field and the extractive answerer's ``faq_parts`` read, and its metadata."""
+    question = _pick(row, columns.question)
+    answer = _pick(row, columns.answer)
+    raw = _pick_value(row, columns.similar)
+    pieces = raw if isinstance(raw, list) else _PHRASING_SEPARATORS.split(str(raw or ""))
+    alternatives = [str(a).strip() for a in pieces if str(a).strip()]
     if not question or not answer:
-        raise LoadError(f"row {number}: an FAQ entry needs both a question and an answer")
+        raise LoadError(f"{where} {number}: an FAQ entry needs both a question and an answer")
     lines = [f"问：{question}"]
     if alternatives:
         lines.append("相似问法：" + "；".join(alternatives))
@@ -606,6 +660,7 @@ def _faq_doc(file: SourceFile, row: dict[str, Any], number: int) -> Document:
         faq_answer=answer,
         faq_alternatives="|".join(alternatives) or None,
         markup="faq",
+        **metadata,
     )
 
 
@@ -615,23 +670,21 @@ def _rows_or_raise(docs: list[Document], problems: list[str], empty: str) -> lis
     return docs
 
 
-def _load_csv(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
+def _load_csv(file: SourceFile, data: bytes, problems: list[str], ctx: _Context) -> list[Document]:
     try:
         reader = csv.DictReader(io.StringIO(decode_text(data)))
-        header = [h.strip().lower() for h in (reader.fieldnames or []) if h]
+        header = list(reader.fieldnames or [])
         rows = list(reader)
     except csv.Error as e:
         raise LoadError(f"not a readable CSV file ({e})") from e
-    is_faq = any(k in header for k in FAQ_QUESTION_KEYS) and any(
-        k in header for k in FAQ_ANSWER_KEYS
-    )
+    is_faq = ctx.faq.is_faq(header)
     docs = []
     for number, row in enumerate(rows, start=1):
         if is_faq:
             if not any(isinstance(v, str) and v.strip() for v in row.values()):
                 continue  # a blank line of commas
             try:
-                docs.append(_faq_doc(file, row, number))
+                docs.append(_faq_doc(file, row, number, ctx.faq))
             except LoadError as e:
                 problems.append(str(e))
         else:
@@ -641,7 +694,9 @@ def _load_csv(file: SourceFile, data: bytes, problems: list[str]) -> list[Docume
     return _rows_or_raise(docs, problems, "CSV file has a header but no rows")
 
 
-def _load_jsonl(file: SourceFile, data: bytes, problems: list[str]) -> list[Document]:
+def _load_jsonl(
+    file: SourceFile, data: bytes, problems: list[str], ctx: _Context
+) -> list[Document]:
     docs = []
     for number, line in enumerate(decode_text(data).split("\n"), start=1):
         if not line.strip():
@@ -654,8 +709,8 @@ def _load_jsonl(file: SourceFile, data: bytes, problems: list[str]) -> list[Docu
             raise LoadError(f"line {number} cannot be read as JSON ({e})") from e
         if not isinstance(record, dict):
             raise LoadError(f"line {number}: expected a JSON object")
-        if _pick(record, FAQ_QUESTION_KEYS) and _pick(record, FAQ_ANSWER_KEYS):
-            docs.append(_faq_doc(file, record, number))
+        if _pick(record, ctx.faq.question) and _pick(record, ctx.faq.answer):
+            docs.append(_faq_doc(file, record, number, ctx.faq, "line"))
         elif isinstance(record.get("text"), str) and record["text"].strip():
             title = str(record.get("title") or "").strip() or None
             body = record["text"].strip()
@@ -669,13 +724,312 @@ def _load_jsonl(file: SourceFile, data: bytes, problems: list[str]) -> list[Docu
                     markup="markdown" if title else "text",
                 )
             )
-        elif _pick(record, FAQ_QUESTION_KEYS) or _pick(record, FAQ_ANSWER_KEYS):
+        elif _pick(record, ctx.faq.question) or _pick(record, ctx.faq.answer):
             problems.append(f"line {number}: an FAQ entry needs both a question and an answer")
         else:
             raise LoadError(
                 f"line {number}: expected {{question, answer}} (FAQ) or {{text}} (passage) keys"
             )
     return _rows_or_raise(docs, problems, "file has no records")
+
+
+# ------------------------------------------------------------------------- workbooks, slides
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a loader may need from the settings."""
+
+    faq: FaqColumns
+    table_chunk_chars: int = DEFAULT_TABLE_CHUNK_CHARS
+
+
+def _cell_text(value: object) -> str:
+    """A cell value as text: ``99`` not ``99.0``, a date without a midnight time."""
+    import datetime as dt
+
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dt.datetime) and value.time() == dt.time():
+        return value.date().isoformat()
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return str(value).strip()
+
+
+_SHEET_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+
+
+def _merged_ranges(sheet: Any) -> list[tuple[int, int, int, int]]:
+    """The merged ranges of a read-only sheet as (min_col, min_row, max_col, max_row).
+
+    Read-only mode streams cell values and does not parse ``<mergeCells>``, which comes after
+    the cell data. A full (non read-only) load would give ``merged_cells.ranges`` but holds
+    every cell object of the workbook in memory, so the sheet's XML is streamed a second time
+    here and only the merge references are kept.
+    """
+    from openpyxl.utils.cell import range_boundaries
+    from openpyxl.xml.functions import iterparse
+
+    ranges = []
+    with sheet._get_source() as xml:  # the sheet part in the archive, as openpyxl opens it
+        for _, element in iterparse(xml):
+            if element.tag == f"{_SHEET_NS}mergeCell" and element.get("ref"):
+                min_col, min_row, max_col, max_row = range_boundaries(element.get("ref"))
+                if None not in (min_col, min_row, max_col, max_row):
+                    ranges.append((min_col, min_row, max_col, max_row))
+            elif element.tag == f"{_SHEET_NS}row":
+                element.clear()  # cell data: already read, not kept
+    return ranges
+
+
+def _grid(
+    rows: Iterable[Iterable[object]], merges: list[tuple[int, int, int, int]]
+) -> list[list[str]]:
+    """Cell texts by row (row 1 first), each merged range filled with its top-left value."""
+    grid = [[_cell_text(v) for v in row] for row in rows]
+    for min_col, min_row, max_col, max_row in merges:
+        if min_row > len(grid) or min_col > len(grid[min_row - 1]):
+            continue
+        value = grid[min_row - 1][min_col - 1]
+        for r in range(min_row - 1, min(max_row, len(grid))):
+            row = grid[r]
+            row.extend([""] * (max_col - len(row)))
+            for c in range(min_col - 1, max_col):
+                row[c] = value
+    return grid
+
+
+def _sheet_docs(
+    file: SourceFile, sheet: str, grid: list[list[str]], problems: list[str], ctx: _Context
+) -> list[Document]:
+    """One sheet's Documents: FAQ entries when its header row names FAQ columns, else table
+    chunks (header repeated, whole rows) of up to ``ctx.table_chunk_chars`` characters."""
+    numbered = [(n, row) for n, row in enumerate(grid, start=1) if any(row)]
+    if not numbered:
+        return []
+    width = max(len(row) for _, row in numbered)
+    used = [c for c in range(width) if any(c < len(row) and row[c] for _, row in numbered)]
+    rows = [(n, [row[c] if c < len(row) else "" for c in used]) for n, row in numbered]
+    caption = sheet
+    if len(rows) > 1 and len(used) > 1 and len(set(rows[0][1])) == 1:
+        # A title merged across the whole width above the real header row ("积分商城兑换表"
+        # over A1:E1): it names the table, it is no column.
+        caption = f"{sheet} > {rows[0][1][0]}" if rows[0][1][0] != sheet else sheet
+        rows = rows[1:]
+    (_, header), body = rows[0], rows[1:]
+    if ctx.faq.is_faq(header):
+        docs = []
+        for number, cells in body:
+            try:
+                entry = dict(zip(header, cells, strict=True))
+                docs.append(
+                    _faq_doc(file, entry, number, ctx.faq, f"sheet {sheet!r} row", sheet=sheet)
+                )
+            except LoadError as e:
+                problems.append(str(e))
+        return docs
+    top = [
+        f"【{file.stem} > {caption}】",
+        *_table_lines([header]),
+        "| " + " | ".join("---" for _ in header) + " |",
+    ]
+    docs = []
+    group: list[tuple[int, str]] = []
+
+    def close() -> None:
+        text = "\n".join([*top, *(line for _, line in group)])
+        first, last = group[0][0], group[-1][0]
+        docs.append(
+            _doc(
+                text,
+                file,
+                title=sheet,
+                sheet=sheet,
+                row=first,
+                row_end=last,
+                doc_type="table",
+                markup="table",
+            )
+        )
+        group.clear()
+
+    size = sum(len(line) + 1 for line in top)
+    for number, cells in body:
+        (line,) = _table_lines([cells])
+        if group and size + sum(len(x) + 1 for _, x in group) + len(line) > ctx.table_chunk_chars:
+            close()
+        group.append((number, line))
+    if group:
+        close()
+    if not body:  # a header and nothing under it: still a (one-row) table
+        text = "\n".join(top[:2])
+        docs.append(
+            _doc(
+                text,
+                file,
+                title=sheet,
+                sheet=sheet,
+                row=rows[0][0],
+                row_end=rows[0][0],
+                doc_type="table",
+                markup="table",
+            )
+        )
+    return docs
+
+
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # a compound file: .xls, or an encrypted .xlsx
+
+
+def _load_xlsx(file: SourceFile, data: bytes, problems: list[str], ctx: _Context) -> list[Document]:
+    if data.startswith(_OLE_MAGIC):
+        try:
+            return _load_xls(file, data, problems, ctx)  # an old .xls named .xlsx
+        except LoadError as e:
+            # Excel wraps a password-protected .xlsx in the same container format.
+            raise LoadError(
+                "encrypted (password-protected) workbook: remove the password in Excel and "
+                "save it as .xlsx"
+            ) from e
+    from openpyxl import load_workbook
+
+    docs: list[Document] = []
+    try:
+        # data_only: the values Excel last calculated, not formula text.
+        book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        try:
+            for sheet in book.worksheets:
+                if sheet.sheet_state != "visible":
+                    continue  # hidden sheets hold lookups and drafts, not answers
+                sheet.reset_dimensions()  # a stale <dimension> would cut rows off
+                grid = _grid(sheet.iter_rows(values_only=True), _merged_ranges(sheet))
+                docs.extend(_sheet_docs(file, sheet.title, grid, problems, ctx))
+        finally:
+            book.close()
+    except LoadError:
+        raise
+    except Exception as e:  # openpyxl raises zip, XML, key and value errors for a bad file
+        raise LoadError(f"not a readable .xlsx workbook ({type(e).__name__}: {e})") from e
+    return _rows_or_raise(docs, problems, "workbook has no cells with text")
+
+
+def _xls_value(cell: Any, datemode: int) -> object:
+    import xlrd
+
+    if cell.ctype == xlrd.XL_CELL_DATE:
+        try:
+            return xlrd.xldate.xldate_as_datetime(cell.value, datemode)
+        except (xlrd.xldate.XLDateError, ValueError, OverflowError):
+            return cell.value
+    if cell.ctype == xlrd.XL_CELL_BOOLEAN:
+        return bool(cell.value)
+    if cell.ctype == xlrd.XL_CELL_ERROR:
+        return None  # #N/A, #DIV/0!: no text to index
+    return cell.value
+
+
+def _load_xls(file: SourceFile, data: bytes, problems: list[str], ctx: _Context) -> list[Document]:
+    """The old binary Excel format, read with xlrd (2.x reads only .xls)."""
+    if data.startswith(b"PK\x03\x04"):
+        return _load_xlsx(file, data, problems, ctx)  # a .xlsx workbook named .xls
+    try:
+        import xlrd
+    except ImportError as e:  # a dependency, but an environment may predate it
+        raise LoadError(
+            'old Excel .xls needs xlrd (pip install "xlrd>=2.0,<3"), or save the file as .xlsx'
+        ) from e
+    docs: list[Document] = []
+    try:
+        # formatting_info: xlrd reads merged ranges only with it.
+        book = xlrd.open_workbook(file_contents=data, formatting_info=True, on_demand=True)
+        try:
+            for sheet in book.sheets():
+                if sheet.visibility != 0:
+                    continue  # hidden sheets hold lookups and drafts, not answers
+                rows = (
+                    [_xls_value(cell, book.datemode) for cell in sheet.row(r)]
+                    for r in range(sheet.nrows)
+                )
+                merges = [(c0 + 1, r0 + 1, c1, r1) for r0, r1, c0, c1 in sheet.merged_cells]
+                docs.extend(_sheet_docs(file, sheet.name, _grid(rows, merges), problems, ctx))
+        finally:
+            book.release_resources()
+    except LoadError:
+        raise
+    except Exception as e:  # xlrd raises XLRDError, struct and index errors for a bad file
+        reason = str(e)
+        if "encrypted" in reason.lower():
+            raise LoadError("encrypted (password-protected) workbook: remove the password") from e
+        raise LoadError(f"not a readable .xls workbook ({type(e).__name__}: {e})") from e
+    return _rows_or_raise(docs, problems, "workbook has no cells with text")
+
+
+def _shape_lines(shapes: Iterable[Any], skip: Any) -> list[str]:
+    """Text of slide shapes in reading order (top to bottom, then left to right); tables as
+    Markdown tables, groups read inside."""
+
+    def position(shape: Any) -> tuple[int, int]:
+        return (shape.top or 0, shape.left or 0)
+
+    from pptx.shapes.group import GroupShape
+
+    lines: list[str] = []
+    for shape in sorted(shapes, key=position):
+        if skip is not None and shape.shape_id == skip.shape_id:
+            continue
+        if isinstance(shape, GroupShape):
+            lines.extend(_shape_lines(shape.shapes, None))
+        elif getattr(shape, "has_table", False) and shape.has_table:
+            rows = [[cell.text for cell in row.cells] for row in shape.table.rows]
+            table = _table_lines(rows)
+            if table:
+                rule = "| " + " | ".join("---" for _ in rows[0]) + " |"
+                lines.extend(["", table[0], rule, *table[1:], ""])
+        elif shape.has_text_frame:
+            for paragraph in shape.text_frame.paragraphs:
+                text = "".join(run.text for run in paragraph.runs).strip() or paragraph.text.strip()
+                if text:
+                    lines.append(("- " if paragraph.level else "") + text)
+            lines.append("")
+    return lines
+
+
+def _load_pptx(file: SourceFile, data: bytes, problems: list[str], ctx: _Context) -> list[Document]:
+    from pptx import Presentation
+
+    try:
+        deck = Presentation(io.BytesIO(data))
+        title = deck.core_properties.title or file.stem
+        docs = []
+        for number, slide in enumerate(deck.slides, start=1):
+            heading = slide.shapes.title
+            name = (
+                heading.text_frame.text.strip()
+                if heading is not None and heading.has_text_frame
+                else ""
+            )
+            lines = [f"# {name}", ""] if name else []
+            lines.extend(_shape_lines(slide.shapes, heading))
+            if slide.has_notes_slide:
+                notes = slide.notes_slide.notes_text_frame
+                text = notes.text.strip() if notes is not None else ""
+                if text:
+                    lines.extend(["", "## 演讲者备注", "", text])
+            body = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+            if body and body != f"# {name}":
+                docs.append(_doc(body, file, title=title, page=number, markup="markdown"))
+            elif body:
+                docs.append(_doc(body, file, title=title, page=number, markup="text"))
+    except Exception as e:  # python-pptx raises zip, XML and key errors for a bad package
+        raise LoadError(f"not a readable .pptx presentation ({type(e).__name__}: {e})") from e
+    if not docs:
+        raise LoadError("presentation has no slide with text")
+    return docs
 
 
 _LOADERS = {
@@ -686,17 +1040,28 @@ _LOADERS = {
     ".pdf": _load_pdf,
     ".csv": _load_csv,
     ".jsonl": _load_jsonl,
+    ".xlsx": _load_xlsx,
+    ".xls": _load_xls,
+    ".pptx": _load_pptx,
 }
 
 
 def load_file(
-    file: SourceFile, *, max_file_mb: float | None = None, problems: list[str] | None = None
+    file: SourceFile,
+    *,
+    max_file_mb: float | None = None,
+    problems: list[str] | None = None,
+    faq_columns: FaqColumnSettings | None = None,
+    table_chunk_chars: int = DEFAULT_TABLE_CHUNK_CHARS,
 ) -> list[Document]:
     """Read one file into Documents; raise LoadError with a human reason when it can't.
 
     A file over ``max_file_mb`` is refused before it is read. With a ``problems`` list, an FAQ
     row or line without a question or an answer is left out and described there while the
-    other rows load; without one, such a row fails the whole file.
+    other rows load; without one, such a row fails the whole file. ``faq_columns`` names the
+    header cells of an FAQ table; a spreadsheet's other sheets are cut into chunks of whole
+    rows of up to ``table_chunk_chars`` characters (the splitter keeps them as they are, since
+    only the loader knows which sheet row each line came from).
     """
     loader = _LOADERS.get(file.path.suffix.lower())
     if loader is None:
@@ -717,7 +1082,8 @@ def load_file(
     if not data or data.isspace():  # no copy of a large file
         raise LoadError("file is empty")
     collected: list[str] = []
-    docs = loader(file, data, collected)
+    ctx = _Context(FaqColumns.of(faq_columns), table_chunk_chars)
+    docs = loader(file, data, collected, ctx)
     del data  # the bytes of a large file are not needed while its metadata is merged
     if collected:
         if problems is None:

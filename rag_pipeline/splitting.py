@@ -3,7 +3,8 @@
 Breaks at paragraphs, then lines (so table rows stay whole), then sentence ends 。！？；…, then
 commas, then characters; punctuation stays with its sentence. Markdown headings become the
 chunk's ``headers`` metadata and are prefixed to its text so a chunk about "运费" under
-"偏远地区" still knows where it came from. FAQ entries are never split.
+"偏远地区" still knows where it came from. FAQ entries and the row groups of a spreadsheet
+sheet (cut by the loader, which knows their row numbers) are never split.
 
 >>> from rag_pipeline.config import SplitSettings
 >>> chunks = split_documents(docs, SplitSettings())          # doctest: +SKIP
@@ -127,7 +128,7 @@ def _header_line(headers: tuple[str, ...], title: str | None) -> str:
 
 def _split_one(doc: Document, splitter: RecursiveCharacterTextSplitter) -> list[Document]:
     meta = doc.metadata
-    if meta.get("doc_type") == "faq":
+    if meta.get("doc_type") in ("faq", "table"):  # an entry, or whole rows under their header
         return [Document(page_content=doc.page_content, metadata={**meta, "start_index": 0})]
     if meta.get("markup") == "markdown":
         sections = markdown_sections(doc.page_content)
@@ -170,7 +171,9 @@ def split_documents(
 ) -> list[Document]:
     """Split the Documents of one source file into chunks with full metadata.
 
-    Every chunk has ``source``, ``chunk_index`` (0.. within its source), ``start_index`` (char
+    Every chunk has ``source``, ``chunk_index`` (0.. within its source, or within its sheet
+    for a workbook: an edit of one sheet leaves the other sheets' chunk ids, which hash the
+    metadata, unchanged, so ingest skips them), ``start_index`` (char
     offset in its page/document text), ``title``, ``headers`` and ``content_hash``. A chunk
     whose own text (the heading prefix aside) has fewer than ``MIN_TEXT_CHARS`` letters or
     digits is left out, and appended to ``dropped`` when given; FAQ entries are always kept.
@@ -186,16 +189,16 @@ def split_documents(
         splitter = make_text_splitter(settings)
         split_one = _split_one
     chunks: list[Document] = []
-    counters: dict[str, int] = {}
+    counters: dict[tuple[str, str | None], int] = {}
     for doc in docs:
         for chunk in split_one(doc, splitter):
             if chunk.metadata.get("doc_type") != "faq" and not has_text(_body(chunk)):
                 if dropped is not None:
                     dropped.append(chunk)
                 continue
-            source = chunk.metadata["source"]
-            chunk.metadata["chunk_index"] = counters.get(source, 0)
-            counters[source] = chunk.metadata["chunk_index"] + 1
+            counter = (chunk.metadata["source"], chunk.metadata.get("sheet"))
+            chunk.metadata["chunk_index"] = counters.get(counter, 0)
+            counters[counter] = chunk.metadata["chunk_index"] + 1
             chunk.metadata["content_hash"] = content_hash(chunk.page_content)
             chunk.metadata.pop("markup", None)
             chunks.append(chunk)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the PDF and DOCX documents of the sample corpus (corpus/).
+"""Generate the PDF, DOCX, XLSX and PPTX documents of the sample corpus (corpus/).
 
 The source text of every generated document lives in this file, so the
 binary files in corpus/ can always be rebuilt:
@@ -14,7 +14,9 @@ back exactly. CFF-based OpenType fonts such as Noto Sans CJK also render, but
 pypdf then extracts Chinese text with a space between every character.
 
 DOCX files are written with python-docx, using real "Heading 1"/"Heading 2"
-styles and one table each.
+styles and one table each. The Excel workbook (openpyxl) has an FAQ sheet with a
+similar-questions column and a table sheet with merged cells; the slide deck
+(python-pptx) has titles, text boxes, a table and speaker notes.
 
 Output is reproducible: fixed PDF/DOCX metadata dates, and the DOCX zip
 entries are rewritten with a fixed timestamp, so re-running produces
@@ -622,6 +624,201 @@ def write_docx(doc: dict) -> Path:
 
 
 # ---------------------------------------------------------------------------
+# Excel workbook: an FAQ sheet and a table sheet ("" under a merged cell).
+
+FAQ_WORKBOOK = {
+    "path": "faq/客服FAQ.xlsx",
+    "title": "客服常见问题（礼品包装、到货通知、积分商城）",
+    "sheets": [
+        (
+            "常见问题",
+            [
+                ["标准问题", "相似问题", "答案", "分类"],
+                [
+                    "可以提供礼品包装吗？",
+                    "能包装成礼物吗\n送人的东西能帮忙包装吗|礼盒包装怎么收费",
+                    "可以。自营商品在结算页勾选“礼品包装”即可，每件收费5元，禾尊会员免费。礼品包装的包裹内会附一张贺卡，不放价格单。",
+                    "订单",
+                ],
+                [
+                    "想买的商品缺货了怎么办？",
+                    "没货了什么时候补货；缺货商品能预约吗",
+                    "在商品页点击“到货通知”，商品补货后会通过App消息和短信提醒您，提醒保留30天。到货通知不会为您预留库存，收到提醒后请尽快下单。",
+                    "订单",
+                ],
+                [
+                    "积分商城兑换的实物礼品多久发货？",
+                    "积分换的东西什么时候到\n积分兑换的礼品怎么还没发货",
+                    "兑换成功后3个工作日内发货，免运费，可以在“积分商城 - 兑换记录”中查看物流。",
+                    "积分",
+                ],
+                [
+                    "积分兑换的优惠券在哪里看？",
+                    "积分换的券去哪了;兑换的优惠券有效期多久",
+                    "兑换成功后立即发放到“我的 - 优惠券”，自兑换之日起30天内有效，过期不退还积分。",
+                    "积分",
+                ],
+                [
+                    "积分兑换后可以取消吗？",
+                    "兑换错了能退积分吗|积分兑换能撤销吗",
+                    "不可以。积分一经兑换不能取消，也不退回积分；兑换的实物礼品有质量问题的，可在签收后7天内联系客服换货。",
+                    "积分",
+                ],
+            ],
+        ),
+        (
+            "积分商城兑换表",
+            [
+                ["类别", "兑换项目", "所需积分", "每月限兑", "说明"],
+                ["优惠券", "5元无门槛券", 500, "2张", "兑换后30天内有效"],
+                ["", "满100元减15元券", 1000, "2张", "仅限自营商品"],
+                ["", "8元运费券", 600, "3张", "可与满减券同时使用"],
+                ["实物礼品", "小禾智造保温杯", 3000, "1件", "3个工作日内发货"],
+                ["", "小禾智造帆布袋", 1500, "1件", "3个工作日内发货"],
+                ["公益", "捐赠1元给乡村图书角", 100, "不限", "捐赠后不可撤回"],
+            ],
+        ),
+    ],
+}
+
+# Merged ranges of the table sheet: each category over its rows.
+FAQ_WORKBOOK_MERGES = {"积分商城兑换表": ["A2:A4", "A5:A6"]}
+
+
+def write_xlsx(doc: dict) -> Path:
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font
+
+    book = Workbook()
+    book.remove(book.active)
+    props = book.properties
+    props.title = doc["title"]
+    props.creator = AUTHOR
+    props.lastModifiedBy = AUTHOR
+    props.created = FIXED_DATE.replace(tzinfo=None)
+    props.modified = FIXED_DATE.replace(tzinfo=None)
+    for name, rows in doc["sheets"]:
+        sheet = book.create_sheet(name)
+        for row in rows:
+            sheet.append([None if cell == "" else cell for cell in row])
+        for cell in sheet[1]:
+            cell.font = Font(bold=True)
+        for ref in FAQ_WORKBOOK_MERGES.get(name, []):
+            sheet.merge_cells(ref)
+        for row in sheet.iter_rows(min_row=2):
+            for cell in row:
+                cell.alignment = Alignment(wrap_text=True, vertical="top")
+        sheet.column_dimensions["A"].width = 24
+        sheet.column_dimensions["B"].width = 30
+        sheet.column_dimensions["C"].width = 50
+    buf = io.BytesIO()
+    book.save(buf)
+    out = CORPUS / doc["path"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(_fixed_xlsx_modified(_normalize_zip(buf.getvalue())))
+    return out
+
+
+def _fixed_xlsx_modified(data: bytes) -> bytes:
+    """openpyxl stamps the save time into docProps/core.xml; put the fixed date back."""
+    stamp = FIXED_DATE.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    with zipfile.ZipFile(io.BytesIO(data)) as src:
+        entries = [(info, src.read(info.filename)) for info in src.infolist()]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info, content in entries:
+            if info.filename == "docProps/core.xml":
+                content = re.sub(
+                    rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)",
+                    rb"\g<1>" + stamp + rb"\g<2>",
+                    content,
+                )
+            dst.writestr(info, content)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# Slide deck: per slide a title, text boxes (top to bottom), an optional table and notes.
+
+MEMBER_DAY_DECK = {
+    "path": "announcements/2025-member-day.pptx",
+    "title": "小禾优选会员日活动说明（2025年版）",
+    "slides": [
+        {
+            "title": "小禾优选会员日",
+            "texts": [
+                "每月18日 00:00-23:59",
+                "会员日当天三重礼：积分翻倍、会员日券、积分商城限时8折",
+            ],
+        },
+        {
+            "title": "会员日三重礼",
+            "texts": [
+                "小禾Plus会员当天购物积分再翻一倍，积分同样在确认收货后第7天发放。",
+                "金禾及以上会员当天可领取一张会员日券，仅限当天使用，每个账号每月限领1张：",
+            ],
+            "table": [
+                ["会员等级", "会员日券"],
+                ["金禾会员", "满300元减30元"],
+                ["丰禾会员", "满300元减40元"],
+                ["禾尊会员", "满300元减50元"],
+            ],
+            "notes": "会员日券视同平台券：可以与店铺券叠加，不能与其他平台券叠加。",
+        },
+        {
+            "title": "注意事项",
+            "texts": [
+                "积分商城的优惠券类兑换项目在会员日当天按8折所需积分兑换，每月限兑数量不变。",
+                "秒杀商品、直播专享价商品和礼品卡不参加会员日活动。",
+            ],
+            "notes": "客服口径：会员日券领取后未使用的，过了当天自动失效，不补发。",
+        },
+    ],
+}
+
+
+def write_pptx(doc: dict) -> Path:
+    from pptx import Presentation
+    from pptx.util import Inches, Pt
+
+    deck = Presentation()
+    props = deck.core_properties
+    props.title = doc["title"]
+    props.author = AUTHOR
+    props.last_modified_by = AUTHOR
+    props.language = "zh-CN"
+    props.created = FIXED_DATE.replace(tzinfo=None)
+    props.modified = FIXED_DATE.replace(tzinfo=None)
+    props.revision = 1
+    for spec in doc["slides"]:
+        slide = deck.slides.add_slide(deck.slide_layouts[5])  # title only
+        slide.shapes.title.text = spec["title"]
+        top = 1.8
+        for text in spec["texts"]:
+            box = slide.shapes.add_textbox(Inches(0.8), Inches(top), Inches(8.4), Inches(0.8))
+            box.text_frame.word_wrap = True
+            box.text_frame.text = text
+            box.text_frame.paragraphs[0].runs[0].font.size = Pt(18)
+            top += 0.9
+        if "table" in spec:
+            header, *rows = spec["table"]
+            shape = slide.shapes.add_table(
+                len(rows) + 1, len(header), Inches(0.8), Inches(top), Inches(8.4), Inches(1.6)
+            )
+            for r, row in enumerate([header, *rows]):
+                for c, text in enumerate(row):
+                    shape.table.cell(r, c).text = text
+        if "notes" in spec:
+            slide.notes_slide.notes_text_frame.text = spec["notes"]
+    buf = io.BytesIO()
+    deck.save(buf)
+    out = CORPUS / doc["path"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(_normalize_zip(buf.getvalue()))
+    return out
+
+
+# ---------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -633,18 +830,24 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="font number inside a .ttc collection (default: auto)",
     )
-    parser.add_argument("--only", choices=["pdf", "docx"], help="build only one format")
+    parser.add_argument(
+        "--only", choices=["pdf", "docx", "xlsx", "pptx"], help="build only one format"
+    )
     args = parser.parse_args(argv)
 
     written = []
-    if args.only != "docx":
+    if args.only in (None, "pdf"):
         font_path, font_index = find_font(args.font, args.font_index)
         print(f"PDF font: {font_path} (index {font_index})")
         for doc in PDF_DOCS:
             written.append(write_pdf(doc, font_path, font_index))
-    if args.only != "pdf":
+    if args.only in (None, "docx"):
         for doc in DOCX_DOCS:
             written.append(write_docx(doc))
+    if args.only in (None, "xlsx"):
+        written.append(write_xlsx(FAQ_WORKBOOK))
+    if args.only in (None, "pptx"):
+        written.append(write_pptx(MEMBER_DAY_DECK))
     for path in written:
         print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes)")
     return 0
