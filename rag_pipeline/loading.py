@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.documents import Document
 
@@ -762,29 +762,47 @@ def _cell_text(value: object) -> str:
 
 
 _SHEET_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_RELS_NS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+_DOC_RELS_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 
 
-def _merged_ranges(sheet: Any) -> list[tuple[int, int, int, int]]:
-    """The merged ranges of a read-only sheet as (min_col, min_row, max_col, max_row).
+def _merged_ranges(data: bytes) -> dict[str, list[tuple[int, int, int, int]]]:
+    """Each sheet's merged ranges, by sheet name, as (min_col, min_row, max_col, max_row).
 
-    Read-only mode streams cell values and does not parse ``<mergeCells>``, which comes after
-    the cell data. A full (non read-only) load would give ``merged_cells.ranges`` but holds
-    every cell object of the workbook in memory, so the sheet's XML is streamed a second time
-    here and only the merge references are kept.
+    openpyxl's read-only mode streams cell values and does not parse ``<mergeCells>``; a full
+    load would give ``merged_cells.ranges`` but holds every cell object of the workbook in
+    memory. So the package is read here with zipfile and defusedxml (the Office Open XML
+    layout: workbook.xml names the sheets, its relationships name their parts) and only the
+    merge references are kept, the cell data streamed past.
     """
-    from openpyxl.utils.cell import range_boundaries
-    from openpyxl.xml.functions import iterparse
+    import zipfile
 
-    ranges = []
-    with sheet._get_source() as xml:  # the sheet part in the archive, as openpyxl opens it
-        for _, element in iterparse(xml):
-            if element.tag == f"{_SHEET_NS}mergeCell" and element.get("ref"):
-                min_col, min_row, max_col, max_row = range_boundaries(element.get("ref"))
-                if None not in (min_col, min_row, max_col, max_row):
-                    ranges.append((min_col, min_row, max_col, max_row))
-            elif element.tag == f"{_SHEET_NS}row":
-                element.clear()  # cell data: already read, not kept
-    return ranges
+    # defusedxml: a workbook is untrusted input (entity expansion, external entities).
+    from defusedxml.ElementTree import fromstring, iterparse
+    from openpyxl.utils.cell import range_boundaries
+
+    found: dict[str, list[tuple[int, int, int, int]]] = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as package:
+        names = set(package.namelist())
+        rels = fromstring(package.read("xl/_rels/workbook.xml.rels"))
+        targets = {r.get("Id"): r.get("Target", "") for r in rels.iter(f"{_RELS_NS}Relationship")}
+        workbook = fromstring(package.read("xl/workbook.xml"))
+        for sheet in workbook.iter(f"{_SHEET_NS}sheet"):
+            target = targets.get(sheet.get(f"{_DOC_RELS_NS}id"), "")
+            part = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+            if part not in names:
+                continue
+            ranges = []
+            with package.open(part) as xml:
+                for _, element in iterparse(xml):
+                    if element.tag == f"{_SHEET_NS}mergeCell" and element.get("ref"):
+                        bounds = range_boundaries(element.get("ref", ""))
+                        if None not in bounds:
+                            ranges.append(cast("tuple[int, int, int, int]", bounds))
+                    elif element.tag == f"{_SHEET_NS}row":
+                        element.clear()  # cell data: read by openpyxl, not kept here
+            found[sheet.get("name", "")] = ranges
+    return found
 
 
 def _grid(
@@ -902,12 +920,13 @@ def _load_xlsx(file: SourceFile, data: bytes, problems: list[str], ctx: _Context
     try:
         # data_only: the values Excel last calculated, not formula text.
         book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        merges = _merged_ranges(data)
         try:
             for sheet in book.worksheets:
                 if sheet.sheet_state != "visible":
                     continue  # hidden sheets hold lookups and drafts, not answers
                 sheet.reset_dimensions()  # a stale <dimension> would cut rows off
-                grid = _grid(sheet.iter_rows(values_only=True), _merged_ranges(sheet))
+                grid = _grid(sheet.iter_rows(values_only=True), merges.get(sheet.title, []))
                 docs.extend(_sheet_docs(file, sheet.title, grid, problems, ctx))
         finally:
             book.close()
