@@ -323,7 +323,7 @@ def load_eval_set(dirs: Sequence[Path], limit: int | None = None) -> EvalSet:
         datasets.append(
             {
                 "name": given.name,
-                "path": str(given.resolve()),
+                "path": str(given),  # as given: a shared report names no folder of this machine
                 "questions": len(queries) - before[0],
                 "out_of_scope": len(out_of_scope) - before[1],
             }
