@@ -129,11 +129,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 def hermetic(folder: Path) -> Iterator[None]:
     """What tests/conftest.py's autouse fixture does, for module-scoped fixtures (which are set
     up before it): no RAG_* or provider variables, ``folder`` as the working directory."""
-    from tests.conftest import PROVIDER_VARIABLES
+    from rag_pipeline.testing.environment import is_leaky
 
     with pytest.MonkeyPatch.context() as patch:
         for name in list(os.environ):
-            if name.startswith("RAG_") or name in PROVIDER_VARIABLES:
+            if is_leaky(name):
                 patch.delenv(name)
         patch.setenv("ANONYMIZED_TELEMETRY", "False")
         patch.chdir(folder)

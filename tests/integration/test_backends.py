@@ -27,8 +27,8 @@ from rag_pipeline.indexing import ingest
 from rag_pipeline.loading import discover, load_file
 from rag_pipeline.splitting import split_documents
 from rag_pipeline.stores import VectorBackend, connect, open_store
+from rag_pipeline.testing.chroma import ChromaServer, chroma_server
 from tests.helpers import SMALL_CORPUS, counting_model, run_cli, use_env, write_corpus
-from tests.integration.servers import ChromaServer, chroma_server
 
 BACKENDS = ["chroma-persistent", "chroma-memory", "chroma-http", "milvus-lite"]
 SPLIT = {"chunk_size": 80, "chunk_overlap": 0}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from rag_pipeline.testing.model_server import ModelServer
 from tests.helpers import STORE_CORPUS, run_cli, write_corpus
-from tests.stubs.model_api import ModelAPIStub
 
 CANARIES = {
     "DASHSCOPE_API_KEY": "sk-canary-dashscope-7f3a",
@@ -21,14 +21,14 @@ CANARIES = {
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelAPIStub]:
-    with ModelAPIStub(api_key="sk-the-right-key", embedding_dim=8) as running:
+def stub() -> Iterator[ModelServer]:
+    with ModelServer(api_key="sk-the-right-key", embedding_dim=8) as running:
         yield running
 
 
 def test_canary_keys_never_appear_anywhere(
     tmp_path: Path,
-    stub: ModelAPIStub,
+    stub: ModelServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

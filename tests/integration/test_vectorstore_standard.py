@@ -21,7 +21,7 @@ from langchain_tests.integration_tests import VectorStoreIntegrationTests
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import EmbeddingModel
 from rag_pipeline.stores import VectorBackend, open_store
-from tests.integration.servers import ChromaServer, chroma_server
+from rag_pipeline.testing.chroma import ChromaServer, chroma_server
 
 EMBEDDING_SIZE = 6  # langchain_tests' DeterministicFakeEmbedding size
 
