@@ -231,6 +231,7 @@ class _Failure:
 
     status: int
     retry_after: float | None
+    kind: RequestKind | None = None  # None: whatever request comes next
 
 
 class _StubError(Exception):
@@ -246,6 +247,17 @@ class _StubError(Exception):
 def _route(path: str) -> str:
     """Return the path component of a request target (no query string)."""
     return urlsplit(path).path
+
+
+def _kind_of(route: str) -> RequestKind | None:
+    """Which kind of model request a path is (None: not one of the model endpoints)."""
+    if route.endswith("/chat/completions"):
+        return "chat"
+    if route in EMBEDDING_PATHS:
+        return "embeddings"
+    if route in RERANK_PATHS:
+        return "rerank"
+    return None
 
 
 def message_text(content: Any) -> str:
@@ -564,7 +576,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if raw is None:
                 raise _StubError(400, "Malformed request body framing.")
-            failure = stub._take_failure()
+            failure = stub._take_failure(route)
             if failure is not None:
                 extra = {}
                 if failure.retry_after is not None:
@@ -1014,10 +1026,15 @@ class ModelServer:
         with self._lock:
             self._recorded.append(request)
 
-    def _take_failure(self) -> _Failure | None:
-        """Pop the next injected failure, if any."""
+    def _take_failure(self, route: str) -> _Failure | None:
+        """Pop the next injected failure, if any and if it is meant for ``route``'s kind."""
         with self._lock:
-            return self._failures.popleft() if self._failures else None
+            if not self._failures:
+                return None
+            kind = self._failures[0].kind
+            if kind is not None and _kind_of(route) != kind:
+                return None  # it waits for a request of its kind
+            return self._failures.popleft()
 
     def _take_fault(self, kinds: tuple[str, ...]) -> str | None:
         """Pop the next injected fault if it is one of ``kinds``."""
@@ -1063,8 +1080,16 @@ class ModelServer:
             snapshot = list(self._recorded)
         return [r for r in snapshot if r.method == "POST" and _route(r.path) in RERANK_PATHS]
 
-    def fail_next(self, status: int, times: int = 1, *, retry_after: float | None = None) -> None:
-        """Make the next ``times`` requests (any endpoint) fail with HTTP ``status``.
+    def fail_next(
+        self,
+        status: int,
+        times: int = 1,
+        *,
+        retry_after: float | None = None,
+        kind: RequestKind | None = None,
+    ) -> None:
+        """Make the next ``times`` requests (any endpoint, or only those of ``kind``:
+        ``"chat"``, ``"embeddings"``, ``"rerank"``) fail with HTTP ``status``.
 
         The error body uses the endpoint's wire format (OpenAI
         ``{"error": {"message", "type", "param", "code"}}`` or DashScope
@@ -1078,8 +1103,10 @@ class ModelServer:
             raise ValueError("times must be >= 1")
         if retry_after is not None and retry_after < 0:
             raise ValueError("retry_after must be >= 0")
+        if kind not in (None, "chat", "embeddings", "rerank"):
+            raise ValueError(f"kind must be chat, embeddings or rerank, got {kind!r}")
         with self._lock:
-            self._failures.extend(_Failure(status, retry_after) for _ in range(times))
+            self._failures.extend(_Failure(status, retry_after, kind) for _ in range(times))
 
     def fault_next(self, fault: str, times: int = 1) -> None:
         """Make the next ``times`` requests misbehave in the way ``fault`` names.

@@ -881,3 +881,87 @@ def test_reset_forgets_pending_faults(stub: ModelServer, client: OpenAI) -> None
     stub.reset()
     data = client.embeddings.create(model="m", input="x", encoding_format="float").data
     assert data[0].embedding == stub_embedding("x", 8)
+
+
+# -- scripting per test (what the plugin's model_server fixture offers) -------------------------
+
+
+def test_answer_fixes_the_reply_and_several_replies_come_in_turn(
+    model_server: ModelServer,
+) -> None:
+    client = OpenAI(base_url=model_server.base_url, api_key=model_server.api_key, max_retries=0)
+
+    def ask() -> str | None:
+        done = client.chat.completions.create(model="qwen-plus", messages=MESSAGES)
+        return done.choices[0].message.content
+
+    model_server.answer("退款在3个工作日内到账[1]。")
+    assert [ask(), ask()] == ["退款在3个工作日内到账[1]。"] * 2
+    model_server.answer("第一[1]", "第二[2]")
+    assert [ask(), ask(), ask()] == ["第一[1]", "第二[2]", "第二[2]"]
+    with pytest.raises(ValueError, match="at least one reply"):
+        model_server.answer()
+
+
+def test_a_scripted_answer_streams_too(model_server: ModelServer) -> None:
+    client = OpenAI(base_url=model_server.base_url, api_key=model_server.api_key, max_retries=0)
+    model_server.answer("签收后7天内可退款[1]。")
+    stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len(pieces) > 2 and "".join(pieces) == "签收后7天内可退款[1]。"
+
+
+def test_requests_by_kind(model_server: ModelServer) -> None:
+    client = OpenAI(base_url=model_server.base_url, api_key=model_server.api_key, max_retries=0)
+    assert model_server.requests() == [] and model_server.requests("chat") == []
+    client.embeddings.create(model="text-embedding-v4", input=["退货"])
+    client.chat.completions.create(model="m", messages=MESSAGES)
+    assert [r.path for r in model_server.requests("chat")] == ["/v1/chat/completions"]
+    assert [r.path for r in model_server.requests("embeddings")] == ["/v1/embeddings"]
+    assert model_server.requests("rerank") == [] and len(model_server.requests()) == 2
+    with pytest.raises(ValueError, match="kind must be one of chat, embeddings, rerank"):
+        model_server.requests("completions")  # type: ignore[arg-type]
+    model_server.reset()
+    assert model_server.requests() == []
+
+
+def test_fail_next_of_one_kind_lets_other_requests_pass(model_server: ModelServer) -> None:
+    client = OpenAI(base_url=model_server.base_url, api_key=model_server.api_key, max_retries=0)
+    model_server.fail_next(429, kind="chat")
+    assert client.embeddings.create(model="e", input=["退货"]).data  # not a chat request
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    assert client.chat.completions.create(model="m", messages=MESSAGES).choices
+    with pytest.raises(ValueError, match="kind must be"):
+        model_server.fail_next(500, kind="completions")  # type: ignore[arg-type]
+
+
+def test_timeout_next_and_nan_next(model_server: ModelServer) -> None:
+    model_server.hang_seconds = 5
+    client = OpenAI(
+        base_url=model_server.base_url, api_key=model_server.api_key, max_retries=0, timeout=0.3
+    )
+    model_server.timeout_next()
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    assert client.chat.completions.create(model="m", messages=MESSAGES).choices  # next: fine
+    model_server.nan_next()
+    vectors = client.embeddings.create(model="e", input=["a", "b"], encoding_format="float").data
+    assert math.isnan(vectors[0].embedding[0]) and not math.isnan(vectors[1].embedding[0])
+
+
+def test_settings_point_the_chat_model_and_embeddings_at_the_server(
+    model_server: ModelServer, rag_settings: Any
+) -> None:
+    chat_only = model_server.settings(rag_settings)
+    assert chat_only.llm.provider == "openai" and chat_only.llm.base_url == model_server.base_url
+    assert chat_only.openai_api_key is not None
+    assert chat_only.openai_api_key.get_secret_value() == model_server.api_key
+    assert chat_only.embeddings.provider == "fake"  # unchanged
+    qwen = model_server.settings(rag_settings, provider="dashscope", embeddings=True)
+    assert qwen.llm_provider() == "dashscope" and qwen.dashscope_api_key is not None
+    assert qwen.embeddings.provider == "openai"
+    assert qwen.embeddings.base_url == model_server.base_url
+    assert qwen.embeddings.dimensions == model_server.embedding_dim
+    with pytest.raises(ValueError, match="provider must be"):
+        model_server.settings(rag_settings, provider="ollama")

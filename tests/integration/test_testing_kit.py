@@ -9,6 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from rag_pipeline.config import Settings
+from rag_pipeline.testing import (
+    Ingest,
+    ModelServer,
+    assert_answers,
+    assert_no_model_call,
+    assert_refused,
+    override,
+)
 from tests.conftest import REPO
 from tests.integration.processes import run_python
 
@@ -183,3 +192,52 @@ def test_ingested_returns_the_report_and_takes_other_settings(pytester: pytest.P
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_a_failing_assertion_reports_the_test_line_and_what_the_bot_said(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        from rag_pipeline.chain import Answer
+        from rag_pipeline.testing import assert_answers
+
+        def test_bot():
+            assert_answers(Answer("q", "q", "抱歉", True), contains="7天")
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            '>*assert_answers(Answer("q", "q", "抱歉", True), contains="7天")',
+            "E*expected an answer, the bot refused (handed over):",
+            "E*answer:    '抱歉'",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*assertions.py*")  # the helper's frames are hidden
+
+
+def test_fixtures_together_embeddings_and_chat_from_the_model_server(
+    rag_settings: Settings, model_server: ModelServer, ingested: Ingest
+) -> None:
+    """Our suite uses the same fixtures: vectors and answers from the scripted server, a 500
+    answered by the extractive fallback, and a refusal that calls no chat model."""
+    from rag_pipeline.assistant import Assistant
+
+    settings = model_server.settings(rag_settings, embeddings=True)
+    # The server's vectors score differently from the fake ones: its own threshold.
+    settings = override(settings, llm={"max_retries": 0}, retriever={"score_threshold": 0.45})
+    report = ingested(EXAMPLE / "docs", settings)
+    assert report.files_ingested == 2 and model_server.requests("embeddings")
+    assistant = Assistant.from_settings(settings)
+    model_server.answer("签收后7天内申请退款[1]。")
+    assert_answers(assistant.ask("怎么申请退款"), contains="7天内", cites="refund-policy.md")
+    model_server.fail_next(500, kind="chat")  # the question's embedding still succeeds
+    degraded = assistant.ask("怎么申请退款")
+    assert (
+        degraded.degraded and not degraded.generated and "500" in (degraded.degraded_reason or "")
+    )
+    model_server.reset()
+    assert_refused(assistant.ask("明天天气怎么样"))
+    assert_no_model_call(model_server)
