@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,9 @@ QUOTED = "不满99元收取运费8元"  # the sentence of shipping.txt the extra
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelServer]:
-    with ModelServer() as server:
-        server.hang_seconds = 10  # a hung request is held at most this long
-        yield server
+def stub(model_server: ModelServer) -> ModelServer:
+    model_server.hang_seconds = 10  # a hung request is held at most this long
+    return model_server  # the plugin's: a fresh server for each test
 
 
 @pytest.fixture

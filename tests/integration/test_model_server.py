@@ -43,10 +43,9 @@ EXPECTED_REPLY = "根据资料[1]，" + QUESTION[:30]
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelServer]:
-    """A running stub, stopped after the test."""
-    with ModelServer() as running:
-        yield running
+def stub(model_server: ModelServer) -> ModelServer:
+    """A running stub, stopped after the test (the plugin's fixture)."""
+    return model_server
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +21,9 @@ PROVIDERS = ["openai", "dashscope"]
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelServer]:
-    with ModelServer() as server:
-        server.hang_seconds = 10  # a hung request is held at most this long
-        yield server
+def stub(model_server: ModelServer) -> ModelServer:
+    model_server.hang_seconds = 10  # a hung request is held at most this long
+    return model_server  # the plugin's: a fresh server for each test
 
 
 def _use(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,8 @@ CORPUS_FILES = {
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelServer]:
-    with ModelServer() as server:
-        yield server
+def stub(model_server: ModelServer) -> ModelServer:
+    return model_server  # the plugin's: a fresh server for each test
 
 
 def _settings(tmp_path: Path, provider: str, stub: ModelServer, **extra: Any) -> Settings:

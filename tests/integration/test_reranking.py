@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,8 @@ QUESTION = "退货运费谁承担"
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelServer]:
-    with ModelServer() as server:
-        yield server
+def stub(model_server: ModelServer) -> ModelServer:
+    return model_server  # the plugin's: a fresh server for each test
 
 
 def _settings(tmp_path: Path, stub: ModelServer, provider: str, **rerank: Any) -> Settings:

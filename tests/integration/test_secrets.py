@@ -3,7 +3,6 @@ report and no file of the data folder, whatever the commands do (including faili
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +20,9 @@ CANARIES = {
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelServer]:
-    with ModelServer(api_key="sk-the-right-key", embedding_dim=8) as running:
-        yield running
+def stub(model_server: ModelServer) -> ModelServer:
+    model_server.api_key = "sk-the-right-key"  # read on every request
+    return model_server  # the plugin's: a fresh server for each test, 8-dimensional vectors
 
 
 def test_canary_keys_never_appear_anywhere(
