@@ -22,7 +22,7 @@ Fixtures:
 * ``ingested(folder_or_files, settings=None)``: ingest into ``rag_settings``' store, return the
   :class:`~rag_pipeline.indexing.IngestReport`.
 * ``model_server``: an OpenAI- and DashScope-compatible server for chat and embeddings
-  (:class:`~rag_pipeline.testing.model_server.ModelServer`); ``model_server.settings(s)``.
+  (:class:`~rag_pipeline.testing.model_api.ModelServer`); ``model_server.settings(s)``.
 * ``assistant``: an :class:`~rag_pipeline.assistant.Assistant` over ``rag_corpus`` (a folder
   your conftest.py names), ingested with ``rag_settings``.
 
@@ -56,20 +56,23 @@ if TYPE_CHECKING:
     from rag_pipeline.config import Settings
     from rag_pipeline.indexing import IngestReport
     from rag_pipeline.testing.chroma import ChromaServer
-    from rag_pipeline.testing.model_server import ModelServer
+    from rag_pipeline.testing.model_api import ModelServer
 
 Ingest = Callable[..., "IngestReport"]
 STORES = ("persistent", "memory", "chroma_server", "milvus_lite")
 
-# Names importable from here without importing the modules that define them up front.
+# Names importable from here without importing the modules that define them up front. No
+# submodule may be named like a fixture: importing rag_pipeline.testing.X binds X in this
+# module, and a plugin registered after that would find a module instead of the fixture.
 _LAZY = {
     "ChromaServer": "rag_pipeline.testing.chroma",
-    "ModelServer": "rag_pipeline.testing.model_server",
+    "ModelServer": "rag_pipeline.testing.model_api",
     "isolated_settings": "rag_pipeline.testing.settings",
     "override": "rag_pipeline.testing.settings",
 }
 __all__ = [
     "ChromaServer",
+    "Ingest",
     "ModelServer",
     "assert_answers",
     "assert_no_model_call",
@@ -212,7 +215,7 @@ def assistant(rag_settings: Settings, rag_corpus: Path, ingested: Ingest) -> Ass
 def model_server() -> Iterator[ModelServer]:
     """An OpenAI- and DashScope-compatible chat/embeddings server on 127.0.0.1 for one test;
     ``model_server.settings(rag_settings)`` points the chat model at it."""
-    from rag_pipeline.testing.model_server import ModelServer
+    from rag_pipeline.testing.model_api import ModelServer
 
     with ModelServer() as server:
         yield server

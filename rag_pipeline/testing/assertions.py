@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rag_pipeline.testing.model_server import ModelServer, RequestKind
+    from rag_pipeline.testing.model_api import ModelServer, RequestKind
 
 __all__ = ["assert_answers", "assert_no_model_call", "assert_refused"]
 

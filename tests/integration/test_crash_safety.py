@@ -22,7 +22,7 @@ from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import build_embedding_model
 from rag_pipeline.stores import open_store
-from rag_pipeline.testing.model_server import ModelServer, RecordedRequest
+from rag_pipeline.testing.model_api import ModelServer, RecordedRequest
 from rag_pipeline.verify import verify
 from tests.helpers import write_corpus
 from tests.integration.processes import clean_env

@@ -19,7 +19,7 @@ from rag_pipeline.chain import Answer
 from rag_pipeline.cli import main
 from rag_pipeline.config import DEFAULT_REFUSAL, load_settings
 from rag_pipeline.llms import EXTRACT_NOTE_ZH
-from rag_pipeline.testing.model_server import ModelServer
+from rag_pipeline.testing.model_api import ModelServer
 from tests.helpers import run_cli, write_corpus
 
 QUESTION = "不满99元运费多少钱"

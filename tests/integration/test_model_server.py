@@ -1,4 +1,4 @@
-"""Self-tests for :mod:`rag_pipeline.testing.model_server`: real clients over real HTTP on
+"""Self-tests for :mod:`rag_pipeline.testing.model_api`: real clients over real HTTP on
 127.0.0.1."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr
 
-from rag_pipeline.testing.model_server import (
+from rag_pipeline.testing.model_api import (
     DASHSCOPE_TEXT_EMBEDDING_PATH,
     DASHSCOPE_TEXT_RERANK_PATH,
     HOST,

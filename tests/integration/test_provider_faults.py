@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rag_pipeline.cli import main
-from rag_pipeline.testing.model_server import ModelServer
+from rag_pipeline.testing.model_api import ModelServer
 from tests.helpers import write_corpus
 
 PROVIDERS = ["openai", "dashscope"]

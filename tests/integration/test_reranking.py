@@ -16,7 +16,7 @@ from rag_pipeline.config import Settings
 from rag_pipeline.errors import ProviderError
 from rag_pipeline.indexing import ingest
 from rag_pipeline.reranking import HTTPReranker
-from rag_pipeline.testing.model_server import ModelServer, stub_rerank_score
+from rag_pipeline.testing.model_api import ModelServer, stub_rerank_score
 from tests.helpers import fake_settings, write_corpus
 from tests.integration.test_eval_cli import _dataset
 

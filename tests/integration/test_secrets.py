@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rag_pipeline.testing.model_server import ModelServer
+from rag_pipeline.testing.model_api import ModelServer
 from tests.helpers import STORE_CORPUS, run_cli, write_corpus
 
 CANARIES = {

@@ -1,7 +1,7 @@
 """The OpenAI-compatible API of ``rag serve`` through the official ``openai`` client, as Open
 WebUI or ChatBox would call it: a real uvicorn server on 127.0.0.1 over a small corpus
 ingested once with fake embeddings, answered by the extractive model and, end to end, by a
-generative model behind the stub chat API (rag_pipeline/testing/model_server.py)."""
+generative model behind the stub chat API (rag_pipeline/testing/model_api.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from rag_pipeline.chain import Answer
 from rag_pipeline.config import DEFAULT_REFUSAL, Settings
 from rag_pipeline.indexing import ingest
 from rag_pipeline.llms import EXTRACT_NOTE_EN, EXTRACT_NOTE_ZH
-from rag_pipeline.testing.model_server import ModelServer, default_chat_reply, message_text
+from rag_pipeline.testing.model_api import ModelServer, default_chat_reply, message_text
 from tests.helpers import fake_settings, hermetic, write_corpus
 from tests.integration.live_service import LiveService, live_service
 

@@ -1,6 +1,8 @@
 """The pytest plugin rag_pipeline.testing as a user meets it: the example of examples/bot_tests/
 run in a scratch copy by a fresh pytest, and the fixtures' promises checked through pytester
-(an inner pytest run on test files written here)."""
+(an inner pytest run on test files written here). Inner runs are subprocesses: an in-process
+run forgets the modules it imported when it ends, and the native parts of numpy and SQLAlchemy
+cannot be imported twice in one process."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rag_pipeline.assistant import Assistant
 from rag_pipeline.config import Settings
 from rag_pipeline.testing import (
     Ingest,
@@ -62,7 +65,7 @@ def test_a_test_using_no_fixture_of_the_plugin_gets_none(pytester: pytest.Pytest
     )
 
     def fixtures(*args: str) -> str:
-        result = pytester.runpytest("-s", "-p", "no:cacheprovider", *args)
+        result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", *args)
         result.assert_outcomes(passed=1)
         (line,) = [x for x in result.outlines if "FIXTURES" in x]
         return line.split("FIXTURES", 1)[1]
@@ -77,8 +80,8 @@ def test_naming_the_plugin_again_or_turning_it_off(pytester: pytest.Pytester) ->
         "def test_it(rag_settings):\n    assert rag_settings.data_dir.exists() or 1"
     )
     # Named with -p while the entry point loads it too: registered once, no error.
-    pytester.runpytest("-p", "rag_pipeline.testing").assert_outcomes(passed=1)
-    off = pytester.runpytest("-p", "no:rag_pipeline.testing")
+    pytester.runpytest_subprocess("-p", "rag_pipeline.testing").assert_outcomes(passed=1)
+    off = pytester.runpytest_subprocess("-p", "no:rag_pipeline.testing")
     off.assert_outcomes(errors=1)
     off.stdout.fnmatch_lines(["*fixture 'rag_settings' not found*"])
 
@@ -107,7 +110,7 @@ def test_rag_settings_read_nothing_from_the_environment(
             assert settings.store.collection == "shop" and settings.store.mode == "persistent"
         """
     )
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
 def test_rag_real_model_switches_to_the_packaged_model(pytester: pytest.Pytester) -> None:
@@ -118,20 +121,18 @@ def test_rag_real_model_switches_to_the_packaged_model(pytester: pytest.Pytester
             assert rag_settings.retriever.score_threshold == 0.80
         """
     )
-    pytester.runpytest("--rag-real-model").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("--rag-real-model").assert_outcomes(passed=1)
 
 
 def test_without_rag_corpus_the_assistant_fixture_says_what_to_define(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile("def test_bot(assistant):\n    pass\n")
-    result = pytester.runpytest()
+    result = pytester.runpytest_subprocess()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*define `rag_corpus` in your conftest.py*"])
 
 
-# Tests that ingest run in a subprocess: an in-process run removes the modules it imported
-# afterwards, and numpy (under Chroma) cannot be imported twice in one process.
 CORPUS_TEST = """
     import pytest
     from pathlib import Path
@@ -191,7 +192,7 @@ def test_ingested_returns_the_report_and_takes_other_settings(pytester: pytest.P
             assert ingested(tmp_path / "a.md", elsewhere).chunks_added >= 1
         """
     )
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
 def test_a_failing_assertion_reports_the_test_line_and_what_the_bot_said(
@@ -206,7 +207,7 @@ def test_a_failing_assertion_reports_the_test_line_and_what_the_bot_said(
             assert_answers(Answer("q", "q", "抱歉", True), contains="7天")
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -223,8 +224,6 @@ def test_fixtures_together_embeddings_and_chat_from_the_model_server(
 ) -> None:
     """Our suite uses the same fixtures: vectors and answers from the scripted server, a 500
     answered by the extractive fallback, and a refusal that calls no chat model."""
-    from rag_pipeline.assistant import Assistant
-
     settings = model_server.settings(rag_settings, embeddings=True)
     # The server's vectors score differently from the fake ones: its own threshold.
     settings = override(settings, llm={"max_retries": 0}, retriever={"score_threshold": 0.45})

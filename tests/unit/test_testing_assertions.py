@@ -9,7 +9,7 @@ import pytest
 
 from rag_pipeline.chain import Answer, Source
 from rag_pipeline.testing import assert_answers, assert_no_model_call, assert_refused
-from rag_pipeline.testing.model_server import ModelServer, RecordedRequest
+from rag_pipeline.testing.model_api import ModelServer, RecordedRequest
 
 REFUND = Source(number=1, source="docs/refund-policy.md", score=0.91, content="7天内可退款")
 SHIPPING = Source(number=2, source="docs/shipping.md", score=0.42, content="满99元包邮")
