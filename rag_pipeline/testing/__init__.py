@@ -1,12 +1,14 @@
 """The pytest plugin users test their bots with: a real local Chroma, a scripted model server
 and assertions with readable messages.
 
-Installed with ``pip install "rag-pipeline[testing]"``, pytest loads it through the
-``rag_pipeline.testing`` entry point (``-p no:rag_pipeline.testing`` turns it off; with plugin
-autoloading disabled, ``-p rag_pipeline.testing`` or ``pytest_plugins =
-["rag_pipeline.testing"]`` turns it on). Loading it costs an import of this small module: the
-fixtures import rag_pipeline's stages, Chroma and LangChain only when a test asks for them, and
-nothing here is autouse, so a test that uses none of them runs exactly as without the plugin.
+``pip install "rag-pipeline[testing]"`` adds pytest; pytest then loads this module through the
+``rag_pipeline.testing`` entry point (an entry point belongs to the package, not to an extra:
+it is there whenever rag-pipeline is, so the plugin is made to cost nothing instead).
+``-p no:rag_pipeline.testing`` turns it off; with plugin autoloading disabled,
+``-p rag_pipeline.testing`` or ``pytest_plugins = ["rag_pipeline.testing"]`` turns it on.
+Loading it imports this small module and one option: the fixtures import rag_pipeline's
+stages, Chroma and LangChain only when a test asks for them, and none is autouse, so a test
+that uses none of them runs exactly as without the plugin.
 
 Fixtures:
 
