@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +13,7 @@ from langchain_core.embeddings import Embeddings
 
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import EmbeddingModel, HashingEmbeddings
+from rag_pipeline.testing.settings import fresh_collection
 
 
 class CountingEmbeddings(Embeddings):
@@ -48,7 +48,7 @@ def memory_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Fake embeddings and an in-memory Chroma collection with a fresh name: in-memory clients
     of one process share their collections, so a fixed name would leak between tests. Records
     and the keyword index go to ``data_dir``."""
-    store = {"mode": "memory", "collection": f"t_{uuid.uuid4().hex[:16]}"}
+    store = {"mode": "memory", "collection": fresh_collection()}
     store.update(overrides.pop("store", {}))
     return fake_settings(data_dir, store=store, **overrides)
 
