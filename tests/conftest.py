@@ -7,18 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from rag_pipeline.testing.environment import PROVIDER_VARIABLES, is_leaky
+
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
 
-# Provider variables a developer may have exported; no test may see them.
-PROVIDER_VARIABLES = (
-    "DASHSCOPE_API_KEY",
-    "DASHSCOPE_HTTP_BASE_URL",
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "OPENAI_ORG_ID",
-    "OPENAI_PROJECT_ID",
-)
+# The fixtures of rag_pipeline.testing (rag_settings, model_server, chroma_server, ...) come
+# from its pytest11 entry point, active in the editable install as in a user's; pytester runs
+# the example's tests inside a test.
+pytest_plugins = ["pytester"]
+__all__ = ["CORPUS", "PROVIDER_VARIABLES", "REPO"]
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +24,7 @@ def hermetic_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     """No provider keys, no RAG_* settings, and a fresh working directory (so no stray .env,
     rag.toml or .rag/ folder of the developer's is read)."""
     for name in list(os.environ):
-        if name.startswith("RAG_") or name in PROVIDER_VARIABLES:
+        if is_leaky(name):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ANONYMIZED_TELEMETRY", "False")
     work = tmp_path / "cwd"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +13,7 @@ from langchain_core.embeddings import Embeddings
 
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import EmbeddingModel, HashingEmbeddings
+from rag_pipeline.testing.settings import fresh_collection
 
 
 class CountingEmbeddings(Embeddings):
@@ -48,7 +48,7 @@ def memory_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Fake embeddings and an in-memory Chroma collection with a fresh name: in-memory clients
     of one process share their collections, so a fixed name would leak between tests. Records
     and the keyword index go to ``data_dir``."""
-    store = {"mode": "memory", "collection": f"t_{uuid.uuid4().hex[:16]}"}
+    store = {"mode": "memory", "collection": fresh_collection()}
     store.update(overrides.pop("store", {}))
     return fake_settings(data_dir, store=store, **overrides)
 
@@ -129,11 +129,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 def hermetic(folder: Path) -> Iterator[None]:
     """What tests/conftest.py's autouse fixture does, for module-scoped fixtures (which are set
     up before it): no RAG_* or provider variables, ``folder`` as the working directory."""
-    from tests.conftest import PROVIDER_VARIABLES
+    from rag_pipeline.testing.environment import is_leaky
 
     with pytest.MonkeyPatch.context() as patch:
         for name in list(os.environ):
-            if name.startswith("RAG_") or name in PROVIDER_VARIABLES:
+            if is_leaky(name):
                 patch.delenv(name)
         patch.setenv("ANONYMIZED_TELEMETRY", "False")
         patch.chdir(folder)

@@ -29,7 +29,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from tests.integration.servers import HOST, free_port
+from rag_pipeline.testing.chroma import HOST, free_port
 
 REFUSAL = "抱歉，知识库中没有找到相关信息，已为您转人工客服。"
 MATCH = 0.3  # least share of the question's bigrams a paragraph must contain

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import httpx
 import uvicorn
 
-from tests.integration.servers import HOST, free_port
+from rag_pipeline.testing.chroma import HOST, free_port
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings

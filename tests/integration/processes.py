@@ -4,28 +4,17 @@ environment without RAG_* settings or provider keys, with Chroma's telemetry off
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.conftest import PROVIDER_VARIABLES, REPO
+from rag_pipeline.testing.environment import clean_env
+from tests.conftest import REPO
 
 SCRIPTS = REPO / "scripts"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without RAG_* and provider variables, plus ``extra``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("RAG_") and k not in PROVIDER_VARIABLES
-    }
-    env["ANONYMIZED_TELEMETRY"] = "False"
-    env.update(extra)
-    return env
+__all__ = ["SCRIPTS", "clean_env", "outside_repo", "run_python", "run_script"]
 
 
 def outside_repo(folder: Path) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,8 @@ from rag_pipeline.indexing import ingest
 from rag_pipeline.loading import discover, load_file
 from rag_pipeline.splitting import split_documents
 from rag_pipeline.stores import VectorBackend, connect, open_store
+from rag_pipeline.testing.chroma import ChromaServer
 from tests.helpers import SMALL_CORPUS, counting_model, run_cli, use_env, write_corpus
-from tests.integration.servers import ChromaServer, chroma_server
 
 BACKENDS = ["chroma-persistent", "chroma-memory", "chroma-http", "milvus-lite"]
 SPLIT = {"chunk_size": 80, "chunk_overlap": 0}
@@ -40,9 +39,8 @@ CORPUS = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
-    with chroma_server(tmp_path_factory.mktemp("chroma-server") / "chroma") as running:
-        yield running
+def server(chroma_server: ChromaServer) -> ChromaServer:
+    return chroma_server  # the plugin's, shared by the session: tests use fresh collections
 
 
 @pytest.fixture(params=BACKENDS)

@@ -14,7 +14,7 @@ from rag_pipeline.indexing import ingest
 from rag_pipeline.retrieval import build_retriever
 from rag_pipeline.stores import VectorBackend, open_store
 from rag_pipeline.stores.chroma import ChromaBackend
-from tests.integration.servers import ChromaServer, chroma_server, free_port
+from rag_pipeline.testing.chroma import ChromaServer, chroma_server, free_port
 
 CORPUS = {
     "returns.md": (

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from rag_pipeline.cli import EXIT_STORE, build_parser, main
+from rag_pipeline.testing.chroma import free_port
 from tests.integration.processes import clean_env
-from tests.integration.servers import free_port
 
 
 def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

@@ -22,17 +22,17 @@ from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import build_embedding_model
 from rag_pipeline.stores import open_store
+from rag_pipeline.testing.model_api import ModelServer, RecordedRequest
 from rag_pipeline.verify import verify
 from tests.helpers import write_corpus
 from tests.integration.processes import clean_env
-from tests.stubs.model_api import ModelAPIStub, RecordedRequest
 
 FILES = 40
 BATCH = 2  # texts per embedding request: many requests, many points to kill at
 KILL_AT = (3, 9, 17, 26, 35)  # embedding requests served before each kill
 
 
-class SlowStub(ModelAPIStub):
+class SlowStub(ModelServer):
     """The stub, answering every request after ``pause`` seconds."""
 
     pause = 0.03
@@ -58,7 +58,7 @@ def stub() -> Iterator[SlowStub]:
         yield running
 
 
-def environment(stub: ModelAPIStub, data_dir: Path) -> dict[str, str]:
+def environment(stub: ModelServer, data_dir: Path) -> dict[str, str]:
     return clean_env(
         RAG_DATA_DIR=str(data_dir),
         RAG_EMBEDDINGS__PROVIDER="openai",
@@ -73,7 +73,7 @@ def environment(stub: ModelAPIStub, data_dir: Path) -> dict[str, str]:
     )
 
 
-def settings_for(stub: ModelAPIStub, data_dir: Path) -> Settings:
+def settings_for(stub: ModelServer, data_dir: Path) -> Settings:
     return Settings(
         data_dir=data_dir,
         embeddings={
@@ -106,7 +106,7 @@ def run_ingest(corpus: Path, env: dict[str, str], cwd: Path) -> dict[str, object
     return json.loads(out)
 
 
-def texts_embedded(stub: ModelAPIStub) -> int:
+def texts_embedded(stub: ModelServer) -> int:
     total = 0
     for request in stub.embedding_requests():
         given = request.body["input"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +19,17 @@ from rag_pipeline.chain import Answer
 from rag_pipeline.cli import main
 from rag_pipeline.config import DEFAULT_REFUSAL, load_settings
 from rag_pipeline.llms import EXTRACT_NOTE_ZH
+from rag_pipeline.testing.model_api import ModelServer
 from tests.helpers import run_cli, write_corpus
-from tests.stubs.model_api import ModelAPIStub
 
 QUESTION = "不满99元运费多少钱"
 QUOTED = "不满99元收取运费8元"  # the sentence of shipping.txt the extractive model picks
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelAPIStub]:
-    with ModelAPIStub() as server:
-        server.hang_seconds = 10  # a hung request is held at most this long
-        yield server
+def stub(model_server: ModelServer) -> ModelServer:
+    model_server.hang_seconds = 10  # a hung request is held at most this long
+    return model_server  # the plugin's: a fresh server for each test
 
 
 @pytest.fixture
@@ -38,8 +37,8 @@ def ingested(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    stub: ModelAPIStub,
-) -> ModelAPIStub:
+    stub: ModelServer,
+) -> ModelServer:
     """The small corpus ingested with fake embeddings; the chat model is the stub's."""
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("RAG_EMBEDDINGS__PROVIDER", "fake")
@@ -55,26 +54,26 @@ def ingested(
     return stub
 
 
-def _timeout(stub: ModelAPIStub) -> None:
+def _timeout(stub: ModelServer) -> None:
     stub.fault_next("hang", times=10)
 
 
-def _http_500(stub: ModelAPIStub) -> None:
+def _http_500(stub: ModelServer) -> None:
     stub.fail_next(500, times=10)
 
 
-def _http_401(stub: ModelAPIStub) -> None:
+def _http_401(stub: ModelServer) -> None:
     stub.fail_next(401, times=10)
 
 
-FAILURES: dict[str, tuple[Callable[[ModelAPIStub], None], str]] = {
+FAILURES: dict[str, tuple[Callable[[ModelServer], None], str]] = {
     "timeout": (_timeout, "did not answer within the timeout"),
     "http-500": (_http_500, "HTTP 500"),
     "http-401": (_http_401, "rejected the API key (HTTP 401): check OPENAI_API_KEY"),
 }
 
 
-def _ask_json(capsys: pytest.CaptureFixture[str], stub: ModelAPIStub) -> tuple[dict[str, Any], str]:
+def _ask_json(capsys: pytest.CaptureFixture[str], stub: ModelServer) -> tuple[dict[str, Any], str]:
     code, out, err = run_cli(capsys, "ask", QUESTION, "--json")
     assert code == 0, err
     assert stub.api_key not in out + err and "Traceback" not in err
@@ -82,7 +81,7 @@ def _ask_json(capsys: pytest.CaptureFixture[str], stub: ModelAPIStub) -> tuple[d
 
 
 def test_a_working_model_writes_the_answer(
-    capsys: pytest.CaptureFixture[str], ingested: ModelAPIStub
+    capsys: pytest.CaptureFixture[str], ingested: ModelServer
 ) -> None:
     data, err = _ask_json(capsys, ingested)
     assert data["answer"].startswith("根据资料[1]")  # the stub's reply
@@ -94,7 +93,7 @@ def test_a_working_model_writes_the_answer(
 def test_extractive_fallback_quotes_the_retrieved_context(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-    ingested: ModelAPIStub,
+    ingested: ModelServer,
     failure: str,
 ) -> None:
     inject, reason = FAILURES[failure]
@@ -114,7 +113,7 @@ def test_extractive_fallback_quotes_the_retrieved_context(
 def test_refuse_fallback_hands_over(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-    ingested: ModelAPIStub,
+    ingested: ModelServer,
     failure: str,
 ) -> None:
     monkeypatch.setenv("RAG_LLM__FALLBACK", "refuse")
@@ -130,7 +129,7 @@ def test_refuse_fallback_hands_over(
 def test_error_fallback_fails_as_before(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-    ingested: ModelAPIStub,
+    ingested: ModelServer,
     failure: str,
 ) -> None:
     monkeypatch.setenv("RAG_LLM__FALLBACK", "error")
@@ -143,7 +142,7 @@ def test_error_fallback_fails_as_before(
 
 
 def test_an_unreachable_model_falls_back(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, ingested: ModelAPIStub
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, ingested: ModelServer
 ) -> None:
     with socket.socket() as free:  # a port on 127.0.0.1 nobody listens on once closed
         free.bind(("127.0.0.1", 0))
@@ -155,7 +154,7 @@ def test_an_unreachable_model_falls_back(
 
 
 def test_human_output_shows_the_notice_and_the_reason_on_stderr(
-    capsys: pytest.CaptureFixture[str], ingested: ModelAPIStub
+    capsys: pytest.CaptureFixture[str], ingested: ModelServer
 ) -> None:
     ingested.fail_next(500, times=10)
     code, out, err = run_cli(capsys, "ask", QUESTION)
@@ -170,7 +169,7 @@ def _assistant() -> Assistant:
 
 
 @pytest.mark.parametrize("failure", list(FAILURES))
-def test_assistant_ask_and_stream_fall_back(ingested: ModelAPIStub, failure: str) -> None:
+def test_assistant_ask_and_stream_fall_back(ingested: ModelServer, failure: str) -> None:
     inject, reason = FAILURES[failure]
     assistant = _assistant()
     assert assistant.fallback == "extractive"
@@ -185,14 +184,14 @@ def test_assistant_ask_and_stream_fall_back(ingested: ModelAPIStub, failure: str
     assert "".join(str(p) for p in pieces) == streamed.answer == asked.answer
 
 
-def test_assistant_streams_the_model_when_it_works(ingested: ModelAPIStub) -> None:
+def test_assistant_streams_the_model_when_it_works(ingested: ModelServer) -> None:
     *pieces, answer = list(_assistant().stream(QUESTION))
     assert len(pieces) > 1  # the stub streams 4 characters at a time
     assert isinstance(answer, Answer) and answer.generated and not answer.degraded
     assert "".join(str(p) for p in pieces) == answer.answer
 
 
-def test_a_failing_condense_model_uses_the_rule_and_falls_back(ingested: ModelAPIStub) -> None:
+def test_a_failing_condense_model_uses_the_rule_and_falls_back(ingested: ModelServer) -> None:
     assistant = _assistant()
     ingested.fail_next(500, times=10)
     answer = assistant.ask("那运费呢？", history=[("不满99元怎么收费", "收取运费8元 [1]")])

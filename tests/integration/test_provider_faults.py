@@ -9,29 +9,27 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rag_pipeline.cli import main
+from rag_pipeline.testing.model_api import ModelServer
 from tests.helpers import write_corpus
-from tests.stubs.model_api import ModelAPIStub
 
 PROVIDERS = ["openai", "dashscope"]
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelAPIStub]:
-    with ModelAPIStub() as server:
-        server.hang_seconds = 10  # a hung request is held at most this long
-        yield server
+def stub(model_server: ModelServer) -> ModelServer:
+    model_server.hang_seconds = 10  # a hung request is held at most this long
+    return model_server  # the plugin's: a fresh server for each test
 
 
 def _use(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    stub: ModelAPIStub,
+    stub: ModelServer,
     provider: str,
     *,
     dimensions: bool = True,
@@ -51,11 +49,11 @@ def _use(
         monkeypatch.setenv("DASHSCOPE_API_KEY", stub.api_key)
 
 
-def _endpoint(stub: ModelAPIStub, provider: str) -> str:
+def _endpoint(stub: ModelServer, provider: str) -> str:
     return stub.base_url if provider == "openai" else stub.dashscope_base_url
 
 
-def _error_line(capsys: pytest.CaptureFixture[str], stub: ModelAPIStub) -> str:
+def _error_line(capsys: pytest.CaptureFixture[str], stub: ModelServer) -> str:
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, err
@@ -63,9 +61,7 @@ def _error_line(capsys: pytest.CaptureFixture[str], stub: ModelAPIStub) -> str:
     return lines[0]
 
 
-def _good_run_succeeds(
-    capsys: pytest.CaptureFixture[str], stub: ModelAPIStub, corpus: Path
-) -> None:
+def _good_run_succeeds(capsys: pytest.CaptureFixture[str], stub: ModelServer, corpus: Path) -> None:
     """With the faults gone, the same data folder ingests and answers searches, untouched."""
     stub.reset()
     assert main(["ingest", str(corpus)]) == 0
@@ -93,7 +89,7 @@ def test_fault_is_one_clear_line_and_the_next_run_succeeds(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    stub: ModelAPIStub,
+    stub: ModelServer,
     provider: str,
     fault: str,
     message: str,
@@ -119,7 +115,7 @@ def test_a_server_that_never_answers_fails_within_the_retry_budget(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    stub: ModelAPIStub,
+    stub: ModelServer,
     provider: str,
 ) -> None:
     _use(monkeypatch, tmp_path, stub, provider)
@@ -143,7 +139,7 @@ def test_vectors_of_another_size_than_the_collection_are_refused(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    stub: ModelAPIStub,
+    stub: ModelServer,
     provider: str,
 ) -> None:
     # No dimension configured: the first ingest probes it, later runs take it from the
@@ -176,7 +172,7 @@ def test_a_nan_query_vector_is_refused(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    stub: ModelAPIStub,
+    stub: ModelServer,
     provider: str,
 ) -> None:
     _use(monkeypatch, tmp_path, stub, provider)
@@ -191,7 +187,7 @@ def test_the_dashscope_sdk_logs_no_traceback_unless_debugging(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-    stub: ModelAPIStub,
+    stub: ModelServer,
 ) -> None:
     _use(monkeypatch, tmp_path, stub, "dashscope")
     corpus = write_corpus(tmp_path / "corpus")
@@ -215,7 +211,7 @@ def test_a_malformed_chat_reply_is_one_clear_line(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    stub: ModelAPIStub,
+    stub: ModelServer,
     fault: str,
     message: str,
 ) -> None:

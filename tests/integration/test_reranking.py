@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,19 @@ from rag_pipeline.config import Settings
 from rag_pipeline.errors import ProviderError
 from rag_pipeline.indexing import ingest
 from rag_pipeline.reranking import HTTPReranker
+from rag_pipeline.testing.model_api import ModelServer, stub_rerank_score
 from tests.helpers import fake_settings, write_corpus
 from tests.integration.test_eval_cli import _dataset
-from tests.stubs.model_api import ModelAPIStub, stub_rerank_score
 
 QUESTION = "退货运费谁承担"
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelAPIStub]:
-    with ModelAPIStub() as server:
-        yield server
+def stub(model_server: ModelServer) -> ModelServer:
+    return model_server  # the plugin's: a fresh server for each test
 
 
-def _settings(tmp_path: Path, stub: ModelAPIStub, provider: str, **rerank: Any) -> Settings:
+def _settings(tmp_path: Path, stub: ModelServer, provider: str, **rerank: Any) -> Settings:
     urls = {"dashscope": stub.dashscope_base_url, "http": stub.base_url + "/rerank"}
     return fake_settings(
         tmp_path / "data",
@@ -55,7 +53,7 @@ def _assistant(tmp_path: Path, settings: Settings) -> Assistant:
 
 @pytest.mark.parametrize("provider", ["dashscope", "http"])
 def test_reranker_orders_the_context_and_keeps_k(
-    tmp_path: Path, stub: ModelAPIStub, provider: str
+    tmp_path: Path, stub: ModelServer, provider: str
 ) -> None:
     assistant = _assistant(tmp_path, _settings(tmp_path, stub, provider, candidates=6))
     answer = assistant.ask(QUESTION)
@@ -75,27 +73,27 @@ def test_reranker_orders_the_context_and_keeps_k(
     assert not answer.refused
 
 
-def test_refused_question_never_reaches_the_reranker(tmp_path: Path, stub: ModelAPIStub) -> None:
+def test_refused_question_never_reaches_the_reranker(tmp_path: Path, stub: ModelServer) -> None:
     settings = _settings(tmp_path, stub, "dashscope")
     settings.retriever.score_threshold = 0.99
     answer = _assistant(tmp_path, settings).ask("量子计算机的原理是什么")
     assert answer.refused and stub.rerank_requests() == []
 
 
-def test_min_score_drops_what_the_reranker_rejects(tmp_path: Path, stub: ModelAPIStub) -> None:
+def test_min_score_drops_what_the_reranker_rejects(tmp_path: Path, stub: ModelServer) -> None:
     settings = _settings(tmp_path, stub, "dashscope", min_score=0.99)
     answer = _assistant(tmp_path, settings).ask(QUESTION)
     assert answer.refused and len(stub.rerank_requests()) == 1
 
 
-def test_dashscope_rerank_retries_5xx_then_answers(tmp_path: Path, stub: ModelAPIStub) -> None:
+def test_dashscope_rerank_retries_5xx_then_answers(tmp_path: Path, stub: ModelServer) -> None:
     assistant = _assistant(tmp_path, _settings(tmp_path, stub, "dashscope"))
     stub.fail_next(503, times=2)
     assert not assistant.ask(QUESTION).refused
     assert len(stub.rerank_requests()) == 3
 
 
-def test_dashscope_rerank_gives_up_with_a_clear_error(tmp_path: Path, stub: ModelAPIStub) -> None:
+def test_dashscope_rerank_gives_up_with_a_clear_error(tmp_path: Path, stub: ModelServer) -> None:
     assistant = _assistant(tmp_path, _settings(tmp_path, stub, "dashscope", max_retries=1))
     stub.fail_next(503, times=5)
     with pytest.raises(ProviderError, match="DashScope rerank failed after 1 retries"):
@@ -103,7 +101,7 @@ def test_dashscope_rerank_gives_up_with_a_clear_error(tmp_path: Path, stub: Mode
 
 
 @pytest.mark.parametrize("provider", ["dashscope", "http"])
-def test_rejected_key_names_the_variable(tmp_path: Path, stub: ModelAPIStub, provider: str) -> None:
+def test_rejected_key_names_the_variable(tmp_path: Path, stub: ModelServer, provider: str) -> None:
     settings = _settings(tmp_path, stub, provider)
     settings.dashscope_api_key = "sk-wrong"  # type: ignore[assignment]
     settings.rerank.api_key = "sk-wrong"  # type: ignore[assignment]
@@ -125,7 +123,7 @@ def test_http_reranker_unreachable_is_a_provider_error() -> None:
 
 def test_eval_compares_a_reranker(
     tmp_path: Path,
-    stub: ModelAPIStub,
+    stub: ModelServer,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -3,13 +3,12 @@ report and no file of the data folder, whatever the commands do (including faili
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from rag_pipeline.testing.model_api import ModelServer
 from tests.helpers import STORE_CORPUS, run_cli, write_corpus
-from tests.stubs.model_api import ModelAPIStub
 
 CANARIES = {
     "DASHSCOPE_API_KEY": "sk-canary-dashscope-7f3a",
@@ -21,14 +20,14 @@ CANARIES = {
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelAPIStub]:
-    with ModelAPIStub(api_key="sk-the-right-key", embedding_dim=8) as running:
-        yield running
+def stub(model_server: ModelServer) -> ModelServer:
+    model_server.api_key = "sk-the-right-key"  # read on every request
+    return model_server  # the plugin's: a fresh server for each test, 8-dimensional vectors
 
 
 def test_canary_keys_never_appear_anywhere(
     tmp_path: Path,
-    stub: ModelAPIStub,
+    stub: ModelServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from rag_pipeline.indexing import ingest
+from rag_pipeline.testing.chroma import free_port
 from tests.helpers import fake_settings, hermetic, write_corpus
 from tests.integration.live_service import wait_until_ready
 from tests.integration.processes import clean_env, run_python
-from tests.integration.servers import free_port
 
 KEY = "serve-key-3c5e7a9b"
 SETTINGS = {
@@ -124,7 +124,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_two_workers_over_a_chroma_server_answer(tmp_path: Path) -> None:
-    from tests.integration.servers import chroma_server
+    from rag_pipeline.testing.chroma import chroma_server
 
     with chroma_server(tmp_path / "chroma") as server:
         store = {"mode": "http", "host": server.host, "port": server.port}

@@ -1,7 +1,7 @@
 """The OpenAI-compatible API of ``rag serve`` through the official ``openai`` client, as Open
 WebUI or ChatBox would call it: a real uvicorn server on 127.0.0.1 over a small corpus
 ingested once with fake embeddings, answered by the extractive model and, end to end, by a
-generative model behind the stub chat API (tests/stubs/model_api.py)."""
+generative model behind the stub chat API (rag_pipeline/testing/model_api.py)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from rag_pipeline.chain import Answer
 from rag_pipeline.config import DEFAULT_REFUSAL, Settings
 from rag_pipeline.indexing import ingest
 from rag_pipeline.llms import EXTRACT_NOTE_EN, EXTRACT_NOTE_ZH
+from rag_pipeline.testing.model_api import ModelServer, default_chat_reply, message_text
 from tests.helpers import fake_settings, hermetic, write_corpus
 from tests.integration.live_service import LiveService, live_service
-from tests.stubs.model_api import ModelAPIStub, default_chat_reply, message_text
 
 USER_KEY = "user-key-0123456789"
 OUT_OF_SCOPE = "今天天气怎么样"
@@ -61,14 +61,14 @@ def extractive(data_dir: Path) -> Iterator[LiveService]:
 
 
 @pytest.fixture(scope="module")
-def stub() -> Iterator[ModelAPIStub]:
-    with ModelAPIStub() as server:
+def stub() -> Iterator[ModelServer]:
+    with ModelServer() as server:
         server.hang_seconds = 5
         yield server
 
 
 @pytest.fixture(scope="module")
-def generative(data_dir: Path, stub: ModelAPIStub) -> Iterator[LiveService]:
+def generative(data_dir: Path, stub: ModelServer) -> Iterator[LiveService]:
     """The same collection answered by the stub's chat model (RAG_LLM__PROVIDER=openai)."""
     with hermetic(data_dir.parent):
         settings = service_settings(
@@ -82,7 +82,7 @@ def generative(data_dir: Path, stub: ModelAPIStub) -> Iterator[LiveService]:
 
 
 @pytest.fixture
-def fresh_stub(stub: ModelAPIStub) -> ModelAPIStub:
+def fresh_stub(stub: ModelServer) -> ModelServer:
     stub.reset()
     return stub
 
@@ -219,7 +219,7 @@ def test_earlier_turns_are_the_history(
 
 
 def test_an_out_of_scope_question_is_refused_without_a_model_call(
-    generative: LiveService, fresh_stub: ModelAPIStub
+    generative: LiveService, fresh_stub: ModelServer
 ) -> None:
     openai_client = client(generative)
     response = openai_client.chat.completions.create(
@@ -239,7 +239,7 @@ def test_an_out_of_scope_question_is_refused_without_a_model_call(
 
 
 def test_a_generative_model_answers_end_to_end(
-    generative: LiveService, fresh_stub: ModelAPIStub
+    generative: LiveService, fresh_stub: ModelServer
 ) -> None:
     question = "不满99元运费多少钱"
     response = client(generative).chat.completions.create(
@@ -257,7 +257,7 @@ def test_a_generative_model_answers_end_to_end(
 
 
 def test_a_generative_model_streams_end_to_end(
-    generative: LiveService, fresh_stub: ModelAPIStub
+    generative: LiveService, fresh_stub: ModelServer
 ) -> None:
     chunks = list(
         client(generative).chat.completions.create(
@@ -276,7 +276,7 @@ def test_a_generative_model_streams_end_to_end(
 
 
 def test_a_generative_follow_up_is_condensed_by_the_model(
-    generative: LiveService, fresh_stub: ModelAPIStub
+    generative: LiveService, fresh_stub: ModelServer
 ) -> None:
     fresh_stub.chat_reply = lambda messages: "运费怎么算，偏远地区运费多少"
     try:
@@ -296,7 +296,7 @@ def test_a_generative_follow_up_is_condensed_by_the_model(
 
 
 def test_a_failing_model_falls_back_to_quotes(
-    generative: LiveService, fresh_stub: ModelAPIStub
+    generative: LiveService, fresh_stub: ModelServer
 ) -> None:
     fresh_stub.fail_next(500, times=3)
     try:
@@ -311,7 +311,7 @@ def test_a_failing_model_falls_back_to_quotes(
 
 
 def test_a_slow_model_does_not_hold_up_other_requests(
-    generative: LiveService, fresh_stub: ModelAPIStub
+    generative: LiveService, fresh_stub: ModelServer
 ) -> None:
     """Two answers wait on the chat model (held by the stub) while the service keeps serving:
     the model is called off the event loop, streamed or not."""

@@ -21,15 +21,14 @@ from langchain_tests.integration_tests import VectorStoreIntegrationTests
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import EmbeddingModel
 from rag_pipeline.stores import VectorBackend, open_store
-from tests.integration.servers import ChromaServer, chroma_server
+from rag_pipeline.testing.chroma import ChromaServer
 
 EMBEDDING_SIZE = 6  # langchain_tests' DeterministicFakeEmbedding size
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
-    with chroma_server(tmp_path_factory.mktemp("chroma-server") / "chroma") as running:
-        yield running
+def server(chroma_server: ChromaServer) -> ChromaServer:
+    return chroma_server  # the plugin's, shared by the session: tests use fresh collections
 
 
 def unique_collection() -> str:

@@ -1,7 +1,7 @@
-"""Real servers for integration tests: a ``chroma run`` subprocess on a free local port.
+"""A real Chroma server for tests: a ``chroma run`` subprocess on a free 127.0.0.1 port.
 
 >>> with chroma_server(tmp_path / "chroma") as server:          # doctest: +SKIP
-...     settings = Settings(store={"mode": "http", "host": server.host, "port": server.port})
+...     settings = server.settings(rag_settings)                 # a fresh collection on it
 ...     server.restart()                                         # same data, same port
 
 The server's output goes to ``<path>.log`` next to the data folder; a server that does not
@@ -20,9 +20,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from tests.integration.processes import clean_env, outside_repo
+from rag_pipeline.testing.environment import clean_env
+from rag_pipeline.testing.settings import fresh_collection, override
+
+if TYPE_CHECKING:
+    from rag_pipeline.config import Settings
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
@@ -62,6 +66,7 @@ def chroma_executable() -> str:
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a log file, for an error message."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -70,7 +75,15 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 class ChromaServer:
-    """One ``chroma run --path PATH --host 127.0.0.1 --port PORT`` process."""
+    """One ``chroma run --path PATH --host 127.0.0.1 --port PORT`` process.
+
+    It runs in the folder that holds ``path`` (never the caller's working directory, whose
+    ``.env`` or ``rag.toml`` it must not see) with :func:`clean_env`.
+
+    >>> server = ChromaServer(Path("/tmp/chroma"), port=8765)
+    >>> server.url
+    'http://127.0.0.1:8765'
+    """
 
     def __init__(self, path: Path, port: int | None = None, host: str = HOST) -> None:
         self.path = path
@@ -83,6 +96,13 @@ class ChromaServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def settings(self, base: Settings, collection: str | None = None) -> Settings:
+        """``base`` with its store on this server, in ``collection`` (default: a fresh name
+        for each call, because one server is shared by every test of a session)."""
+        name = collection or fresh_collection()
+        store = {"backend": "chroma", "mode": "http", "host": self.host, "port": self.port}
+        return override(base, store={**store, "collection": name})
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start the server and wait until it answers a heartbeat."""
@@ -109,13 +129,14 @@ class ChromaServer:
         ]
         self._log.write(f"\n$ {' '.join(command)}\n".encode())
         self._log.flush()
-        self.process = subprocess.Popen(
+        # The command is ours: the chroma CLI of this environment and our own arguments.
+        self.process = subprocess.Popen(  # noqa: S603
             command,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
-            cwd=outside_repo(self.path.parent),  # never the repository (its .env, rag.toml)
+            cwd=self.path.parent,  # never the caller's folder (its .env, rag.toml)
             # Its own process group: stopping it also stops anything it spawned.
             start_new_session=os.name != "nt",
         )
@@ -132,7 +153,8 @@ class ChromaServer:
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
-            assert self.process is not None
+            if self.process is None:
+                raise RuntimeError(f"the Chroma server at {self.url} was stopped while starting")
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"`chroma run` exited with code {self.process.returncode} before answering "

@@ -1,4 +1,5 @@
-"""Self-tests for :mod:`tests.stubs.model_api`: real clients over real HTTP on 127.0.0.1."""
+"""Self-tests for :mod:`rag_pipeline.testing.model_api`: real clients over real HTTP on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr
 
-from .model_api import (
+from rag_pipeline.testing.model_api import (
     DASHSCOPE_TEXT_EMBEDDING_PATH,
     DASHSCOPE_TEXT_RERANK_PATH,
     HOST,
     RERANK_PATH,
     STREAM_CHUNK_CHARS,
-    ModelAPIStub,
+    ModelServer,
     default_chat_reply,
     stub_embedding,
     stub_rerank_score,
@@ -42,14 +43,13 @@ EXPECTED_REPLY = "根据资料[1]，" + QUESTION[:30]
 
 
 @pytest.fixture
-def stub() -> Iterator[ModelAPIStub]:
-    """A running stub, stopped after the test."""
-    with ModelAPIStub() as running:
-        yield running
+def stub(model_server: ModelServer) -> ModelServer:
+    """A running stub, stopped after the test (the plugin's fixture)."""
+    return model_server
 
 
 @pytest.fixture
-def client(stub: ModelAPIStub) -> OpenAI:
+def client(stub: ModelServer) -> OpenAI:
     """An official openai client pointed at the stub."""
     return OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0)
 
@@ -61,7 +61,7 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 
 def _raw_request(
-    stub: ModelAPIStub, method: str, path: str, body: Any = None, api_key: str = "sk-test"
+    stub: ModelServer, method: str, path: str, body: Any = None, api_key: str = "sk-test"
 ) -> tuple[int, dict[str, str], Any]:
     """Send one request with http.client; return status, headers and decoded JSON."""
     conn = http.client.HTTPConnection(HOST, stub.port, timeout=10)
@@ -79,7 +79,7 @@ def _raw_request(
 # -- basics ----------------------------------------------------------------------------
 
 
-def test_urls_and_default_reply(stub: ModelAPIStub) -> None:
+def test_urls_and_default_reply(stub: ModelServer) -> None:
     assert stub.base_url == f"http://127.0.0.1:{stub.port}/v1"
     assert stub.dashscope_base_url == f"http://127.0.0.1:{stub.port}/api/v1"
     assert default_chat_reply(cast(list[dict[str, Any]], MESSAGES)) == EXPECTED_REPLY
@@ -88,10 +88,10 @@ def test_urls_and_default_reply(stub: ModelAPIStub) -> None:
 
 def test_not_running_has_no_url() -> None:
     with pytest.raises(RuntimeError):
-        _ = ModelAPIStub().base_url
+        _ = ModelServer().base_url
 
 
-def test_unknown_endpoint_is_404_json(stub: ModelAPIStub) -> None:
+def test_unknown_endpoint_is_404_json(stub: ModelServer) -> None:
     status, _headers, body = _raw_request(stub, "GET", "/v1/models")
     assert status == 404
     assert body["error"]["code"] == "not_found"
@@ -100,7 +100,7 @@ def test_unknown_endpoint_is_404_json(stub: ModelAPIStub) -> None:
     assert body["code"] == "NotFound" and body["request_id"]
 
 
-def test_invalid_json_is_400(stub: ModelAPIStub) -> None:
+def test_invalid_json_is_400(stub: ModelServer) -> None:
     conn = http.client.HTTPConnection(HOST, stub.port, timeout=10)
     try:
         conn.request(
@@ -114,11 +114,11 @@ def test_invalid_json_is_400(stub: ModelAPIStub) -> None:
         assert json.loads(response.read())["error"]["type"] == "invalid_request_error"
     finally:
         conn.close()
-    assert stub.requests[0].body is None
+    assert stub.requests()[0].body is None
 
 
 def test_stop_closes_port_and_open_connections() -> None:
-    with ModelAPIStub() as stub:
+    with ModelServer() as stub:
         port = stub.port
         # leave a keep-alive connection open across the stop
         conn = http.client.HTTPConnection(HOST, port, timeout=10)
@@ -127,7 +127,7 @@ def test_stop_closes_port_and_open_connections() -> None:
         started = time.monotonic()
     assert time.monotonic() - started < 2
     conn.close()
-    assert not any(t.name == f"ModelAPIStub:{port}" for t in threading.enumerate())
+    assert not any(t.name == f"ModelServer:{port}" for t in threading.enumerate())
     with pytest.raises(OSError), socket.create_connection((HOST, port), timeout=2):
         pass
 
@@ -135,7 +135,7 @@ def test_stop_closes_port_and_open_connections() -> None:
 # -- openai SDK ------------------------------------------------------------------------
 
 
-def test_openai_chat_non_stream(stub: ModelAPIStub, client: OpenAI) -> None:
+def test_openai_chat_non_stream(stub: ModelServer, client: OpenAI) -> None:
     completion = client.chat.completions.create(model="qwen-plus", messages=MESSAGES)
     assert completion.object == "chat.completion"
     assert completion.id.startswith("chatcmpl-")
@@ -154,13 +154,13 @@ def test_openai_chat_non_stream(stub: ModelAPIStub, client: OpenAI) -> None:
     assert stub.embedding_requests() == []
 
 
-def test_openai_chat_custom_reply(stub: ModelAPIStub, client: OpenAI) -> None:
+def test_openai_chat_custom_reply(stub: ModelServer, client: OpenAI) -> None:
     stub.chat_reply = lambda messages: f"{len(messages)} messages"
     completion = client.chat.completions.create(model="qwen-plus", messages=MESSAGES)
     assert completion.choices[0].message.content == "2 messages"
 
 
-def test_openai_chat_stream(stub: ModelAPIStub, client: OpenAI) -> None:
+def test_openai_chat_stream(stub: ModelServer, client: OpenAI) -> None:
     stream = client.chat.completions.create(
         model="qwen-plus",
         messages=MESSAGES,
@@ -188,7 +188,7 @@ def test_openai_chat_stream_without_usage(client: OpenAI) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == EXPECTED_REPLY
 
 
-def test_openai_embeddings(stub: ModelAPIStub, client: OpenAI) -> None:
+def test_openai_embeddings(stub: ModelServer, client: OpenAI) -> None:
     texts = ["退货政策", "发票怎么开"]
     first = client.embeddings.create(model="text-embedding-v4", input=texts, dimensions=16)
     second = client.embeddings.create(model="text-embedding-v4", input=texts, dimensions=16)
@@ -225,14 +225,14 @@ def test_embeddings_similarity_tracks_shared_characters(client: OpenAI) -> None:
     assert _cosine(query, related) > _cosine(query, unrelated)
 
 
-def test_openai_wrong_key_is_authentication_error(stub: ModelAPIStub) -> None:
+def test_openai_wrong_key_is_authentication_error(stub: ModelServer) -> None:
     bad = OpenAI(base_url=stub.base_url, api_key="sk-wrong", max_retries=2)
     with pytest.raises(openai.AuthenticationError) as info:
         bad.chat.completions.create(model="qwen-plus", messages=MESSAGES)
     assert info.value.status_code == 401
     assert info.value.code == "invalid_api_key"
     assert "Incorrect API key provided" in info.value.message
-    assert len(stub.requests) == 1  # 401 is not retried
+    assert len(stub.requests()) == 1  # 401 is not retried
 
 
 def test_openai_bad_request_is_400(client: OpenAI) -> None:
@@ -240,16 +240,16 @@ def test_openai_bad_request_is_400(client: OpenAI) -> None:
         client.chat.completions.create(model="qwen-plus", messages=[])
 
 
-def test_fail_next_429_then_retry_succeeds(stub: ModelAPIStub) -> None:
+def test_fail_next_429_then_retry_succeeds(stub: ModelServer) -> None:
     retrying = OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=2)
     stub.fail_next(429, retry_after=0.01)
     completion = retrying.chat.completions.create(model="qwen-plus", messages=MESSAGES)
     assert completion.choices[0].message.content == EXPECTED_REPLY
-    assert len(stub.requests) == 2
+    assert len(stub.requests()) == 2
     assert [r.headers["x-stainless-retry-count"] for r in stub.chat_requests()] == ["0", "1"]
 
 
-def test_fail_next_exhausts_retries(stub: ModelAPIStub) -> None:
+def test_fail_next_exhausts_retries(stub: ModelServer) -> None:
     retrying = OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=2)
     stub.fail_next(503, times=3, retry_after=0.01)
     with pytest.raises(openai.InternalServerError) as info:
@@ -258,7 +258,7 @@ def test_fail_next_exhausts_retries(stub: ModelAPIStub) -> None:
     assert len(stub.embedding_requests()) == 3
 
 
-def test_fail_next_error_body_and_retry_after_header(stub: ModelAPIStub) -> None:
+def test_fail_next_error_body_and_retry_after_header(stub: ModelServer) -> None:
     stub.fail_next(429, retry_after=2)
     status, headers, body = _raw_request(stub, "POST", "/v1/embeddings", {"model": "m"})
     assert status == 429
@@ -272,16 +272,16 @@ def test_fail_next_error_body_and_retry_after_header(stub: ModelAPIStub) -> None
     assert body["code"] == "InternalError" and body["message"] and body["request_id"]
 
 
-def test_reset(stub: ModelAPIStub, client: OpenAI) -> None:
+def test_reset(stub: ModelServer, client: OpenAI) -> None:
     client.embeddings.create(model="text-embedding-v4", input="x")
     stub.fail_next(500, times=5)
     stub.reset()
-    assert stub.requests == []
+    assert stub.requests() == []
     client.embeddings.create(model="text-embedding-v4", input="x")
-    assert len(stub.requests) == 1
+    assert len(stub.requests()) == 1
 
 
-def test_chat_reply_errors_become_500_without_retry(stub: ModelAPIStub) -> None:
+def test_chat_reply_errors_become_500_without_retry(stub: ModelServer) -> None:
     def broken(messages: list[dict[str, Any]]) -> str:
         raise RuntimeError("boom")
 
@@ -289,13 +289,13 @@ def test_chat_reply_errors_become_500_without_retry(stub: ModelAPIStub) -> None:
     retrying = OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=2)
     with pytest.raises(openai.InternalServerError, match="boom"):
         retrying.chat.completions.create(model="qwen-plus", messages=MESSAGES)
-    assert len(stub.requests) == 1
+    assert len(stub.requests()) == 1
 
 
 # -- langchain-openai ------------------------------------------------------------------
 
 
-def test_langchain_chat_openai_invoke_and_stream(stub: ModelAPIStub) -> None:
+def test_langchain_chat_openai_invoke_and_stream(stub: ModelServer) -> None:
     llm = ChatOpenAI(
         base_url=stub.base_url, api_key=SecretStr("sk-test"), model="qwen-plus", max_retries=0
     )
@@ -316,7 +316,7 @@ def test_langchain_chat_openai_invoke_and_stream(stub: ModelAPIStub) -> None:
     assert len(stub.chat_requests()) == 3
 
 
-def test_langchain_openai_embeddings(stub: ModelAPIStub) -> None:
+def test_langchain_openai_embeddings(stub: ModelServer) -> None:
     embeddings = OpenAIEmbeddings(
         base_url=stub.base_url,
         api_key=SecretStr("sk-test"),
@@ -341,7 +341,7 @@ def test_langchain_openai_embeddings(stub: ModelAPIStub) -> None:
 # -- dashscope SDK ---------------------------------------------------------------------
 
 
-def test_dashscope_text_embedding(stub: ModelAPIStub) -> None:
+def test_dashscope_text_embedding(stub: ModelServer) -> None:
     global_url = dashscope.base_http_api_url
     texts = ["退货政策", "发票怎么开", "会员积分"]
     response = dashscope.TextEmbedding.call(
@@ -370,7 +370,7 @@ def test_dashscope_text_embedding(stub: ModelAPIStub) -> None:
     assert dashscope.base_http_api_url == global_url  # nothing global was touched
 
 
-def test_dashscope_default_dimension_and_single_string(stub: ModelAPIStub) -> None:
+def test_dashscope_default_dimension_and_single_string(stub: ModelServer) -> None:
     response = dashscope.TextEmbedding.call(
         model="text-embedding-v4",
         input="退货政策",
@@ -382,7 +382,7 @@ def test_dashscope_default_dimension_and_single_string(stub: ModelAPIStub) -> No
     assert len(item["embedding"]) == 8
 
 
-def test_dashscope_batch_limit(stub: ModelAPIStub) -> None:
+def test_dashscope_batch_limit(stub: ModelServer) -> None:
     response = dashscope.TextEmbedding.call(
         model="text-embedding-v4",
         input=[f"文本{i}" for i in range(11)],
@@ -406,7 +406,7 @@ def test_dashscope_batch_limit(stub: ModelAPIStub) -> None:
     ],
 )
 def test_dashscope_batch_limits_per_model(
-    stub: ModelAPIStub, model: str, count: int, status: int
+    stub: ModelServer, model: str, count: int, status: int
 ) -> None:
     response = dashscope.TextEmbedding.call(
         model=model,
@@ -417,7 +417,7 @@ def test_dashscope_batch_limits_per_model(
     assert response.status_code == status
 
 
-def test_dashscope_wrong_key_and_injected_failure(stub: ModelAPIStub) -> None:
+def test_dashscope_wrong_key_and_injected_failure(stub: ModelServer) -> None:
     response = dashscope.TextEmbedding.call(
         model="text-embedding-v4",
         input=["x"],
@@ -448,7 +448,7 @@ RERANK_TOKENS = len(RERANK_QUERY) + sum(len(d) for d in RERANK_DOCS)
 
 
 @pytest.fixture
-def httpx_client(stub: ModelAPIStub) -> Iterator[httpx.Client]:
+def httpx_client(stub: ModelServer) -> Iterator[httpx.Client]:
     """An httpx client for the OpenAI-compatible root, authenticated with the stub's key."""
     with httpx.Client(
         base_url=stub.base_url, headers={"Authorization": "Bearer sk-test"}, timeout=10
@@ -475,7 +475,7 @@ def test_stub_rerank_score() -> None:
     assert sorted(range(len(scores)), key=lambda i: -scores[i]) == RERANK_ORDER
 
 
-def test_dashscope_text_rerank(stub: ModelAPIStub) -> None:
+def test_dashscope_text_rerank(stub: ModelServer) -> None:
     global_url = dashscope.base_http_api_url
     response = dashscope.TextReRank.call(
         model="gte-rerank-v2",
@@ -511,7 +511,7 @@ def test_dashscope_text_rerank(stub: ModelAPIStub) -> None:
     assert dashscope.base_http_api_url == global_url  # nothing global was touched
 
 
-def test_dashscope_text_rerank_defaults(stub: ModelAPIStub) -> None:
+def test_dashscope_text_rerank_defaults(stub: ModelServer) -> None:
     response = dashscope.TextReRank.call(
         model="gte-rerank-v2",
         query=RERANK_QUERY,
@@ -545,7 +545,7 @@ def test_dashscope_text_rerank_defaults(stub: ModelAPIStub) -> None:
     assert all(r["document"] is None for r in big.output.results)
 
 
-def test_dashscope_text_rerank_errors(stub: ModelAPIStub) -> None:
+def test_dashscope_text_rerank_errors(stub: ModelServer) -> None:
     # the SDK refuses empty documents itself, so send those raw
     status, _headers, body = _raw_request(
         stub,
@@ -586,7 +586,7 @@ def test_dashscope_text_rerank_errors(stub: ModelAPIStub) -> None:
     assert len(stub.rerank_requests()) == 4
 
 
-def test_dashscope_text_rerank_wrong_key_and_injected_failure(stub: ModelAPIStub) -> None:
+def test_dashscope_text_rerank_wrong_key_and_injected_failure(stub: ModelServer) -> None:
     response = dashscope.TextReRank.call(
         model="gte-rerank-v2",
         query="q",
@@ -619,7 +619,7 @@ def test_dashscope_text_rerank_wrong_key_and_injected_failure(stub: ModelAPIStub
     assert len(stub.rerank_requests()) == 3
 
 
-def test_generic_rerank(stub: ModelAPIStub, httpx_client: httpx.Client) -> None:
+def test_generic_rerank(stub: ModelServer, httpx_client: httpx.Client) -> None:
     response = httpx_client.post(
         "/rerank",
         json={
@@ -645,7 +645,7 @@ def test_generic_rerank(stub: ModelAPIStub, httpx_client: httpx.Client) -> None:
     assert recorded.body["documents"] == RERANK_DOCS
 
 
-def test_generic_rerank_text_objects(stub: ModelAPIStub, httpx_client: httpx.Client) -> None:
+def test_generic_rerank_text_objects(stub: ModelServer, httpx_client: httpx.Client) -> None:
     documents: list[Any] = [{"text": d} for d in RERANK_DOCS]
     documents[0] = RERANK_DOCS[0]  # strings and {"text"} objects may be mixed
     response = httpx_client.post(
@@ -676,7 +676,7 @@ def test_generic_rerank_text_objects(stub: ModelAPIStub, httpx_client: httpx.Cli
     assert len(stub.rerank_requests()) == 2
 
 
-def test_generic_rerank_requires_key(stub: ModelAPIStub) -> None:
+def test_generic_rerank_requires_key(stub: ModelServer) -> None:
     payload = {"model": "m", "query": "q", "documents": ["a"]}
     response = httpx.post(f"{stub.base_url}/rerank", json=payload, timeout=10)
     assert response.status_code == 401
@@ -710,7 +710,7 @@ def test_generic_rerank_bad_request(httpx_client: httpx.Client, payload: dict[st
     assert error["type"] == "invalid_request_error" and error["message"]
 
 
-def test_generic_rerank_injected_failure(stub: ModelAPIStub, httpx_client: httpx.Client) -> None:
+def test_generic_rerank_injected_failure(stub: ModelServer, httpx_client: httpx.Client) -> None:
     stub.fail_next(503, retry_after=1)
     payload = {"model": "m", "query": "q", "documents": ["a"]}
     response = httpx_client.post("/rerank", json=payload)
@@ -724,7 +724,7 @@ def test_generic_rerank_injected_failure(stub: ModelAPIStub, httpx_client: httpx
 # -- fault modes -----------------------------------------------------------------------
 
 
-def _post_raw(stub: ModelAPIStub, path: str, body: Any, timeout: float = 10) -> tuple[int, bytes]:
+def _post_raw(stub: ModelServer, path: str, body: Any, timeout: float = 10) -> tuple[int, bytes]:
     """POST with http.client; return status and the raw body (not decoded)."""
     conn = http.client.HTTPConnection(HOST, stub.port, timeout=timeout)
     try:
@@ -736,7 +736,7 @@ def _post_raw(stub: ModelAPIStub, path: str, body: Any, timeout: float = 10) -> 
         conn.close()
 
 
-def _dashscope_embed(stub: ModelAPIStub, texts: list[str], **extra: Any) -> Any:
+def _dashscope_embed(stub: ModelServer, texts: list[str], **extra: Any) -> Any:
     return dashscope.TextEmbedding.call(
         model="text-embedding-v4",
         input=texts,
@@ -746,7 +746,7 @@ def _dashscope_embed(stub: ModelAPIStub, texts: list[str], **extra: Any) -> Any:
     )
 
 
-def test_fault_next_rejects_unknown_modes(stub: ModelAPIStub) -> None:
+def test_fault_next_rejects_unknown_modes(stub: ModelServer) -> None:
     with pytest.raises(ValueError, match="fault must be one of"):
         stub.fault_next("explode")
     with pytest.raises(ValueError, match="times"):
@@ -754,7 +754,7 @@ def test_fault_next_rejects_unknown_modes(stub: ModelAPIStub) -> None:
 
 
 @pytest.mark.parametrize("path", ["/v1/embeddings", DASHSCOPE_TEXT_EMBEDDING_PATH])
-def test_fault_reset_drops_the_connection_without_an_answer(stub: ModelAPIStub, path: str) -> None:
+def test_fault_reset_drops_the_connection_without_an_answer(stub: ModelServer, path: str) -> None:
     stub.fault_next("reset")
     with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
         _post_raw(stub, path, {"model": "text-embedding-v4", "input": "x"})
@@ -763,7 +763,7 @@ def test_fault_reset_drops_the_connection_without_an_answer(stub: ModelAPIStub, 
 
 
 def test_fault_reset_is_a_connection_error_for_the_clients(
-    stub: ModelAPIStub, client: OpenAI
+    stub: ModelServer, client: OpenAI
 ) -> None:
     stub.fault_next("reset")
     with pytest.raises(openai.APIConnectionError):
@@ -775,14 +775,14 @@ def test_fault_reset_is_a_connection_error_for_the_clients(
 
 
 @pytest.mark.parametrize("path", ["/v1/embeddings", DASHSCOPE_TEXT_EMBEDDING_PATH])
-def test_fault_hang_reads_the_request_and_never_answers(stub: ModelAPIStub, path: str) -> None:
+def test_fault_hang_reads_the_request_and_never_answers(stub: ModelServer, path: str) -> None:
     stub.fault_next("hang")
     with pytest.raises(TimeoutError):
         _post_raw(stub, path, {"model": "text-embedding-v4", "input": "x"}, timeout=0.3)
     assert len(stub.embedding_requests()) == 1  # it arrived
 
 
-def test_fault_hang_is_bounded_by_hang_seconds(stub: ModelAPIStub) -> None:
+def test_fault_hang_is_bounded_by_hang_seconds(stub: ModelServer) -> None:
     stub.hang_seconds = 0.2
     stub.fault_next("hang")
     # The client would wait 10 s; the stub gives up first and closes without an answer.
@@ -791,7 +791,7 @@ def test_fault_hang_is_bounded_by_hang_seconds(stub: ModelAPIStub) -> None:
 
 
 def test_fault_hang_is_released_by_stop() -> None:
-    stub = ModelAPIStub().start()
+    stub = ModelServer().start()
     stub.fault_next("hang")
     outcome: list[BaseException] = []
 
@@ -811,7 +811,7 @@ def test_fault_hang_is_released_by_stop() -> None:
 
 
 @pytest.mark.parametrize("path", ["/v1/embeddings", DASHSCOPE_TEXT_EMBEDDING_PATH, "/v1/rerank"])
-def test_fault_malformed_json_is_a_200_that_does_not_parse(stub: ModelAPIStub, path: str) -> None:
+def test_fault_malformed_json_is_a_200_that_does_not_parse(stub: ModelServer, path: str) -> None:
     stub.fault_next("malformed_json")
     status, body = _post_raw(stub, path, {"model": "text-embedding-v4", "input": "x"})
     assert status == 200
@@ -819,7 +819,7 @@ def test_fault_malformed_json_is_a_200_that_does_not_parse(stub: ModelAPIStub, p
         json.loads(body)
 
 
-def test_fault_malformed_json_reaches_the_clients(stub: ModelAPIStub, client: OpenAI) -> None:
+def test_fault_malformed_json_reaches_the_clients(stub: ModelServer, client: OpenAI) -> None:
     stub.fault_next("malformed_json")
     with pytest.raises(json.JSONDecodeError):
         client.embeddings.create(model="text-embedding-v4", input="x")
@@ -828,7 +828,7 @@ def test_fault_malformed_json_reaches_the_clients(stub: ModelAPIStub, client: Op
         _dashscope_embed(stub, ["x"])
 
 
-def test_fault_missing_fields(stub: ModelAPIStub, client: OpenAI) -> None:
+def test_fault_missing_fields(stub: ModelServer, client: OpenAI) -> None:
     stub.fault_next("missing_fields", times=2)
     status, body = _post_raw(stub, "/v1/embeddings", {"model": "m", "input": "x"})
     parsed = json.loads(body)
@@ -837,7 +837,7 @@ def test_fault_missing_fields(stub: ModelAPIStub, client: OpenAI) -> None:
     assert response.status_code == 200 and response.output is None
 
 
-def test_vector_faults_change_only_the_vectors(stub: ModelAPIStub, client: OpenAI) -> None:
+def test_vector_faults_change_only_the_vectors(stub: ModelServer, client: OpenAI) -> None:
     texts = ["退货", "运费", "发票"]
     good = [stub_embedding(t, 8) for t in texts]
     stub.fault_next("short")
@@ -854,7 +854,7 @@ def test_vector_faults_change_only_the_vectors(stub: ModelAPIStub, client: OpenA
     assert [d.embedding for d in after] == good  # faults are used up
 
 
-def test_vector_faults_on_the_dashscope_endpoint(stub: ModelAPIStub) -> None:
+def test_vector_faults_on_the_dashscope_endpoint(stub: ModelServer) -> None:
     texts = ["退货", "运费"]
     stub.fault_next("short")
     assert len(_dashscope_embed(stub, texts).output["embeddings"]) == 1
@@ -867,7 +867,7 @@ def test_vector_faults_on_the_dashscope_endpoint(stub: ModelAPIStub) -> None:
     assert [len(v["embedding"]) for v in vectors] == [17, 17]
 
 
-def test_vector_faults_wait_for_an_embedding_request(stub: ModelAPIStub, client: OpenAI) -> None:
+def test_vector_faults_wait_for_an_embedding_request(stub: ModelServer, client: OpenAI) -> None:
     stub.fault_next("nan")
     completion = client.chat.completions.create(model="qwen-plus", messages=MESSAGES)
     assert completion.choices[0].message.content == EXPECTED_REPLY
@@ -875,8 +875,92 @@ def test_vector_faults_wait_for_an_embedding_request(stub: ModelAPIStub, client:
     assert math.isnan(data[0].embedding[0])
 
 
-def test_reset_forgets_pending_faults(stub: ModelAPIStub, client: OpenAI) -> None:
+def test_reset_forgets_pending_faults(stub: ModelServer, client: OpenAI) -> None:
     stub.fault_next("nan", times=3)
     stub.reset()
     data = client.embeddings.create(model="m", input="x", encoding_format="float").data
     assert data[0].embedding == stub_embedding("x", 8)
+
+
+# -- scripting per test (what the plugin's model_server fixture offers) -------------------------
+
+
+def test_answer_fixes_the_reply_and_several_replies_come_in_turn(
+    model_server: ModelServer,
+) -> None:
+    client = OpenAI(base_url=model_server.base_url, api_key=model_server.api_key, max_retries=0)
+
+    def ask() -> str | None:
+        done = client.chat.completions.create(model="qwen-plus", messages=MESSAGES)
+        return done.choices[0].message.content
+
+    model_server.answer("退款在3个工作日内到账[1]。")
+    assert [ask(), ask()] == ["退款在3个工作日内到账[1]。"] * 2
+    model_server.answer("第一[1]", "第二[2]")
+    assert [ask(), ask(), ask()] == ["第一[1]", "第二[2]", "第二[2]"]
+    with pytest.raises(ValueError, match="at least one reply"):
+        model_server.answer()
+
+
+def test_a_scripted_answer_streams_too(model_server: ModelServer) -> None:
+    client = OpenAI(base_url=model_server.base_url, api_key=model_server.api_key, max_retries=0)
+    model_server.answer("签收后7天内可退款[1]。")
+    stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len(pieces) > 2 and "".join(pieces) == "签收后7天内可退款[1]。"
+
+
+def test_requests_by_kind(model_server: ModelServer) -> None:
+    client = OpenAI(base_url=model_server.base_url, api_key=model_server.api_key, max_retries=0)
+    assert model_server.requests() == [] and model_server.requests("chat") == []
+    client.embeddings.create(model="text-embedding-v4", input=["退货"])
+    client.chat.completions.create(model="m", messages=MESSAGES)
+    assert [r.path for r in model_server.requests("chat")] == ["/v1/chat/completions"]
+    assert [r.path for r in model_server.requests("embeddings")] == ["/v1/embeddings"]
+    assert model_server.requests("rerank") == [] and len(model_server.requests()) == 2
+    with pytest.raises(ValueError, match="kind must be one of chat, embeddings, rerank"):
+        model_server.requests("completions")  # type: ignore[arg-type]
+    model_server.reset()
+    assert model_server.requests() == []
+
+
+def test_fail_next_of_one_kind_lets_other_requests_pass(model_server: ModelServer) -> None:
+    client = OpenAI(base_url=model_server.base_url, api_key=model_server.api_key, max_retries=0)
+    model_server.fail_next(429, kind="chat")
+    assert client.embeddings.create(model="e", input=["退货"]).data  # not a chat request
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    assert client.chat.completions.create(model="m", messages=MESSAGES).choices
+    with pytest.raises(ValueError, match="kind must be"):
+        model_server.fail_next(500, kind="completions")  # type: ignore[arg-type]
+
+
+def test_timeout_next_and_nan_next(model_server: ModelServer) -> None:
+    model_server.hang_seconds = 5
+    client = OpenAI(
+        base_url=model_server.base_url, api_key=model_server.api_key, max_retries=0, timeout=0.3
+    )
+    model_server.timeout_next()
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    assert client.chat.completions.create(model="m", messages=MESSAGES).choices  # next: fine
+    model_server.nan_next()
+    vectors = client.embeddings.create(model="e", input=["a", "b"], encoding_format="float").data
+    assert math.isnan(vectors[0].embedding[0]) and not math.isnan(vectors[1].embedding[0])
+
+
+def test_settings_point_the_chat_model_and_embeddings_at_the_server(
+    model_server: ModelServer, rag_settings: Any
+) -> None:
+    chat_only = model_server.settings(rag_settings)
+    assert chat_only.llm.provider == "openai" and chat_only.llm.base_url == model_server.base_url
+    assert chat_only.openai_api_key is not None
+    assert chat_only.openai_api_key.get_secret_value() == model_server.api_key
+    assert chat_only.embeddings.provider == "fake"  # unchanged
+    qwen = model_server.settings(rag_settings, provider="dashscope", embeddings=True)
+    assert qwen.llm_provider() == "dashscope" and qwen.dashscope_api_key is not None
+    assert qwen.embeddings.provider == "openai"
+    assert qwen.embeddings.base_url == model_server.base_url
+    assert qwen.embeddings.dimensions == model_server.embedding_dim
+    with pytest.raises(ValueError, match="provider must be"):
+        model_server.settings(rag_settings, provider="ollama")

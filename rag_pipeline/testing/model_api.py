@@ -1,10 +1,11 @@
-"""A real HTTP stand-in for the remote model APIs, served on 127.0.0.1 for tests.
+"""A real HTTP stand-in for the remote model APIs, served on 127.0.0.1 for tests (the
+``model_server`` fixture of the plugin, scripted per test).
 
-Tests never reach the internet: :class:`ModelAPIStub` starts a standard-library
+Tests never reach the internet: :class:`ModelServer` starts a standard-library
 ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive, chunked SSE) in a daemon thread and
 speaks two wire formats, so the official clients can be used unmodified:
 
-* **OpenAI-compatible** (root :attr:`ModelAPIStub.base_url`, ``http://127.0.0.1:PORT/v1``)
+* **OpenAI-compatible** (root :attr:`ModelServer.base_url`, ``http://127.0.0.1:PORT/v1``)
 
   - ``POST /v1/chat/completions``: ``chat.completion`` objects, or with
     ``"stream": true`` a ``text/event-stream`` of ``chat.completion.chunk`` events
@@ -22,7 +23,7 @@ speaks two wire formats, so the official clients can be used unmodified:
     answer ``{"id", "model", "results": [{"index", "relevance_score",
     "document": {"text"}}], "usage": {"total_tokens"}}``.
 
-* **DashScope native HTTP** (root :attr:`ModelAPIStub.dashscope_base_url`,
+* **DashScope native HTTP** (root :attr:`ModelServer.dashscope_base_url`,
   ``http://127.0.0.1:PORT/api/v1``)
 
   - ``POST /api/v1/services/embeddings/text-embedding/text-embedding`` with body
@@ -47,11 +48,17 @@ number of documents returns them all) and include ``document`` only when
 ``return_documents`` is true (default false). Documents may be strings or
 ``{"text": str}`` objects; ``index`` refers to the position in the request.
 
-Fault injection, for testing how clients fail: :meth:`ModelAPIStub.fail_next` answers
+Scripting a test: :meth:`ModelServer.answer` fixes what the chat model says (cite a passage
+with ``[n]``, the number of the retrieved chunk); :meth:`ModelServer.fail_next` (429, 500, ...),
+:meth:`ModelServer.timeout_next` and :meth:`ModelServer.nan_next` make the next requests fail;
+:meth:`ModelServer.requests` lists what was received (``requests("chat") == []``: no model was
+called); :meth:`ModelServer.settings` points a :class:`~rag_pipeline.config.Settings` at it.
+
+Fault injection, for testing how clients fail: :meth:`ModelServer.fail_next` answers
 the next requests with an HTTP error status (optionally with ``Retry-After``);
-:meth:`ModelAPIStub.fault_next` makes them misbehave in one of :data:`FAULTS`:
+:meth:`ModelServer.fault_next` makes them misbehave in one of :data:`FAULTS`:
 ``reset`` (the connection is reset without an answer), ``hang`` (the request is read
-and never answered, for at most :attr:`ModelAPIStub.hang_seconds` or until the stub
+and never answered, for at most :attr:`ModelServer.hang_seconds` or until the stub
 stops), ``malformed_json`` (HTTP 200, ``application/json``, a body that is not JSON),
 ``missing_fields`` (HTTP 200 with a JSON object lacking ``data`` / ``output`` /
 ``choices``) and, for the two embedding endpoints only, ``short`` (the last vector
@@ -67,7 +74,7 @@ endpoint's format: paths under ``/api/`` get DashScope's
 
 Pointing the clients at the stub::
 
-    with ModelAPIStub() as stub:
+    with ModelServer() as stub:
         OpenAI(base_url=stub.base_url, api_key=stub.api_key)
         ChatOpenAI(base_url=stub.base_url, api_key=stub.api_key, model="qwen-plus")
         OpenAIEmbeddings(base_url=stub.base_url, api_key=stub.api_key,
@@ -123,8 +130,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import TYPE_CHECKING, Any, Literal, Self, cast
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from rag_pipeline.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +159,7 @@ DEFAULT_DASHSCOPE_BATCH_LIMIT = 10
 """Batch limit applied to DashScope embedding models not listed above."""
 
 ChatReply = Callable[[list[dict[str, Any]]], str]
+RequestKind = Literal["chat", "embeddings", "rerank"]
 
 TRANSPORT_FAULTS = ("reset", "hang", "malformed_json", "missing_fields")
 """Faults taken by the next request to any endpoint."""
@@ -220,6 +231,7 @@ class _Failure:
 
     status: int
     retry_after: float | None
+    kind: RequestKind | None = None  # None: whatever request comes next
 
 
 class _StubError(Exception):
@@ -235,6 +247,17 @@ class _StubError(Exception):
 def _route(path: str) -> str:
     """Return the path component of a request target (no query string)."""
     return urlsplit(path).path
+
+
+def _kind_of(route: str) -> RequestKind | None:
+    """Which kind of model request a path is (None: not one of the model endpoints)."""
+    if route.endswith("/chat/completions"):
+        return "chat"
+    if route in EMBEDDING_PATHS:
+        return "embeddings"
+    if route in RERANK_PATHS:
+        return "rerank"
+    return None
 
 
 def message_text(content: Any) -> str:
@@ -425,7 +448,7 @@ class _StubServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, stub: ModelAPIStub) -> None:
+    def __init__(self, stub: ModelServer) -> None:
         self.stub = stub
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -479,11 +502,11 @@ class _Handler(BaseHTTPRequestHandler):
     """Routes one connection's requests to the stub's endpoint implementations."""
 
     protocol_version = "HTTP/1.1"
-    server_version = "ModelAPIStub/1.0"
+    server_version = "ModelServer/1.0"
     timeout = 60  # idle keep-alive connections are dropped after this many seconds
 
     @property
-    def stub(self) -> ModelAPIStub:
+    def stub(self) -> ModelServer:
         """The stub that owns this server."""
         return cast(_StubServer, self.server).stub
 
@@ -553,7 +576,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if raw is None:
                 raise _StubError(400, "Malformed request body framing.")
-            failure = stub._take_failure()
+            failure = stub._take_failure(route)
             if failure is not None:
                 extra = {}
                 if failure.retry_after is not None:
@@ -585,10 +608,10 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # a bad chat_reply callback, or a bug in the stub
-            logger.exception("ModelAPIStub handler failed")
+            logger.exception("ModelServer handler failed")
             self._send_error(
                 500,
-                f"ModelAPIStub error: {type(exc).__name__}: {exc}",
+                f"ModelServer error: {type(exc).__name__}: {exc}",
                 None,
                 dashscope,
                 {"x-should-retry": "false"},
@@ -901,7 +924,7 @@ def _default_message(status: int, dashscope: bool) -> str:
     return _OPENAI_ERRORS.get(status, ("Request failed.", "", ""))[0]
 
 
-class ModelAPIStub:
+class ModelServer:
     """Local OpenAI-compatible + DashScope model API over real HTTP on 127.0.0.1.
 
     Use as a context manager (or call :meth:`start` / :meth:`stop`): entering starts
@@ -911,8 +934,10 @@ class ModelAPIStub:
     Attributes:
         api_key: the only key accepted (``Authorization: Bearer <api_key>``).
         embedding_dim: vector length when a request names no dimension.
-        requests: every request received, in arrival order (appended under a lock).
-        chat_reply: ``messages -> assistant text``; settable at any time.
+        chat_reply: ``messages -> assistant text``; settable at any time (or use
+            :meth:`answer`).
+
+    Every request received is recorded, in arrival order: see :meth:`requests`.
     """
 
     def __init__(self, *, api_key: str = "sk-test", embedding_dim: int = 8) -> None:
@@ -921,7 +946,7 @@ class ModelAPIStub:
             raise ValueError("embedding_dim must be >= 1")
         self.api_key = api_key
         self.embedding_dim = embedding_dim
-        self.requests: list[RecordedRequest] = []
+        self._recorded: list[RecordedRequest] = []
         self.chat_reply: ChatReply = default_chat_reply
         self._lock = threading.Lock()
         self._failures: deque[_Failure] = deque()
@@ -936,13 +961,13 @@ class ModelAPIStub:
     def start(self) -> Self:
         """Bind a free 127.0.0.1 port and serve in a daemon thread."""
         if self._server is not None:
-            raise RuntimeError("ModelAPIStub is already running")
+            raise RuntimeError("ModelServer is already running")
         self._release.clear()
         server = _StubServer(self)
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
-            name=f"ModelAPIStub:{server.server_port}",
+            name=f"ModelServer:{server.server_port}",
             daemon=True,
         )
         thread.start()
@@ -981,7 +1006,7 @@ class ModelAPIStub:
     def port(self) -> int:
         """The bound TCP port (only while running)."""
         if self._server is None:
-            raise RuntimeError("ModelAPIStub is not running; use it as a context manager")
+            raise RuntimeError("ModelServer is not running; use it as a context manager")
         return self._server.server_port
 
     @property
@@ -999,12 +1024,17 @@ class ModelAPIStub:
     def _record(self, request: RecordedRequest) -> None:
         """Append a received request (called from handler threads)."""
         with self._lock:
-            self.requests.append(request)
+            self._recorded.append(request)
 
-    def _take_failure(self) -> _Failure | None:
-        """Pop the next injected failure, if any."""
+    def _take_failure(self, route: str) -> _Failure | None:
+        """Pop the next injected failure, if any and if it is meant for ``route``'s kind."""
         with self._lock:
-            return self._failures.popleft() if self._failures else None
+            if not self._failures:
+                return None
+            kind = self._failures[0].kind
+            if kind is not None and _kind_of(route) != kind:
+                return None  # it waits for a request of its kind
+            return self._failures.popleft()
 
     def _take_fault(self, kinds: tuple[str, ...]) -> str | None:
         """Pop the next injected fault if it is one of ``kinds``."""
@@ -1013,10 +1043,25 @@ class ModelAPIStub:
                 return self._faults.popleft()
             return None
 
+    def requests(self, kind: RequestKind | None = None) -> list[RecordedRequest]:
+        """Recorded requests, in order: all of them, or those of one ``kind`` (``"chat"``,
+        ``"embeddings"`` or ``"rerank"``, OpenAI and DashScope endpoints alike)."""
+        if kind is None:
+            with self._lock:
+                return list(self._recorded)
+        lists = {
+            "chat": self.chat_requests,
+            "embeddings": self.embedding_requests,
+            "rerank": self.rerank_requests,
+        }
+        if kind not in lists:
+            raise ValueError(f"kind must be one of {', '.join(lists)}, got {kind!r}")
+        return lists[kind]()
+
     def chat_requests(self) -> list[RecordedRequest]:
         """Recorded ``POST .../chat/completions`` requests, in order."""
         with self._lock:
-            snapshot = list(self.requests)
+            snapshot = list(self._recorded)
         return [
             r
             for r in snapshot
@@ -1026,17 +1071,25 @@ class ModelAPIStub:
     def embedding_requests(self) -> list[RecordedRequest]:
         """Recorded OpenAI and DashScope embedding requests, in order."""
         with self._lock:
-            snapshot = list(self.requests)
+            snapshot = list(self._recorded)
         return [r for r in snapshot if r.method == "POST" and _route(r.path) in EMBEDDING_PATHS]
 
     def rerank_requests(self) -> list[RecordedRequest]:
         """Recorded generic (``/v1/rerank``) and DashScope rerank requests, in order."""
         with self._lock:
-            snapshot = list(self.requests)
+            snapshot = list(self._recorded)
         return [r for r in snapshot if r.method == "POST" and _route(r.path) in RERANK_PATHS]
 
-    def fail_next(self, status: int, times: int = 1, *, retry_after: float | None = None) -> None:
-        """Make the next ``times`` requests (any endpoint) fail with HTTP ``status``.
+    def fail_next(
+        self,
+        status: int,
+        times: int = 1,
+        *,
+        retry_after: float | None = None,
+        kind: RequestKind | None = None,
+    ) -> None:
+        """Make the next ``times`` requests (any endpoint, or only those of ``kind``:
+        ``"chat"``, ``"embeddings"``, ``"rerank"``) fail with HTTP ``status``.
 
         The error body uses the endpoint's wire format (OpenAI
         ``{"error": {"message", "type", "param", "code"}}`` or DashScope
@@ -1050,8 +1103,10 @@ class ModelAPIStub:
             raise ValueError("times must be >= 1")
         if retry_after is not None and retry_after < 0:
             raise ValueError("retry_after must be >= 0")
+        if kind not in (None, "chat", "embeddings", "rerank"):
+            raise ValueError(f"kind must be chat, embeddings or rerank, got {kind!r}")
         with self._lock:
-            self._failures.extend(_Failure(status, retry_after) for _ in range(times))
+            self._failures.extend(_Failure(status, retry_after, kind) for _ in range(times))
 
     def fault_next(self, fault: str, times: int = 1) -> None:
         """Make the next ``times`` requests misbehave in the way ``fault`` names.
@@ -1068,9 +1123,63 @@ class ModelAPIStub:
         with self._lock:
             self._faults.extend([fault] * times)
 
+    def answer(self, *replies: str) -> None:
+        """What the chat model answers from now on: one reply for every request, or several
+        given in turn (the last one then repeats). Cite a retrieved chunk with ``[n]``.
+
+        >>> server = ModelServer()
+        >>> server.answer("退款在3个工作日内到账[1]。")
+        >>> server.chat_reply([{"role": "user", "content": "退款多久到账"}])
+        '退款在3个工作日内到账[1]。'
+        """
+        if not replies:
+            raise ValueError("answer() needs at least one reply")
+        queue = deque(replies)
+
+        def reply(messages: list[dict[str, Any]]) -> str:
+            with self._lock:
+                return queue.popleft() if len(queue) > 1 else queue[0]
+
+        self.chat_reply = reply
+
+    def timeout_next(self, times: int = 1) -> None:
+        """The next ``times`` requests are read and never answered (a client times out; the
+        request is held at most :attr:`hang_seconds`)."""
+        self.fault_next("hang", times)
+
+    def nan_next(self, times: int = 1) -> None:
+        """The next ``times`` embedding answers start with a NaN component."""
+        self.fault_next("nan", times)
+
+    def settings(
+        self, base: Settings, *, provider: str = "openai", embeddings: bool = False
+    ) -> Settings:
+        """``base`` with its chat model on this server (``provider`` ``"openai"`` or
+        ``"dashscope"``, both through the OpenAI-compatible endpoint, with this server's key);
+        with ``embeddings`` the document vectors come from here too (openai-compatible
+        provider, :attr:`embedding_dim` dimensions)."""
+        from rag_pipeline.testing.settings import override
+
+        keys = {"openai": "openai_api_key", "dashscope": "dashscope_api_key"}
+        if provider not in keys:
+            raise ValueError(f"provider must be 'openai' or 'dashscope', got {provider!r}")
+        changes: dict[str, Any] = {
+            "llm": {"provider": provider, "base_url": self.base_url},
+            keys[provider]: self.api_key,
+        }
+        if embeddings:
+            changes["embeddings"] = {
+                "provider": "openai",
+                "base_url": self.base_url,
+                "model": "text-embedding-v4",
+                "dimensions": self.embedding_dim,
+            }
+            changes["openai_api_key"] = self.api_key
+        return override(base, **changes)
+
     def reset(self) -> None:
         """Forget recorded requests, pending failures and faults (``chat_reply`` is kept)."""
         with self._lock:
-            self.requests.clear()
+            self._recorded.clear()
             self._failures.clear()
             self._faults.clear()
