@@ -112,8 +112,8 @@ def test_the_wheel_serves_the_chat_page_and_its_assets(installed: Path, tmp_path
 
     import httpx
 
+    from rag_pipeline.testing.chroma import free_port
     from tests.integration.live_service import wait_until_ready
-    from tests.integration.servers import free_port
 
     env = clean_env(RAG_EMBEDDINGS__PROVIDER="fake", RAG_DATA_DIR=str(tmp_path / "data"))
     env.pop("PYTHONPATH", None)
