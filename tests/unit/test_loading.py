@@ -71,14 +71,14 @@ def test_permission_denied_is_reported(tmp_path: Path, monkeypatch: pytest.Monke
 def test_discover_skips_unknown_hidden_and_ignored(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.md").write_text("# A\n\ntext", encoding="utf-8")
-    (tmp_path / "docs" / "image.png").write_bytes(b"\x89PNG")
+    (tmp_path / "docs" / "tool.exe").write_bytes(b"MZ\x90")
     (tmp_path / "docs" / ".hidden.md").write_text("x", encoding="utf-8")
     (tmp_path / "docs" / "questions.jsonl").write_text("{}", encoding="utf-8")
     (tmp_path / "docs" / ".ragignore").write_text("# comment\nquestions.jsonl\n", encoding="utf-8")
     found = discover([tmp_path / "docs", tmp_path / "missing"])
     assert [f.source for f in found.files] == ["a.md"]
     reasons = {s["path"]: s["reason"] for s in found.skipped}
-    assert "unsupported" in reasons["image.png"]
+    assert "unsupported" in reasons["tool.exe"]
     assert "ragignore" in reasons["questions.jsonl"]
     assert "no such" in reasons[str(tmp_path / "missing")]
 
