@@ -36,6 +36,8 @@ INSTALL_HINT = "install rag-pipeline[ocr]"
 # Two boxes are on one line when their vertical centres are closer than this share of the
 # smaller box's height (a line of mixed font sizes still has close centres).
 SAME_LINE = 0.5
+# Boxes of one line further apart than this share of the text height are separate phrases.
+GAP = 0.5
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,8 @@ def reading_order(boxes: Iterable[OcrBox]) -> list[list[OcrBox]]:
 
 
 def page_text(boxes: Iterable[OcrBox], min_confidence: float) -> OcrText:
-    """Join the boxes at or over ``min_confidence`` into lines of text (see ``reading_order``).
-
-    Boxes on one line are joined by a space: the engine already keeps the spaces inside a box,
-    and separate boxes on a line are separate phrases (table cells, a price beside a name).
-    """
+    """Join the boxes at or over ``min_confidence`` into lines of text (see ``reading_order``
+    and ``_join_line``)."""
     kept: list[OcrBox] = []
     dropped = 0
     for box in boxes:
@@ -108,10 +107,34 @@ def page_text(boxes: Iterable[OcrBox], min_confidence: float) -> OcrText:
             kept.append(box)
         elif box.text.strip():
             dropped += 1
-    lines = [" ".join(b.text.strip() for b in line) for line in reading_order(kept)]
+    lines = [_join_line(line) for line in reading_order(kept)]
     chars = sum(len(b.text.strip()) for b in kept)
     confidence = sum(b.confidence * len(b.text.strip()) for b in kept) / chars if chars else None
     return OcrText("\n".join(lines), confidence, dropped)
+
+
+def _join_line(line: list[OcrBox]) -> str:
+    """The text of one line's boxes, left to right.
+
+    Boxes far apart are separate phrases (table cells, a price beside a name): a space between
+    them. Boxes that touch or overlap are one phrase the detector cut in two, and where they
+    overlap the engine often reads the same character in both ("修 修改"): joined without a
+    space, and a repeat of up to 3 characters across the seam is read once.
+    """
+    text = line[0].text.strip()
+    for previous, box in zip(line, line[1:], strict=False):
+        piece = box.text.strip()
+        gap = box.left - previous.right
+        if gap >= GAP * min(previous.height, box.height):
+            text += " " + piece
+            continue
+        if gap < 0:
+            for size in range(min(3, len(piece), len(text)), 0, -1):
+                if text.endswith(piece[:size]):
+                    piece = piece[size:]
+                    break
+        text += piece
+    return text
 
 
 def import_engine() -> Any:

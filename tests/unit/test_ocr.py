@@ -59,6 +59,15 @@ def test_boxes_are_read_top_to_bottom_then_left_to_right() -> None:
     assert page_text(boxes, 0.5).text == "第一行 尾\n商品 价格\n第三行"
 
 
+def test_a_line_cut_in_two_is_joined_and_its_seam_read_once() -> None:
+    # The detector cut "四、修改登录密码" into overlapping boxes that both read "修".
+    left = OcrBox("四、修", 0.9, left=10, top=10, right=130, bottom=44)
+    right = OcrBox("修改登录密码", 0.95, left=100, top=11, right=330, bottom=45)
+    touching = OcrBox("（必填）", 0.95, left=335, top=10, right=460, bottom=44)
+    far = OcrBox("第3页", 0.95, left=700, top=10, right=780, bottom=44)
+    assert page_text([far, touching, right, left], 0.5).text == "四、修改登录密码（必填） 第3页"
+
+
 def test_close_lines_do_not_merge() -> None:
     # Tight line spacing: centres 20 px apart with 24 px boxes stay two lines.
     boxes = [_box("上一行", 10, 0, height=24), _box("下一行", 10, 20, height=24)]
