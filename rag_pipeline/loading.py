@@ -606,6 +606,14 @@ def _page_list(numbers: list[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
+def _has_images(page: Any) -> bool:
+    """Whether a page holds images (lists the image objects, decodes none of them)."""
+    try:
+        return len(page.images) > 0
+    except Exception:  # a damaged image dictionary: something is there, OCR will say what
+        return True
+
+
 def _scanned_problem(numbers: list[int]) -> str:
     if len(numbers) == 1:
         return f"page {numbers[0]}: scanned page (no text layer), {INSTALL_HINT} to read it"
@@ -667,7 +675,7 @@ def _load_pdf(file: SourceFile, data: bytes, problems: list[str], ctx: _Context)
             text = page.extract_text() or ""
             if text.strip():
                 texts.append((number, text))
-            elif len(page.images):  # lists the image objects, decodes none of them
+            elif _has_images(page):
                 scanned.append((number, page))
         title = reader.metadata.title if reader.metadata else None
     except LoadError:
