@@ -7,7 +7,8 @@ it on first use: loading the models takes a while).
 
 The engine returns boxes of text in no guaranteed order; ``reading_order`` puts them back
 into lines (top to bottom, left to right within a line) and ``page_text`` drops the lines
-whose recognition confidence is under the minimum before joining them.
+whose recognition confidence is under the minimum before joining them (a paragraph the layout
+wrapped mid-sentence is joined back into one line).
 
 >>> boxes = [
 ...     OcrBox("第二行", 0.9, left=10, top=60, right=90, bottom=90),
@@ -21,6 +22,7 @@ whose recognition confidence is under the minimum before joining them.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,9 @@ INSTALL_HINT = "install rag-pipeline[ocr]"
 SAME_LINE = 0.5
 # Boxes of one line further apart than this share of the text height are separate phrases.
 GAP = 0.5
+# A line this long that reaches the right edge and ends mid-sentence goes on on the next line.
+WRAP_MIN_CHARS = 12
+_CONTINUES = re.compile(r"[\u3400-\u9fff，、（“《0-9A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -107,10 +112,40 @@ def page_text(boxes: Iterable[OcrBox], min_confidence: float) -> OcrText:
             kept.append(box)
         elif box.text.strip():
             dropped += 1
-    lines = [_join_line(line) for line in reading_order(kept)]
     chars = sum(len(b.text.strip()) for b in kept)
     confidence = sum(b.confidence * len(b.text.strip()) for b in kept) / chars if chars else None
-    return OcrText("\n".join(lines), confidence, dropped)
+    return OcrText(_unwrap(reading_order(kept)), confidence, dropped)
+
+
+def _unwrap(lines: list[list[OcrBox]]) -> str:
+    """The lines as text, with the breaks the layout made inside a Chinese sentence undone.
+
+    A screenshot or scan wraps a paragraph wherever the width ends, often mid-word ("武汉市东"
+    / "西湖区"); kept, the break cuts sentences in two for the splitter and the answerer. A line
+    continues on the next one when it is long (``WRAP_MIN_CHARS``), reaches the right edge of
+    the text block, ends with Chinese text or a comma (not 。！？：；), and the next line
+    starts at the left edge. Titles (centred), short lines and list items keep their break.
+    """
+    if not lines:
+        return ""
+    texts = [_join_line(line) for line in lines]
+    left = min(line[0].left for line in lines)
+    right = max(line[-1].right for line in lines)
+    out = [texts[0]]
+    for n in range(1, len(lines)):
+        above, below = lines[n - 1], lines[n]
+        height = min(b.height for b in above)
+        wrapped = (
+            len(texts[n - 1]) >= WRAP_MIN_CHARS
+            and above[-1].right >= right - 1.5 * height
+            and below[0].left <= left + 0.5 * height
+            and _CONTINUES.match(texts[n - 1][-1]) is not None
+        )
+        if wrapped:
+            out[-1] += texts[n]
+        else:
+            out.append(texts[n])
+    return "\n".join(out)
 
 
 def _join_line(line: list[OcrBox]) -> str:

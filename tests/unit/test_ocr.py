@@ -68,6 +68,32 @@ def test_a_line_cut_in_two_is_joined_and_its_seam_read_once() -> None:
     assert page_text([far, touching, right, left], 0.5).text == "四、修改登录密码（必填） 第3页"
 
 
+def test_a_paragraph_wrapped_by_the_layout_is_one_line_again() -> None:
+    def line(text: str, top: float, left: float = 20) -> OcrBox:
+        return OcrBox(text, 0.99, left, top, left + 30 * len(text), top + 30)
+
+    boxes = [
+        line("退货地址变更", 10, left=200),  # a centred title
+        line("自6月1日起，自行寄回的退货请寄到武汉市东", 60),  # 21 chars: the full width
+        line("西湖区银潭路168号，电话", 100),  # wrapped: goes on
+        line("027-5550-6618。", 140),
+        line("原杭州仓地址从6月1日起停止接收退货包裹。", 190),  # ends a sentence at the edge
+        line("预约上门取件的不需要填写地址，快递员会直", 230),
+        line("接送到退货处理中心。", 270),
+        line("一、短的列表项", 320),
+        line("二、短的列表项", 360),
+    ]
+    assert page_text(boxes, 0.5).text.split("\n") == [
+        "退货地址变更",
+        "自6月1日起，自行寄回的退货请寄到武汉市东西湖区银潭路168号，电话",
+        "027-5550-6618。",
+        "原杭州仓地址从6月1日起停止接收退货包裹。",
+        "预约上门取件的不需要填写地址，快递员会直接送到退货处理中心。",
+        "一、短的列表项",
+        "二、短的列表项",
+    ]
+
+
 def test_close_lines_do_not_merge() -> None:
     # Tight line spacing: centres 20 px apart with 24 px boxes stay two lines.
     boxes = [_box("上一行", 10, 0, height=24), _box("下一行", 10, 20, height=24)]
