@@ -9,6 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
+# The sample corpus's files with no text layer: read by OCR (the [ocr] extra) only.
+CORPUS_OCR_FILES = frozenset(
+    {"announcements/2025-return-address-change.png", "aftersales/trade-in-subsidy-scan.pdf"}
+)
 
 # Provider variables a developer may have exported; no test may see them.
 PROVIDER_VARIABLES = (

@@ -18,6 +18,7 @@ from rag_pipeline import ocr as ocr_module
 from rag_pipeline.indexing import ingest
 from rag_pipeline.loading import LoadError, SourceFile, load_file
 from rag_pipeline.ocr import OcrReader
+from tests.conftest import CORPUS, CORPUS_OCR_FILES
 from tests.helpers import counting_model, memory_settings
 
 pytest.importorskip("rapidocr_onnxruntime", reason="the [ocr] extra is not installed")
@@ -127,3 +128,14 @@ def test_one_engine_serves_an_ingest_run(
     report = ingest([corpus], settings, model=model)
     assert report.files_failed == [] and report.files_ingested == 2
     assert len(built) == 1
+
+
+def test_the_sample_corpus_images_are_read(reader: OcrReader) -> None:
+    texts = {}
+    for name in sorted(CORPUS_OCR_FILES):
+        docs = load_file(SourceFile(CORPUS / name, CORPUS), ocr=reader)
+        assert all(d.metadata["ocr"] is True and d.metadata["ocr_confidence"] > 0.9 for d in docs)
+        texts[name] = "\n".join(d.page_content for d in docs)
+    # What the questions of corpus/questions.jsonl about these files look for.
+    assert "银潭路168号" in texts["announcements/2025-return-address-change.png"]
+    assert "旧空调补贴150元" in texts["aftersales/trade-in-subsidy-scan.pdf"]
