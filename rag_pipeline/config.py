@@ -35,6 +35,7 @@ from pydantic_settings import (
 )
 
 from rag_pipeline.errors import ConfigurationError
+from rag_pipeline.ocr import DEFAULT_MIN_CONFIDENCE
 
 ENV_PREFIX = "RAG_"
 DEFAULT_REFUSAL = "抱歉，知识库中没有找到相关信息，已为您转人工客服。"
@@ -241,6 +242,8 @@ class IngestSettings(_Section):
     follow_symlinks: bool = False
     # Which header row makes a table (CSV, JSONL keys, an Excel sheet) an FAQ.
     faq_columns: FaqColumnSettings = Field(default_factory=FaqColumnSettings)
+    # OCR (the [ocr] extra) drops recognized lines less sure than this (0..1): noise scores low.
+    ocr_min_confidence: float = Field(default=DEFAULT_MIN_CONFIDENCE, ge=0, le=1)
 
 
 class LLMSettings(_Section):

@@ -30,6 +30,7 @@ from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.embeddings import EmbeddingModel, build_embedding_model, cached
 from rag_pipeline.loading import Discovery, LoadError, SourceFile, discover, load_file
 from rag_pipeline.locking import collection_lock
+from rag_pipeline.ocr import OcrReader
 from rag_pipeline.splitting import MIN_TEXT_CHARS, split_documents
 from rag_pipeline.stores import VectorBackend, connect, open_store
 from rag_pipeline.stores.base import group_of, source_key
@@ -88,6 +89,7 @@ def _file_groups(
     group: list[Document] = []
     loaded: list[SourceFile] = []
     limit = max_file_chunks()
+    ocr = OcrReader(settings.ingest.ocr_min_confidence)  # one engine for the run, loaded lazily
     for done, file in enumerate(files, start=1):
         problems: list[str] = []  # FAQ rows left out of a file that is otherwise ingested
         try:
@@ -97,6 +99,7 @@ def _file_groups(
                 problems=problems,
                 faq_columns=settings.ingest.faq_columns,
                 table_chunk_chars=settings.split.chunk_size,
+                ocr=ocr,
             )
             dropped: list[Document] = []
             chunks = split_documents(docs, settings.split, dropped=dropped)
@@ -132,7 +135,7 @@ def _file_groups(
                     {
                         "path": file.source,
                         "reason": "; ".join(problems)
-                        + " (left out: fix and ingest again; the file's other rows were ingested)",
+                        + " (left out: fix and ingest again; the rest of the file was ingested)",
                     }
                 )
         if len(group) >= group_size or done == len(files):

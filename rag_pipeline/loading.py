@@ -2,8 +2,10 @@
 
 One Document per file, per page for PDF, per slide for PowerPoint, per question/answer pair for
 FAQ files and FAQ sheets of a workbook, and per group of rows (header repeated) for the other
-sheets. HTML and DOCX are turned into Markdown-like text (headings as ``#``, table rows as
-``a | b | c`` lines) so the splitter can keep headings and rows together.
+sheets. Images, and PDF pages without a text layer, are read by OCR when the ``[ocr]`` extra is
+installed (``rag_pipeline.ocr``) and reported as needing it when it is not. HTML and DOCX are
+turned into Markdown-like text (headings as ``#``, table rows as ``a | b | c`` lines) so the
+splitter can keep headings and rows together.
 
 >>> from pathlib import Path
 >>> files = discover([Path("corpus")])            # doctest: +SKIP
@@ -27,7 +29,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.documents import Document
 
-from rag_pipeline.errors import LoadError
+from rag_pipeline.errors import LoadError, MissingExtraError
+from rag_pipeline.ocr import IMAGE_SUFFIXES, INSTALL_HINT, OcrReader, OcrText
 from rag_pipeline.synonyms import FILE_NAME as SYNONYMS_FILE
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ SUPPORTED_SUFFIXES = (
     | MARKDOWN_SUFFIXES
     | HTML_SUFFIXES
     | {".pdf", ".docx", ".csv", ".jsonl", ".xlsx", ".xls", ".pptx"}
+    | IMAGE_SUFFIXES
 )
 IGNORE_FILE = ".ragignore"
 # ``NAME.meta.json`` beside a file holds metadata merged into every chunk of NAME.
@@ -50,7 +54,7 @@ RESERVED_METADATA = frozenset(
     {"source", "file_type", "title", "markup", "page", "doc_type", "headers", "start_index"}
     | {"chunk_index", "content_hash", "score", "dense_relevance", "keyword_coverage", "bm25"}
     | {"rerank_score", "faq_question", "faq_answer", "faq_alternatives", "row", "row_end"}
-    | {"sheet"}
+    | {"sheet", "ocr", "ocr_confidence"}
 )
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 _CJK_OR_COMMA = re.compile(r"[\u3400-\u9fff，、（“]")
@@ -587,34 +591,170 @@ def _unwrap_pdf_lines(text: str) -> str:
     return "\n".join(out)
 
 
+def _page_list(numbers: list[int]) -> str:
+    """Page numbers as short ranges.
+
+    >>> _page_list([1, 2, 3, 5, 7, 8])
+    '1-3, 5, 7-8'
+    """
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def _has_images(page: Any) -> bool:
+    """Whether a page holds images (lists the image objects, decodes none of them)."""
+    try:
+        return len(page.images) > 0
+    except Exception:  # a damaged image dictionary: something is there, OCR will say what
+        return True
+
+
+def _scanned_problem(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"page {numbers[0]}: scanned page (no text layer), {INSTALL_HINT} to read it"
+    return (
+        f"pages {_page_list(numbers)}: scanned pages (no text layer), {INSTALL_HINT} to read them"
+    )
+
+
+def _ocr_page(page: Any, number: int, ctx: _Context) -> OcrText:
+    """The OCR'd text of a page without a text layer: each of its images (a scanned page is
+    normally one), in the order the page lists them."""
+    parts: list[OcrText] = []
+    try:
+        images = list(page.images)
+        for image in images:
+            parts.append(ctx.ocr.read_image(image.image))
+    except LoadError as e:
+        raise LoadError(f"page {number}: {e}") from e
+    except Exception as e:  # pypdf / Pillow errors on an image it cannot decode
+        raise LoadError(
+            f"page {number}: scanned page whose image cannot be read ({type(e).__name__}: {e})"
+        ) from e
+    text = "\n\n".join(part.text for part in parts if part.text)
+    chars = sum(len(part.text) for part in parts if part.confidence is not None)
+    confidence = (
+        sum(part.confidence * len(part.text) for part in parts if part.confidence is not None)
+        / chars
+        if chars
+        else None
+    )
+    return OcrText(text, confidence, sum(part.dropped for part in parts))
+
+
+def _no_ocr_text(where: str, result: OcrText, ctx: _Context) -> str:
+    reason = f"{where}: OCR found no text"
+    if result.dropped:
+        reason += (
+            f" ({result.dropped} line(s) under the minimum confidence "
+            f"{ctx.ocr.min_confidence:g}: lower RAG_INGEST__OCR_MIN_CONFIDENCE to keep them)"
+        )
+    return reason
+
+
 def _load_pdf(file: SourceFile, data: bytes, problems: list[str], ctx: _Context) -> list[Document]:
+    """One Document per page with text. A page without a text layer (no extractable text, or
+    only whitespace) that holds images is a scanned page: OCR'd with the extra (``ocr: true``
+    in its metadata), listed in ``problems`` without it, never silently empty. A page with
+    neither text nor images is blank and left out."""
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
+    texts: list[tuple[int, str]] = []
+    scanned: list[tuple[int, Any]] = []
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise LoadError("PDF is encrypted: remove the password and ingest again")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        for number, page in enumerate(reader.pages, start=1):
+            text = page.extract_text() or ""
+            if text.strip():
+                texts.append((number, text))
+            elif _has_images(page):
+                scanned.append((number, page))
         title = reader.metadata.title if reader.metadata else None
     except LoadError:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as e:
         raise LoadError(f"not a readable PDF ({type(e).__name__}: {e})") from e
-    docs = [
-        _doc(
-            _unwrap_pdf_lines(text.strip()),
-            file,
-            title=title or file.stem,
-            page=number,
-            markup="text",
+    pages: list[Document] = []
+    for number, text in texts:
+        pages.append(
+            _doc(
+                _unwrap_pdf_lines(text.strip()),
+                file,
+                title=title or file.stem,
+                page=number,
+                markup="text",
+            )
         )
-        for number, text in enumerate(pages, start=1)
-        if text.strip()
+    if scanned:
+        try:
+            ctx.ocr.ensure_available()
+        except MissingExtraError:
+            # The text pages are still ingested; the scanned ones are named in the report.
+            problems.append(_scanned_problem([number for number, _ in scanned]))
+            scanned = []
+    for number, page in scanned:
+        try:
+            result = _ocr_page(page, number, ctx)
+        except LoadError as e:
+            problems.append(str(e))
+            continue
+        if not result.text:
+            problems.append(_no_ocr_text(f"page {number}: scanned page", result, ctx))
+            continue
+        pages.append(
+            _doc(
+                result.text,
+                file,
+                title=title or file.stem,
+                page=number,
+                markup="text",
+                ocr=True,
+                ocr_confidence=_rounded(result.confidence),
+            )
+        )
+    pages.sort(key=lambda doc: doc.metadata["page"])
+    return _rows_or_raise(
+        pages, problems, "PDF has no extractable text and no page images (blank pages?)"
+    )
+
+
+def _rounded(confidence: float | None) -> float | None:
+    return None if confidence is None else round(confidence, 3)
+
+
+def _load_image(
+    file: SourceFile, data: bytes, problems: list[str], ctx: _Context
+) -> list[Document]:
+    """A screenshot or photo of text, read by OCR (lines in reading order)."""
+    try:
+        ctx.ocr.ensure_available()
+    except MissingExtraError as e:
+        raise LoadError(
+            f"images are read by OCR, which is not installed: {INSTALL_HINT} "
+            '(pip install "rag-pipeline[ocr]")'
+        ) from e
+    result = ctx.ocr.read(data)
+    if not result.text:
+        raise LoadError(_no_ocr_text("image", result, ctx))
+    first_line = result.text.split("\n", 1)[0].strip()
+    return [
+        _doc(
+            result.text,
+            file,
+            title=first_line[:60] or file.stem,
+            markup="text",
+            ocr=True,
+            ocr_confidence=_rounded(result.confidence),
+        )
     ]
-    if not docs:
-        raise LoadError("PDF has no extractable text (scanned images?): OCR it first")
-    return docs
 
 
 def _pick_value(row: dict[str, Any], keys: frozenset[str]) -> Any:
@@ -742,6 +882,8 @@ class _Context:
 
     faq: FaqColumns
     table_chunk_chars: int = DEFAULT_TABLE_CHUNK_CHARS
+    # Shared by the files of an ingest run, so the OCR models load once (and only if needed).
+    ocr: OcrReader = field(default_factory=OcrReader)
 
 
 def _cell_text(value: object) -> str:
@@ -1062,6 +1204,7 @@ _LOADERS = {
     ".xlsx": _load_xlsx,
     ".xls": _load_xls,
     ".pptx": _load_pptx,
+    **dict.fromkeys(IMAGE_SUFFIXES, _load_image),
 }
 
 
@@ -1072,6 +1215,7 @@ def load_file(
     problems: list[str] | None = None,
     faq_columns: FaqColumnSettings | None = None,
     table_chunk_chars: int = DEFAULT_TABLE_CHUNK_CHARS,
+    ocr: OcrReader | None = None,
 ) -> list[Document]:
     """Read one file into Documents; raise LoadError with a human reason when it can't.
 
@@ -1080,7 +1224,9 @@ def load_file(
     other rows load; without one, such a row fails the whole file. ``faq_columns`` names the
     header cells of an FAQ table; a spreadsheet's other sheets are cut into chunks of whole
     rows of up to ``table_chunk_chars`` characters (the splitter keeps them as they are, since
-    only the loader knows which sheet row each line came from).
+    only the loader knows which sheet row each line came from). ``ocr`` reads images and
+    scanned PDF pages; pass one reader for many files so its models load once (without one,
+    a reader with the default minimum confidence is made for this file).
     """
     loader = _LOADERS.get(file.path.suffix.lower())
     if loader is None:
@@ -1101,7 +1247,7 @@ def load_file(
     if not data or data.isspace():  # no copy of a large file
         raise LoadError("file is empty")
     collected: list[str] = []
-    ctx = _Context(FaqColumns.of(faq_columns), table_chunk_chars)
+    ctx = _Context(FaqColumns.of(faq_columns), table_chunk_chars, ocr or OcrReader())
     docs = loader(file, data, collected, ctx)
     del data  # the bytes of a large file are not needed while its metadata is merged
     if collected:

@@ -1,5 +1,5 @@
-"""Benchmarks for rag_pipeline: ingest throughput, question-answering and retrieval latency, and
-the vector-store backends.
+"""Benchmarks for rag_pipeline: ingest throughput, question-answering and retrieval latency,
+the vector-store backends, and OCR.
 
 Each subcommand is one module of ``scripts/benchmarks/`` (its docstring says what it
 measures); the helpers they share (machine information with the load average, timing, the one
@@ -21,6 +21,7 @@ Run from the repository root::
         [--out bench-results/stores.json]
     python scripts/bench.py serve [--requests 300] [--concurrency 1,16,64]
         [--out bench-results/serve.json]
+    python scripts/bench.py ocr [--per-set 8] [--out bench-results/ocr.json]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from benchmarks import ask, ingest, retrieval, serve, stores
+from benchmarks import ask, ingest, ocr, retrieval, serve, stores
 
 HELP = {
     "ingest": "ingest throughput vs the raw embedder",
@@ -37,6 +38,7 @@ HELP = {
     "retrieval": "hybrid vs dense-only retrieval latency at a large index",
     "stores": "vector-store backends on random vectors: insert, query, recall, reopen",
     "serve": "the HTTP service at several concurrencies vs in-process asks",
+    "ocr": "OCR character accuracy and images per second (the [ocr] extra)",
 }
 
 
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("retrieval", retrieval),
         ("stores", stores),
         ("serve", serve),
+        ("ocr", ocr),
     ):
         command = sub.add_parser(
             name,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the PDF, DOCX, XLSX and PPTX documents of the sample corpus (corpus/).
+"""Generate the PDF, DOCX, XLSX, PPTX and image documents of the sample corpus (corpus/).
 
 The source text of every generated document lives in this file, so the
 binary files in corpus/ can always be rebuilt:
@@ -17,6 +17,8 @@ DOCX files are written with python-docx, using real "Heading 1"/"Heading 2"
 styles and one table each. The Excel workbook (openpyxl) has an FAQ sheet with a
 similar-questions column and a table sheet with merged cells; the slide deck
 (python-pptx) has titles, text boxes, a table and speaker notes.
+A screenshot-style PNG announcement and a scanned PDF page (an image, no text layer) are
+rendered with Pillow in the same CJK font; ingest reads them with the [ocr] extra.
 
 Output is reproducible: fixed PDF/DOCX metadata dates, and the DOCX zip
 entries are rewritten with a fixed timestamp, so re-running produces
@@ -819,6 +821,123 @@ def write_pptx(doc: dict) -> Path:
 
 
 # ---------------------------------------------------------------------------
+# Images read by OCR (the [ocr] extra): a screenshot-style announcement (PNG) and a scanned
+# page (a PDF whose page is one image, no text layer). What they say is in no text file, so
+# only OCR can answer the questions about them.
+
+RETURN_ADDRESS_NOTICE = {
+    "path": "announcements/2025-return-address-change.png",
+    "title": "关于退货寄回地址变更的通知",
+    "paragraphs": [
+        "发布日期：2025年5月20日",
+        "尊敬的小禾优选用户：",
+        "为了加快退货质检和退款速度，自营商品的退货统一由新建的武汉退货处理中心接收。",
+        "自2025年6月1日起，自行寄回的退货请寄到：湖北省武汉市东西湖区银潭路168号，小禾优选退货处理中心收，电话027-5550-6618。",
+        "原杭州仓退货地址从6月1日起停止接收。5月31日前已经寄出的退货包裹照常处理，不受影响。",
+        "预约上门取件的退货不需要填写地址，快递员会直接送到退货处理中心。",
+        "寄回时请在包裹内放一张写有订单号的纸条，方便仓库快速核对。",
+    ],
+    "footer": "小禾优选售后服务中心",
+}
+
+TRADE_IN_SCAN = {
+    "path": "aftersales/trade-in-subsidy-scan.pdf",
+    "title": "小禾优选家电以旧换新补贴标准",
+    "paragraphs": [
+        "本标准自2025年4月1日起执行。",
+        "一、购买大家电时，可以在下单页勾选“以旧换新”，预约旧机回收。送装师傅上门安装新机时，一并拆除并带走旧机。",
+        "二、补贴标准：每回收一台旧冰箱或旧洗衣机补贴100元，旧空调补贴150元，旧电视机补贴80元。",
+        "三、旧机品牌不限，但需要整机完整；每个订单限回收1台与新机同品类的旧机。",
+        "四、补贴在新机安装完成后3个工作日内，以小禾钱包余额的形式发放，可以提现。",
+        "五、旧机拆除免费；需要从高层搬运且没有电梯的，按安装收费标准另收搬运费。",
+    ],
+    "footer": "小禾优选售后服务中心（盖章）",
+}
+
+
+class _PillowMeasure:
+    """What ``wrap_text`` needs from an FPDF object, measured with a Pillow font instead."""
+
+    def __init__(self, font) -> None:
+        self.font = font
+
+    def get_string_width(self, text: str) -> float:
+        return self.font.getlength(text)
+
+
+def _render_page(doc: dict, font_path: Path, font_index: int, width: int, size: int, banner):
+    """The announcement as a greyscale/RGB Pillow image: a title (on a coloured banner for a
+    screenshot), wrapped paragraphs, a right-aligned footer."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    body = ImageFont.truetype(str(font_path), size, index=font_index)
+    heading = ImageFont.truetype(str(font_path), int(size * 1.35), index=font_index)
+    margin = size * 2
+    step = int(size * 1.7)
+    lines: list[str | None] = []  # None: a paragraph gap
+    for paragraph in doc["paragraphs"]:
+        lines.extend(wrap_text(_PillowMeasure(body), paragraph, width - 2 * margin))
+        lines.append(None)
+    top = int(size * 4.5)
+    height = top + step * len(lines) + size * 4
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    if banner:
+        draw.rectangle([0, 0, width, int(size * 3.2)], fill=banner)
+        draw.text((margin, int(size * 0.8)), doc["title"], font=heading, fill="white")
+    else:
+        title_width = heading.getlength(doc["title"])
+        draw.text(((width - title_width) / 2, size), doc["title"], font=heading, fill=(20, 20, 20))
+    y = top
+    for line in lines:
+        if line is not None:
+            draw.text((margin, y), line, font=body, fill=(30, 30, 30))
+        y += step if line is not None else step // 2
+    footer_width = body.getlength(doc["footer"])
+    draw.text(
+        (width - margin - footer_width, y + size), doc["footer"], font=body, fill=(30, 30, 30)
+    )
+    return image
+
+
+def write_screenshot(doc: dict, font_path: Path, font_index: int) -> Path:
+    """A phone-app style announcement screenshot (PNG, no text layer anywhere)."""
+    image = _render_page(doc, font_path, font_index, width=900, size=28, banner=(255, 122, 0))
+    out = CORPUS / doc["path"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out, "PNG", optimize=True)
+    return out
+
+
+def write_scanned_pdf(doc: dict, font_path: Path, font_index: int) -> Path:
+    """One A4 page scanned at 150 dpi: the text rendered to a greyscale image with a slightly
+    grey paper and speckles, wrapped into a PDF page with no text layer (Pillow writes it)."""
+    import random
+
+    from PIL import Image
+
+    page = _render_page(doc, font_path, font_index, width=1240, size=30, banner=None)
+    scan = Image.new("L", (1240, 1754), 246)
+    scan.paste(page.convert("L").point(lambda v: min(v, 246)), (0, 80))
+    rng = random.Random(15)  # fixed speckles: the file stays byte-identical
+    for _ in range(1500):
+        scan.putpixel((rng.randrange(1240), rng.randrange(1754)), rng.randrange(170, 235))
+    out = CORPUS / doc["path"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fixed = FIXED_DATE.timetuple()  # Pillow writes a struct_time as a PDF date
+    scan.save(
+        out,
+        "PDF",
+        resolution=150,
+        title=doc["title"],
+        author=AUTHOR,
+        creationDate=fixed,
+        modDate=fixed,
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -831,7 +950,9 @@ def main(argv: list[str] | None = None) -> int:
         help="font number inside a .ttc collection (default: auto)",
     )
     parser.add_argument(
-        "--only", choices=["pdf", "docx", "xlsx", "pptx"], help="build only one format"
+        "--only",
+        choices=["pdf", "docx", "xlsx", "pptx", "ocr"],
+        help="build only one format (ocr: the PNG screenshot and the scanned PDF)",
     )
     args = parser.parse_args(argv)
 
@@ -848,6 +969,10 @@ def main(argv: list[str] | None = None) -> int:
         written.append(write_xlsx(FAQ_WORKBOOK))
     if args.only in (None, "pptx"):
         written.append(write_pptx(MEMBER_DAY_DECK))
+    if args.only in (None, "ocr"):
+        font_path, font_index = find_font(args.font, args.font_index)
+        written.append(write_screenshot(RETURN_ADDRESS_NOTICE, font_path, font_index))
+        written.append(write_scanned_pdf(TRADE_IN_SCAN, font_path, font_index))
     for path in written:
         print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes)")
     return 0

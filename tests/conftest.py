@@ -11,6 +11,10 @@ from rag_pipeline.testing.environment import PROVIDER_VARIABLES, is_leaky
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
+# The sample corpus's files with no text layer: read by OCR (the [ocr] extra) only.
+CORPUS_OCR_FILES = frozenset(
+    {"announcements/2025-return-address-change.png", "aftersales/trade-in-subsidy-scan.pdf"}
+)
 
 # The fixtures of rag_pipeline.testing (rag_settings, model_server, chroma_server, ...) come
 # from its pytest11 entry point, active in the editable install as in a user's; pytester runs

@@ -82,7 +82,8 @@ def test_bad_files_are_reported_and_the_rest_ingested(tmp_path: Path, capsys) ->
     (corpus / "broken.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(1000))
     (corpus / "random.docx").write_bytes(os.urandom(2000))
     (corpus / "empty.txt").write_bytes(b"")
-    (corpus / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    (corpus / "photo.jpg").write_bytes(b"\xff\xd8\xff")  # a truncated JPEG: read by OCR
+    (corpus / "tool.exe").write_bytes(b"MZ\x90")
     data = tmp_path / "data"
     os.environ["RAG_EMBEDDINGS__PROVIDER"] = "fake"
     try:
@@ -93,12 +94,16 @@ def test_bad_files_are_reported_and_the_rest_ingested(tmp_path: Path, capsys) ->
 
     report = json.loads(capsys.readouterr().out)
     assert code == 3
-    assert report["files_ingested"] == 3 and report["files_seen"] == 6
+    assert report["files_ingested"] == 3 and report["files_seen"] == 7
     failed = {f["path"]: f["reason"] for f in report["files_failed"]}
-    assert set(failed) == {"broken.pdf", "random.docx", "empty.txt"}
+    assert set(failed) == {"broken.pdf", "random.docx", "empty.txt", "photo.jpg"}
+    # Not an image with the [ocr] extra, the extra's name without it.
+    assert (
+        "not a readable image" in failed["photo.jpg"] or "rag-pipeline[ocr]" in failed["photo.jpg"]
+    )
     assert "PDF" in failed["broken.pdf"] and "docx" in failed["random.docx"]
     assert "empty" in failed["empty.txt"]
-    assert [s["path"] for s in report["files_skipped"]] == ["photo.jpg"]
+    assert [s["path"] for s in report["files_skipped"]] == ["tool.exe"]
 
 
 def test_fingerprint_guard_names_the_fix(tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def test_random_bytes_and_bad_faq_row_are_reported_the_rest_ingested(
     failed = {f["path"]: f["reason"] for f in report["files_failed"]}
     assert set(failed) == {"faq.csv", "symbols.txt"}
     assert failed["symbols.txt"].startswith("no text")
-    assert "row 2" in failed["faq.csv"] and "other rows were ingested" in failed["faq.csv"]
+    assert "row 2" in failed["faq.csv"] and "rest of the file was ingested" in failed["faq.csv"]
     assert report["files_ingested"] == 2  # good.txt and faq.csv without its bad row
     model, _ = counting_model()
     stored = _sources(settings, model)

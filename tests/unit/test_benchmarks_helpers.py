@@ -111,3 +111,13 @@ def test_write_results_leaves_no_absolute_path(tmp_path: Path) -> None:
     assert str(tmp_path) not in text
     assert str(REPO) not in text
     assert json.loads(text)["repo"] == "."
+
+
+def test_the_ocr_benchmark_scores_by_edit_distance() -> None:
+    from scripts.benchmarks.ocr import levenshtein, normalise
+
+    assert levenshtein("kitten", "sitting") == 3
+    assert levenshtein("退货运费", "退款运费") == 1
+    assert levenshtein("", "abc") == levenshtein("abc", "") == 3
+    assert levenshtein("第一行第二行", "第二行第一行") == 2  # lines out of order cost edits
+    assert normalise(" 第一 行\n第二行 ") == "第一行第二行"

@@ -1,11 +1,12 @@
 import codecs
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from rag_pipeline.loading import LoadError, SourceFile, decode_text, discover, load_file
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, CORPUS_OCR_FILES
 
 TEXT = "退货说明：签收后7天内可申请无理由退货。运费满99元包邮。"
 
@@ -71,22 +72,31 @@ def test_permission_denied_is_reported(tmp_path: Path, monkeypatch: pytest.Monke
 def test_discover_skips_unknown_hidden_and_ignored(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.md").write_text("# A\n\ntext", encoding="utf-8")
-    (tmp_path / "docs" / "image.png").write_bytes(b"\x89PNG")
+    (tmp_path / "docs" / "tool.exe").write_bytes(b"MZ\x90")
     (tmp_path / "docs" / ".hidden.md").write_text("x", encoding="utf-8")
     (tmp_path / "docs" / "questions.jsonl").write_text("{}", encoding="utf-8")
     (tmp_path / "docs" / ".ragignore").write_text("# comment\nquestions.jsonl\n", encoding="utf-8")
     found = discover([tmp_path / "docs", tmp_path / "missing"])
     assert [f.source for f in found.files] == ["a.md"]
     reasons = {s["path"]: s["reason"] for s in found.skipped}
-    assert "unsupported" in reasons["image.png"]
+    assert "unsupported" in reasons["tool.exe"]
     assert "ragignore" in reasons["questions.jsonl"]
     assert "no such" in reasons[str(tmp_path / "missing")]
 
 
-def test_every_format_of_the_sample_corpus_loads() -> None:
+def test_every_format_of_the_sample_corpus_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the OCR extra (import blocked) its two files say so; tests/integration/test_ocr.py
+    # reads them with it.
+    monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
     found = discover([CORPUS])
     by_type: dict[str, int] = {}
+    needs_ocr = set()
     for file in found.files:
+        if file.source in CORPUS_OCR_FILES:
+            with pytest.raises(LoadError, match=r"install rag-pipeline\[ocr\]"):
+                load_file(file)
+            needs_ocr.add(file.source)
+            continue
         docs = load_file(file)
         assert docs, file.source
         for doc in docs:
@@ -94,11 +104,16 @@ def test_every_format_of_the_sample_corpus_loads() -> None:
             assert doc.metadata["source"] == file.source
         by_type[file.path.suffix] = by_type.get(file.path.suffix, 0) + 1
     assert {".md", ".txt", ".pdf", ".docx", ".html", ".csv"} <= set(by_type)
+    assert needs_ocr == CORPUS_OCR_FILES
     assert sum(n for suffix, n in by_type.items() if suffix != ".csv") >= 25
 
 
 def test_pdf_loads_one_document_per_page_with_chinese_text() -> None:
-    pdfs = sorted(CORPUS.rglob("*.pdf"))
+    pdfs = [
+        p
+        for p in sorted(CORPUS.rglob("*.pdf"))
+        if p.relative_to(CORPUS).as_posix() not in CORPUS_OCR_FILES
+    ]  # the scanned one has no text layer
     pages = [doc for pdf in pdfs for doc in load_file(SourceFile(pdf, CORPUS))]
     assert any(doc.metadata["page"] >= 2 for doc in pages)
     assert all(any("\u4e00" <= ch <= "\u9fff" for ch in doc.page_content) for doc in pages)
