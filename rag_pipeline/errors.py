@@ -89,3 +89,9 @@ class CollectionLockedError(RagError):
 
 class LoadError(RagError):
     """A file cannot be read; the message says why (ingest reports it and goes on)."""
+
+
+class NeedsExtraError(LoadError):
+    """Only an optional extra that is not installed could read the whole file (an image, a
+    fully scanned PDF without ``[ocr]``): ingest lists it as skipped, with the install hint,
+    rather than failed, so a default install ingests the rest and exits 0."""

@@ -28,6 +28,7 @@ from langchain_core.documents import Document
 from rag_pipeline.bm25 import KeywordMirror
 from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.embeddings import EmbeddingModel, build_embedding_model, cached
+from rag_pipeline.errors import NeedsExtraError
 from rag_pipeline.loading import Discovery, LoadError, SourceFile, discover, load_file
 from rag_pipeline.locking import collection_lock
 from rag_pipeline.ocr import OcrReader
@@ -116,6 +117,8 @@ def _file_groups(
                     f"{len(chunks):,} chunks, more than the {limit:,} one file may have: split "
                     "the file, raise RAG_SPLIT__CHUNK_SIZE or lower RAG_INGEST__MAX_FILE_MB"
                 )
+        except NeedsExtraError as e:
+            report.files_skipped.append({"path": file.source, "reason": str(e)})
         except LoadError as e:
             report.files_failed.append({"path": file.source, "reason": str(e)})
         except Exception as e:  # a parser bug must not stop the other files

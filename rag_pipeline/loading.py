@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.documents import Document
 
-from rag_pipeline.errors import LoadError, MissingExtraError
+from rag_pipeline.errors import LoadError, MissingExtraError, NeedsExtraError
 from rag_pipeline.ocr import IMAGE_SUFFIXES, INSTALL_HINT, OcrReader, OcrText
 from rag_pipeline.synonyms import FILE_NAME as SYNONYMS_FILE
 
@@ -696,9 +696,12 @@ def _load_pdf(file: SourceFile, data: bytes, problems: list[str], ctx: _Context)
     if scanned:
         try:
             ctx.ocr.ensure_available()
-        except MissingExtraError:
+        except MissingExtraError as e:
+            missing = _scanned_problem([number for number, _ in scanned])
+            if not pages:  # nothing else to read: the extra alone could read this file
+                raise NeedsExtraError(missing) from e
             # The text pages are still ingested; the scanned ones are named in the report.
-            problems.append(_scanned_problem([number for number, _ in scanned]))
+            problems.append(missing)
             scanned = []
     for number, page in scanned:
         try:
@@ -737,7 +740,7 @@ def _load_image(
     try:
         ctx.ocr.ensure_available()
     except MissingExtraError as e:
-        raise LoadError(
+        raise NeedsExtraError(
             f"images are read by OCR, which is not installed: {INSTALL_HINT} "
             '(pip install "rag-pipeline[ocr]")'
         ) from e
