@@ -1002,14 +1002,11 @@ def _sheet_docs(
         "| " + " | ".join("---" for _ in header) + " |",
     ]
     docs = []
-    group: list[tuple[int, str]] = []
 
-    def close() -> None:
-        text = "\n".join([*top, *(line for _, line in group)])
-        first, last = group[0][0], group[-1][0]
+    def table_doc(lines: list[str], first: int, last: int) -> None:
         docs.append(
             _doc(
-                text,
+                "\n".join(lines),
                 file,
                 title=sheet,
                 sheet=sheet,
@@ -1019,30 +1016,21 @@ def _sheet_docs(
                 markup="table",
             )
         )
-        group.clear()
 
-    size = sum(len(line) + 1 for line in top)
+    header_size = sum(len(line) + 1 for line in top)
+    group: list[tuple[int, str]] = []
+    size = header_size  # characters of the chunk being filled, kept as rows join it
     for number, cells in body:
         (line,) = _table_lines([cells])
-        if group and size + sum(len(x) + 1 for _, x in group) + len(line) > ctx.table_chunk_chars:
-            close()
+        if group and size + len(line) > ctx.table_chunk_chars:
+            table_doc([*top, *(row for _, row in group)], group[0][0], group[-1][0])
+            group, size = [], header_size
         group.append((number, line))
+        size += len(line) + 1
     if group:
-        close()
+        table_doc([*top, *(row for _, row in group)], group[0][0], group[-1][0])
     if not body:  # a header and nothing under it: still a (one-row) table
-        text = "\n".join(top[:2])
-        docs.append(
-            _doc(
-                text,
-                file,
-                title=sheet,
-                sheet=sheet,
-                row=rows[0][0],
-                row_end=rows[0][0],
-                doc_type="table",
-                markup="table",
-            )
-        )
+        table_doc(top[:2], rows[0][0], rows[0][0])
     return docs
 
 
