@@ -306,15 +306,7 @@ class ServeSettings(_Section):
     @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        # RAG_SERVE__API_KEYS=k1,k2 as well as a JSON list.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import json
-
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return _names(value)  # RAG_SERVE__API_KEYS=k1,k2 as well as a JSON list
 
 
 class Settings(BaseSettings):
