@@ -270,11 +270,18 @@ def _chroma_client(settings: Settings) -> Any:
         from rag_pipeline.datafolder import ensure_data_dir
 
         ensure_data_dir(settings)
+        import filelock
+
         try:
             settings.chroma_dir.mkdir(exist_ok=True)
-            return chromadb.PersistentClient(
-                path=str(settings.chroma_dir), settings=chroma_settings
-            )
+            # Chroma creates its database schema on the first open and two processes doing
+            # that at once can fail ("table collections already exists"): opens of one folder
+            # take turns (a fraction of a second each).
+            opening = filelock.FileLock(str(settings.data_dir / "chroma-open.lock"), timeout=60)
+            with opening:
+                return chromadb.PersistentClient(
+                    path=str(settings.chroma_dir), settings=chroma_settings
+                )
         except (ChromaError, OSError) as e:
             raise CorruptDataError(
                 f"cannot open the Chroma folder {settings.chroma_dir} ({type(e).__name__}: "
