@@ -21,6 +21,11 @@ Fixtures:
 * ``chroma_server``: one ``chroma run`` process on a free 127.0.0.1 port for the session;
   ``chroma_server.settings(rag_settings)`` points settings at a fresh collection on it.
 * ``milvus_lite``: settings on a milvus-lite file (skipped without the ``[milvus]`` extra).
+* ``postgres_server``: a throwaway PostgreSQL cluster on a free 127.0.0.1 port for the session
+  (:class:`~rag_pipeline.testing.postgres.PostgresServer`); ``postgres_server.fresh_database()``
+  gives the SQLAlchemy URL of a new empty database. Skipped without the ``[postgres]`` extra;
+  fails, saying how to install them, without the server binaries (``--rag-postgres-bindir``
+  names their folder).
 * ``ingested(folder_or_files, settings=None)``: ingest into ``rag_settings``' store, return the
   :class:`~rag_pipeline.indexing.IngestReport`.
 * ``model_server``: an OpenAI- and DashScope-compatible server for chat and embeddings
@@ -59,6 +64,7 @@ if TYPE_CHECKING:
     from rag_pipeline.indexing import IngestReport
     from rag_pipeline.testing.chroma import ChromaServer
     from rag_pipeline.testing.model_api import ModelServer
+    from rag_pipeline.testing.postgres import PostgresServer
 
 Ingest = Callable[..., "IngestReport"]
 STORES = ("persistent", "memory", "chroma_server", "milvus_lite")
@@ -69,6 +75,7 @@ STORES = ("persistent", "memory", "chroma_server", "milvus_lite")
 _LAZY = {
     "ChromaServer": "rag_pipeline.testing.chroma",
     "ModelServer": "rag_pipeline.testing.model_api",
+    "PostgresServer": "rag_pipeline.testing.postgres",
     "isolated_settings": "rag_pipeline.testing.settings",
     "override": "rag_pipeline.testing.settings",
 }
@@ -76,6 +83,7 @@ __all__ = [
     "ChromaServer",
     "Ingest",
     "ModelServer",
+    "PostgresServer",
     "assert_answers",
     "assert_no_model_call",
     "assert_refused",
@@ -98,6 +106,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rag_settings embed with the packaged local model (slower) instead of fake "
         "hashed-character embeddings, with the production score threshold",
+    )
+    group.addoption(
+        "--rag-postgres-bindir",
+        default=None,
+        metavar="DIR",
+        help="the folder of the PostgreSQL server programs the postgres_server fixture runs "
+        "(default: what `pg_config --bindir` prints, else the newest /usr/lib/postgresql/*/bin, "
+        "else initdb's folder on PATH)",
     )
 
 
@@ -170,6 +186,27 @@ def milvus_lite(rag_settings_factory: Callable[..., Settings], tmp_path: Path) -
             )
     uri = str(tmp_path / "milvus.db")
     return rag_settings_factory(store={"backend": "milvus", "uri": uri})
+
+
+@pytest.fixture(scope="session")
+def postgres_server(pytestconfig: pytest.Config) -> Iterator[PostgresServer]:
+    """A real PostgreSQL (a temporary ``initdb`` cluster) on a free 127.0.0.1 port, shared by
+    the session, stopped and deleted at its end; ``postgres_server.fresh_database()`` returns
+    the SQLAlchemy URL of a new empty database. Skipped when the ``[postgres]`` extra is not
+    installed; an error saying how to install them when the server binaries are missing."""
+    from rag_pipeline.testing.postgres import PostgresNotInstalled, find_bindir, missing_extra
+    from rag_pipeline.testing.postgres import postgres_server as running
+
+    reason = missing_extra()
+    if reason is not None:
+        pytest.skip(reason)
+    bindir = pytestconfig.getoption("rag_postgres_bindir")
+    try:
+        find_bindir(bindir)
+    except PostgresNotInstalled as e:  # a failure, not a skip: CI must have the server
+        pytest.fail(str(e), pytrace=False)
+    with running(bindir=bindir) as server:
+        yield server
 
 
 @pytest.fixture
