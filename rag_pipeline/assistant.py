@@ -41,6 +41,7 @@ from rag_pipeline.providers import openai_error
 if TYPE_CHECKING:
     from rag_pipeline.bm25 import KeywordSearcher
     from rag_pipeline.config import Settings
+    from rag_pipeline.retrieval import Visibility
     from rag_pipeline.synonyms import Synonyms
 
 Fallback = Literal["extractive", "refuse", "error"]
@@ -175,7 +176,7 @@ class Assistant:
         model: Any = None,
         synonyms: Synonyms | None = None,
         keyword: KeywordSearcher | None = None,
-        visible_ids: frozenset[str] | None = None,
+        visible_ids: Visibility | None = None,
     ) -> Assistant:
         """Open the store (must have been ingested) and build every part from ``settings``.
 

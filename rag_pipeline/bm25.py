@@ -3,8 +3,10 @@
 Tokens are Chinese character unigrams and bigrams (Simplified and Traditional alike, no
 dictionary to load), lower-cased English words, and whole codes such as ``rp-2024-07`` or
 ``hx-kb-3021``. The index lives in SQLite in the data folder, one namespace per collection, and
-is updated by ingest with the same chunk ids as the vector store (``KeywordMirror`` wraps the
-store that LangChain's ``index()`` writes to), so it is never rebuilt per question.
+is updated by ingest with the same chunk ids as the vector store (``keyword_index.KeywordMirror``
+wraps the store that LangChain's ``index()`` writes to), so it is never rebuilt per question.
+A search reads the posting lists of the question's terms from the database (``keyword_store``)
+and nothing else, so its cost does not grow with the collection's size.
 
 Besides BM25, a search reports each chunk's *coverage*: the share of the question's IDF weight
 that the chunk contains (0..1). A question whose distinctive words appear nowhere in the
@@ -19,21 +21,17 @@ from __future__ import annotations
 import json
 import math
 import re
-import sqlite3
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
-from langchain_core.embeddings import Embeddings
-from langchain_core.vectorstores import VectorStore
 
-from rag_pipeline.errors import CorruptDataError
 from rag_pipeline.stores.filters import check_where, matches
 from rag_pipeline.synonyms import Synonyms
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 _CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+)*")
@@ -55,7 +53,7 @@ _STOP = frozenset(
     "which who can could i my me you your it this that with at by from".split()
 )
 # Bump when tokenize() changes: indexes of an older version are rebuilt from the store.
-TOKENIZER_VERSION = 3
+TOKENIZER_VERSION = 4  # 4: the on-disk posting lists (keyword_store)
 K1, B = 1.2, 0.75
 
 
@@ -97,295 +95,225 @@ class KeywordHit:
     question_bm25: float = 0.0
 
 
-class _Field:
-    """BM25 postings of one text field over the searcher's chunks (numpy arrays with each
-    posting's term weight precomputed, so a query costs one vectorised add per query term)."""
+def idf(documents: int, df: int) -> float:
+    return math.log(1.0 + (documents - df + 0.5) / (df + 0.5))
 
-    def __init__(self, counts_of: Sequence[dict[str, int]], *, sparse: bool = False) -> None:
-        import numpy as np
 
-        term_numbers: dict[str, int] = {}
-        terms_of, docs_of, tfs_of, lengths = [], [], [], []
-        for number, counts in enumerate(counts_of):
-            lengths.append(sum(counts.values()))
-            for term, tf in counts.items():
-                terms_of.append(term_numbers.setdefault(term, len(term_numbers)))
-                docs_of.append(number)
-                tfs_of.append(tf)
-        self.size = len(counts_of)
-        # A sparse field (most chunks have no question): chunks without it are not its
-        # documents, so they neither count towards the IDF nor pull the average length down.
-        self.documents = (sum(1 for n in lengths if n) or 1) if sparse else self.size
-        term_arr = np.asarray(terms_of, dtype=np.int32)
-        order = np.argsort(term_arr, kind="stable")
-        self.docs = np.asarray(docs_of, dtype=np.int32)[order]
-        tf_arr = np.asarray(tfs_of, dtype=np.float32)[order]
-        length = np.asarray(lengths, dtype=np.float32)
-        average = float(length.sum()) / self.documents if self.size else 1.0
-        norm = K1 * (1 - B + B * length / (average or 1.0))
-        self.weights: Any = tf_arr * (K1 + 1) / (tf_arr + norm[self.docs]) if self.size else tf_arr
-        bounds = np.concatenate(
-            ([0], np.cumsum(np.bincount(term_arr, minlength=len(term_numbers))))
-        )
-        self.postings: dict[str, tuple[int, int]] = {
-            term: (int(bounds[n]), int(bounds[n + 1])) for term, n in term_numbers.items()
-        }
-
-    def idf(self, term: str) -> float:
-        start, end = self.postings.get(term, (0, 0))
-        df = end - start
-        return math.log(1.0 + (self.documents - df + 0.5) / (df + 0.5))
-
-    def scores(self, terms: Iterable[str]) -> tuple[Any, Any, float]:
-        """BM25 per chunk, the IDF weight of the terms each chunk holds, and the total."""
-        import numpy as np
-
-        scores = np.zeros(self.size, dtype=np.float32)
-        matched = np.zeros(self.size, dtype=np.float32)
-        total_weight = 0.0
-        for term in terms:
-            idf = self.idf(term)
-            total_weight += idf
-            start, end = self.postings.get(term, (0, 0))
-            if end > start:
-                doc_idx = self.docs[start:end]  # a term occurs once per doc: no repeats
-                scores[doc_idx] += idf * self.weights[start:end]
-                matched[doc_idx] += idf
-        return scores, matched, total_weight
+_HIT_BATCH = 64  # candidate chunks read per query while collecting hits
+_SORTED_FIRST = 500  # candidates sorted before the first read of chunk rows
 
 
 class KeywordSearcher:
-    """An in-memory BM25 over the chunks of one collection (built from ``KeywordIndex.load``).
+    """BM25 over one collection's keyword index, answered from the database.
 
     Two fields: the chunk's text, and its question phrasings (``question_text``). A chunk's
     score is its text BM25 plus ``question_weight`` times its question-field BM25, so a
     question that matches an FAQ entry's own question outranks one that only shares words with
-    some answer. ``synonyms`` normalises the question and the chunks (stored token counts are
-    of the raw text; chunks holding a variant are re-tokenised here, so changing the synonym
-    list never needs a rebuilt index). Coverage stays a property of the chunk text.
+    some answer. The question field is sparse: only chunks that have one count towards its
+    IDF and average length. ``synonyms`` normalises the question the way the index normalised
+    the chunks (``KeywordIndex.load`` makes sure they agree).
+
+    A search reads the collection statistics, the document frequencies and the posting lists
+    of the question's own terms, then the rows of the best chunks only: memory and time follow
+    the posting lists' lengths, never the collection's size. The searcher is pinned to the
+    chunks stored when it was made (``pin``: the highest chunk number then): chunks written
+    later are not returned, so a snapshot never sees half of an upload; deleted ones vanish.
     """
 
     def __init__(
         self,
-        rows: Iterable[tuple[str, str, str, str]],
+        engine: Engine,
+        namespace: int,
         *,
+        pin: int,
         synonyms: Synonyms | None = None,
         question_weight: float = 0.0,
     ) -> None:
+        self.engine = engine
+        self.namespace = namespace
+        self.pin = pin
         self.synonyms = synonyms if synonyms else None
         self.question_weight = question_weight
-        self.ids: list[str] = []
-        self.contents: list[str] = []
-        self.metadatas: list[dict[str, Any]] = []
-        body: list[dict[str, int]] = []
-        questions: list[dict[str, int]] = []
-        for id_, content, metadata, terms in rows:
-            meta = json.loads(metadata)
-            self.ids.append(id_)
-            self.contents.append(content)
-            self.metadatas.append(meta)
-            if self.synonyms is not None and self.synonyms.matches(content):
-                body.append(Counter(tokenize(self.synonyms.normalise(content))))
-            else:
-                body.append(json.loads(terms))
-            asked = question_text(meta)
-            questions.append(Counter(tokenize(self._normalise(asked))) if asked else {})
-        self.size = len(self.ids)
-        # What a dense retriever paired with this searcher may return (see build_retriever).
-        self.id_set = frozenset(self.ids)
-        self._body = _Field(body)
-        self._questions = _Field(questions, sparse=True)
-        self.postings = self._body.postings
 
     def _normalise(self, text: str) -> str:
         return self.synonyms.normalise(text) if self.synonyms is not None else text
 
-    def idf(self, term: str) -> float:
-        return self._body.idf(term)
+    @property
+    def size(self) -> int:
+        """Chunks in the collection now."""
+        from rag_pipeline import keyword_store as ks
 
-    def search(self, query: str, k: int, where: dict[str, Any] | None = None) -> list[KeywordHit]:
+        with ks.reading(self.engine) as conn:
+            return int(self._statistics(conn).documents)
+
+    def _statistics(self, conn: Any) -> Any:
+        from sqlalchemy import select
+
+        from rag_pipeline import keyword_store as ks
+
+        table = ks.namespaces
+        return conn.execute(select(*table.c).where(table.c.id == self.namespace)).one()
+
+    def idf(self, term: str) -> float:
+        """The text field's IDF of ``term`` (as a search computes it)."""
+        from rag_pipeline import keyword_store as ks
+
+        with ks.reading(self.engine) as conn:
+            documents = int(self._statistics(conn).documents)
+            df = ks.document_frequency(conn, self.namespace, ks.BODY, term)
+        return idf(documents, df)
+
+    def visible(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` this searcher may return (stored, and not written after it)."""
+        from sqlalchemy import select
+
+        from rag_pipeline import keyword_store as ks
+
+        table = ks.docs
+        if not ids:
+            return set()
+        with ks.reading(self.engine) as conn:
+            return set(
+                conn.execute(
+                    select(table.c.id).where(
+                        table.c.namespace == self.namespace,
+                        table.c.id.in_(list(ids)),
+                        table.c.docno <= self.pin,
+                    )
+                ).scalars()
+            )
+
+    def search(
+        self,
+        query: str,
+        k: int,
+        where: dict[str, Any] | None = None,
+        accept: Callable[[Document], bool] | None = None,
+    ) -> list[KeywordHit]:
+        """The best ``k`` chunks for ``query`` that pass the metadata filter ``where`` and
+        ``accept`` (a check of the chunk itself, e.g. a content filter)."""
         import numpy as np
 
+        from rag_pipeline import keyword_store as ks
+
         where = check_where(where)  # once per query, not per hit
-        terms = set(tokenize(self._normalise(query)))
-        if not terms or not self.size:
+        terms = sorted(set(tokenize(self._normalise(query))))
+        if not terms or k <= 0:
             return []
-        scores, matched, total_weight = self._body.scores(terms)
-        question_scores = np.zeros(self.size, dtype=np.float32)
-        if self.question_weight:
-            question_scores, _, _ = self._questions.scores(terms)
-            scores = scores + self.question_weight * question_scores
-        candidates = np.flatnonzero(scores)
-        # Filters can drop hits, so rank every candidate then stop at k.
-        ranked = candidates[np.argsort(-scores[candidates], kind="stable")]
-        hits = []
-        for doc in ranked.tolist():
-            meta = self.metadatas[doc]
-            if where and not matches(meta, where):
-                continue
-            document = Document(
-                id=self.ids[doc], page_content=self.contents[doc], metadata=dict(meta)
+        with ks.reading(self.engine) as conn:
+            stats = self._statistics(conn)
+            documents = int(stats.documents)
+            if not documents:
+                return []
+            body = ks.read_postings(conn, self.namespace, ks.BODY, terms)
+            asked = (
+                ks.read_postings(conn, self.namespace, ks.QUESTION, terms)
+                if self.question_weight
+                else {}
             )
-            hits.append(
-                KeywordHit(
-                    document,
-                    float(scores[doc]),
-                    float(matched[doc]) / total_weight,
-                    float(question_scores[doc]),
+            average = float(stats.total_length) / documents
+            question_docs = int(stats.questions) or 1
+            question_average = float(stats.question_length) / question_docs
+            weights = {term: idf(documents, body[term][1] if term in body else 0) for term in terms}
+            total_weight = sum(weights.values())
+            parts: list[tuple[Any, Any, Any, Any]] = []  # docs, body score, question, matched
+            for term, (postings, _) in body.items():
+                score = weights[term] * _saturation(postings, average)
+                parts.append((postings.docs, score, None, np.full(len(postings), weights[term])))
+            for postings, df in asked.values():
+                term_idf = idf(question_docs, df)
+                score = term_idf * _saturation(postings, question_average)
+                parts.append((postings.docs, None, score, None))
+            if not parts:
+                return []
+            all_docs = np.concatenate([p[0] for p in parts])
+            # Scores per chunk number, as dense arrays over the numbers the postings span: one
+            # vectorised sum per field, no sort of the postings.
+            first = int(all_docs.min())
+            span = int(all_docs.max()) - first + 1
+            slot = all_docs - first
+
+            def summed(position: int) -> Any:
+                values = np.concatenate(
+                    [p[position] if p[position] is not None else np.zeros(len(p[0])) for p in parts]
                 )
-            )
-            if len(hits) == k:
-                break
+                return np.bincount(slot, weights=values, minlength=span)
+
+            body_scores, question_scores, matched = summed(1), summed(2), summed(3)
+            scores = body_scores + self.question_weight * question_scores
+            # Written after this searcher was made: not part of its snapshot.
+            if first + span - 1 > self.pin:
+                scores[max(0, self.pin - first + 1) :] = 0.0
+            hits: list[KeywordHit] = []
+            for batch in _batches(_ranked(scores, max(4 * k, _SORTED_FIRST)), _HIT_BATCH):
+                rows = self._rows(conn, (batch + first).tolist())
+                for slot_number in batch.tolist():
+                    row = rows.get(slot_number + first)
+                    if row is None:  # deleted: a dead posting
+                        continue
+                    id_, content, metadata = row
+                    meta = json.loads(metadata)
+                    if where and not matches(meta, where):
+                        continue
+                    document = Document(id=id_, page_content=content, metadata=meta)
+                    if accept is not None and not accept(document):
+                        continue
+                    hits.append(
+                        KeywordHit(
+                            document,
+                            float(scores[slot_number]),
+                            float(matched[slot_number]) / total_weight,
+                            float(question_scores[slot_number]),
+                        )
+                    )
+                    if len(hits) == k:
+                        return hits
         return hits
 
+    def _rows(self, conn: Any, numbers: list[int]) -> dict[int, tuple[str, str, str]]:
+        from sqlalchemy import select
 
-class KeywordIndex:
-    """The persisted keyword index of one collection (SQLite, in the data folder)."""
+        from rag_pipeline import keyword_store as ks
 
-    def __init__(self, path: Path, namespace: str) -> None:
-        self.path = path
-        self.namespace = f"{namespace}#tokens-v{TOKENIZER_VERSION}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with closing(sqlite3.connect(path)) as db, db:
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS keyword_chunks ("
-                    "namespace TEXT NOT NULL, id TEXT NOT NULL, content TEXT NOT NULL, "
-                    "metadata TEXT NOT NULL, terms TEXT NOT NULL, PRIMARY KEY (namespace, id))"
-                )
-                db.execute("SELECT COUNT(*) FROM keyword_chunks LIMIT 1").fetchone()
-        except sqlite3.DatabaseError as e:
-            raise CorruptDataError(
-                f"the keyword index {path} is not a readable SQLite database ({e}): delete it; "
-                "it is rebuilt from the vector store by the next `rag ingest` or `rag ask`"
-            ) from e
-
-    def add(self, documents: Sequence[Document], ids: Sequence[str]) -> None:
-        rows = [
-            (
-                self.namespace,
-                id_,
-                doc.page_content,
-                json.dumps(doc.metadata, ensure_ascii=False),
-                json.dumps(Counter(tokenize(doc.page_content)), ensure_ascii=False),
+        table = ks.docs
+        rows = conn.execute(
+            select(table.c.docno, table.c.id, table.c.content, table.c.metadata).where(
+                table.c.namespace == self.namespace, table.c.docno.in_(numbers)
             )
-            for doc, id_ in zip(documents, ids, strict=True)
-        ]
-        with closing(sqlite3.connect(self.path)) as db, db:
-            db.executemany("INSERT OR REPLACE INTO keyword_chunks VALUES (?, ?, ?, ?, ?)", rows)
-
-    def delete(self, ids: Sequence[str]) -> None:
-        with closing(sqlite3.connect(self.path)) as db, db:
-            db.executemany(
-                "DELETE FROM keyword_chunks WHERE namespace = ? AND id = ?",
-                [(self.namespace, i) for i in ids],
-            )
-
-    def clear(self) -> int:
-        """Remove every chunk of this collection; returns how many went."""
-        with closing(sqlite3.connect(self.path)) as db, db:
-            cursor = db.execute("DELETE FROM keyword_chunks WHERE namespace = ?", (self.namespace,))
-        return cursor.rowcount
-
-    def count(self) -> int:
-        with closing(sqlite3.connect(self.path)) as db:
-            (n,) = db.execute(
-                "SELECT COUNT(*) FROM keyword_chunks WHERE namespace = ?", (self.namespace,)
-            ).fetchone()
-        return int(n)
-
-    def move_to(self, namespace: str) -> int:
-        """Hand every chunk over to the collection ``namespace`` (after a rename)."""
-        target = KeywordIndex(self.path, namespace)
-        target.clear()
-        with closing(sqlite3.connect(self.path)) as db, db:
-            cursor = db.execute(
-                "UPDATE keyword_chunks SET namespace = ? WHERE namespace = ?",
-                (target.namespace, self.namespace),
-            )
-        self.namespace = target.namespace
-        return cursor.rowcount
-
-    def ids(self) -> set[str]:
-        with closing(sqlite3.connect(self.path)) as db:
-            rows = db.execute(
-                "SELECT id FROM keyword_chunks WHERE namespace = ?", (self.namespace,)
-            ).fetchall()
-        return {r[0] for r in rows}
-
-    def load(
-        self, *, synonyms: Synonyms | None = None, question_weight: float = 0.0
-    ) -> KeywordSearcher:
-        """The searcher over this collection's chunks (see ``KeywordSearcher``)."""
-        with closing(sqlite3.connect(self.path)) as db:
-            rows = db.execute(
-                "SELECT id, content, metadata, terms FROM keyword_chunks WHERE namespace = ? "
-                "ORDER BY id",
-                (self.namespace,),
-            ).fetchall()
-        return KeywordSearcher(rows, synonyms=synonyms, question_weight=question_weight)
+        )
+        return {int(docno): (id_, content, meta) for docno, id_, content, meta in rows}
 
 
-# Chunks written to the wrapped store per request: below Chroma's smallest maximum batch
-# (client.get_max_batch_size(), 5,461 for the embedded SQLite store) and small enough to keep
-# the vectors of one huge file from being held all at once.
-ADD_BATCH = 1000
+def _ranked(scores: Any, first: int) -> Iterator[Any]:
+    """Positions of the positive ``scores``, best first, ties by position (chunk number), in
+    slices: only the best ``first`` are sorted unless the caller reads on (filters may skip
+    many)."""
+    import numpy as np
+
+    candidates = np.flatnonzero(scores > 0)
+    if len(candidates) > first:
+        best = np.argpartition(-scores[candidates], first)[:first]
+        threshold = scores[candidates[best]].min()
+        above = scores[candidates] >= threshold
+        yield _sorted(scores, candidates[above])
+        yield _sorted(scores, candidates[~above])
+    else:
+        yield _sorted(scores, candidates)
 
 
-class KeywordMirror(VectorStore):
-    """A vector store that also writes every added/deleted chunk to the keyword index.
+def _batches(slices: Iterable[Any], size: int) -> Iterator[Any]:
+    for part in slices:
+        for start in range(0, len(part), size):
+            yield part[start : start + size]
 
-    LangChain's ``index()`` only adds and deletes, so wrapping the store it writes to keeps both
-    indexes on the same ids through every add, replace, prune and cleanup.
-    """
 
-    def __init__(
-        self, inner: VectorStore, keyword: KeywordIndex, *, max_batch: int = ADD_BATCH
-    ) -> None:
-        self.inner = inner
-        self.keyword = keyword
-        self.max_batch = max(1, max_batch)
+def _sorted(scores: Any, positions: Any) -> Any:
+    import numpy as np
 
-    @property
-    def embeddings(self) -> Embeddings | None:
-        return self.inner.embeddings
+    return positions[np.lexsort((positions, -scores[positions]))]
 
-    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        # index() hands over whole files, one of which can exceed what the store takes in
-        # one request (Chroma: 5,461 records); slices also bound the vectors held at once.
-        given = kwargs.pop("ids", None)
-        ids: list[str] = []
-        for start in range(0, len(documents), self.max_batch):
-            batch = documents[start : start + self.max_batch]
-            if given is not None:
-                kwargs["ids"] = list(given[start : start + self.max_batch])
-            added = self.inner.add_documents(batch, **kwargs)
-            self.keyword.add(batch, added)
-            ids.extend(added)
-        return ids
 
-    def add_texts(
-        self, texts: Iterable[str], metadatas: list[dict] | None = None, **kwargs: Any
-    ) -> list[str]:
-        texts = list(texts)
-        docs = [
-            Document(page_content=t, metadata=(metadatas or [{}] * len(texts))[i])
-            for i, t in enumerate(texts)
-        ]
-        return self.add_documents(docs, **kwargs)
-
-    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        result = self.inner.delete(ids=ids, **kwargs)
-        if ids:
-            self.keyword.delete(ids)
-        return result
-
-    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        return self.inner.get_by_ids(ids)
-
-    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        return self.inner.similarity_search(query, k=k, **kwargs)
-
-    @classmethod
-    def from_texts(cls, *args: Any, **kwargs: Any) -> KeywordMirror:
-        raise NotImplementedError("wrap an existing store: KeywordMirror(store, keyword_index)")
+def _saturation(postings: Any, average: float) -> Any:
+    """BM25's term-frequency part of each posting: tf (k1 + 1) / (tf + k1 (1 - b + b len/avg))."""
+    norm = K1 * (1 - B + B * postings.lengths / (average or 1.0))
+    return postings.tfs * (K1 + 1) / (postings.tfs + norm)

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rag_pipeline.batching import batched
-from rag_pipeline.bm25 import KeywordIndex
 from rag_pipeline.datafolder import ensure_data_dir
 from rag_pipeline.errors import CorruptDataError
+from rag_pipeline.keyword_index import KeywordIndex
 from rag_pipeline.stores.base import source_key
 
 if TYPE_CHECKING:

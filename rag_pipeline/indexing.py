@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
 
-from rag_pipeline.bm25 import KeywordMirror
 from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.embeddings import EmbeddingModel, build_embedding_model, cached
 from rag_pipeline.errors import NeedsExtraError
+from rag_pipeline.keyword_index import KeywordMirror
 from rag_pipeline.loading import Discovery, LoadError, SourceFile, discover, load_file
 from rag_pipeline.locking import collection_lock
 from rag_pipeline.ocr import OcrReader
+from rag_pipeline.retrieval import load_synonyms_for
 from rag_pipeline.splitting import MIN_TEXT_CHARS, split_documents
 from rag_pipeline.stores import VectorBackend, connect, open_store
 from rag_pipeline.stores.base import group_of, source_key
@@ -200,6 +201,9 @@ def _ingest_locked(
     state.sync_keyword_index(store)
     labels = {root: state.root_label(root) for root in {f.root for f in found.files}}
     labels.update({root: state.root_label(root) for root in found.roots})
+    # Tokens are made with the collection's synonym groups, which a synonyms.txt among the
+    # roots may just have changed: chunks holding a changed variant are re-tokenised now.
+    state.keyword.ensure_synonyms(load_synonyms_for(settings, store.namespace))
     # index() writes through the mirror, so the keyword index follows every add and delete.
     mirror = KeywordMirror(store.vector_store, state.keyword)
 

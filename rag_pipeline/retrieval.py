@@ -11,8 +11,9 @@ Each returned Document carries its relevance in ``metadata["score"]``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -28,6 +29,12 @@ from rag_pipeline.synonyms import Synonyms, build_synonyms
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
+
+
+class Visibility(Protocol):
+    """What a snapshot may return: ``bm25.KeywordSearcher`` is one."""
+
+    def visible(self, ids: Sequence[str]) -> set[str]: ...
 
 
 class DenseRetriever(BaseRetriever):
@@ -47,10 +54,11 @@ class DenseRetriever(BaseRetriever):
     score_threshold: float | None = None
     filter: dict[str, Any] = {}
     where_document: dict[str, Any] = {}  # content filter, e.g. {"$contains": "运费"}
-    # The ids of the chunks this retriever may return (None: every stored chunk). The store is
-    # live: while an ingest runs it already holds part of the upload, which a retriever built
-    # before it (a snapshot) must not return. Not validated: it can hold every id.
-    visible_ids: SkipValidation[frozenset[str] | None] = None
+    # Which chunks this retriever may return (None: every stored chunk): a set of ids, or a
+    # keyword searcher's ``visible`` (the chunks of its snapshot). The store is live: while an
+    # ingest runs it already holds part of the upload, which a retriever built before it (a
+    # snapshot) must not return. Not validated: a set can hold every id.
+    visible_ids: SkipValidation[frozenset[str] | Visibility | None] = None
 
     def search(self, query: str) -> list[Hit]:
         """Hits for ``query`` after threshold and MMR, best first."""
@@ -98,7 +106,11 @@ class DenseRetriever(BaseRetriever):
             )
             if self.visible_ids is None:
                 return hits
-            kept = [h for h in hits if h.document.id in self.visible_ids]
+            if isinstance(self.visible_ids, frozenset | set):
+                kept = [h for h in hits if h.document.id in self.visible_ids]
+            else:
+                shown = self.visible_ids.visible([h.document.id or "" for h in hits])
+                kept = [h for h in hits if h.document.id in shown]
             if len(kept) >= k or len(hits) < fetch:
                 return kept[:k]
             fetch *= 2
@@ -130,14 +142,14 @@ class KeywordRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        if self.where_document:
-            # Rank every candidate, keep those whose text passes, then cut to k.
-            ranked = self.searcher.search(query, max(self.searcher.size, 1), self.filter or None)
-            hits = [
-                h for h in ranked if text_matches(h.document.page_content, self.where_document)
-            ][: self.k]
-        else:
-            hits = self.searcher.search(query, self.k, self.filter or None)
+        where_document = self.where_document
+
+        def accept(document: Document) -> bool:
+            return text_matches(document.page_content, where_document)
+
+        hits = self.searcher.search(
+            query, self.k, self.filter or None, accept if where_document else None
+        )
         docs = []
         for hit in hits:
             hit.document.metadata["keyword_coverage"] = round(hit.coverage, 4)
@@ -278,10 +290,11 @@ def load_keyword_index(
     """The collection's keyword index, rebuilt from the store's chunks first when it is missing
     (written by an older tokenizer, or a store filled by another tool). ``synonyms``: the
     collection's groups when the caller has them already (``load_synonyms_for``)."""
-    from rag_pipeline.bm25 import KeywordIndex
+    from rag_pipeline.keyword_index import KeywordIndex
 
     index = KeywordIndex(settings.keyword_db, store.namespace)
     if index.count() == 0 and store.count() > 0:
+        index.ensure_synonyms(synonyms)
         for batch in store.scan():
             index.add([record.document() for record in batch], [record.id for record in batch])
     return index.load(
@@ -290,14 +303,17 @@ def load_keyword_index(
     )
 
 
-def snapshot_ids(settings: Settings, store: VectorBackend) -> frozenset[str] | None:
-    """The ids of the chunks stored now, read from the keyword index (which ingest keeps on
-    the store's ids), for a dense retriever that must not see later writes half done; None
-    when the keyword index is empty (a store filled by another tool: no such guarantee)."""
-    from rag_pipeline.bm25 import KeywordIndex
+def snapshot_ids(settings: Settings, store: VectorBackend) -> Visibility | None:
+    """The chunks stored now, as the keyword index (which ingest keeps on the store's ids)
+    knows them, for a dense retriever that must not see later writes half done; None when the
+    keyword index is empty (a store filled by another tool: no such guarantee). Nothing is
+    loaded: the returned searcher checks a search's hits against the index."""
+    from rag_pipeline.keyword_index import KeywordIndex
 
-    ids = KeywordIndex(settings.keyword_db, store.namespace).ids()
-    return frozenset(ids) if ids else None
+    index = KeywordIndex(settings.keyword_db, store.namespace)
+    if index.count() == 0:
+        return None
+    return index.load(synonyms=load_synonyms_for(settings, store.namespace))
 
 
 def build_retriever(
@@ -305,7 +321,7 @@ def build_retriever(
     store: VectorBackend,
     embeddings: Embeddings,
     keyword: KeywordSearcher | None = None,
-    visible_ids: frozenset[str] | None = None,
+    visible_ids: frozenset[str] | Visibility | None = None,
 ) -> BaseRetriever:
     """The retriever the settings describe (``hybrid`` needs the keyword searcher). With a
     reranker configured, the retriever fetches ``rerank.candidates`` chunks and LangChain's
@@ -339,7 +355,7 @@ def build_retriever(
             keyword = load_keyword_index(settings, store)
         candidates = max(cfg.candidates, k)
         dense.k, dense.score_threshold = candidates, None
-        dense.visible_ids = keyword.id_set
+        dense.visible_ids = keyword
         retriever = HybridRetriever(
             dense=dense,
             keyword=KeywordRetriever(

@@ -138,6 +138,9 @@ def _check(settings: Settings, store: VectorBackend, state: Bookkeeping) -> Veri
     }
     checks.append(("sources whose file is gone", gone))
     report.problems = [_problem(kind, items) for kind, items in checks if items]
+    if not state.keyword.statistics_agree():
+        # Rows changed behind the index's back: BM25 would use wrong counts and lengths.
+        report.problems.append(Problem("keyword statistics out of step", 1, []))
     report.problems.extend(_model_problems(settings, store))
     return report
 
@@ -209,6 +212,9 @@ def _repair(
         state.delete_sources(store, gone)
         problem.repaired = len(gone)
     # The keyword index last: it follows the store after the steps above.
+    if "keyword statistics out of step" in by_kind:
+        state.keyword.recount()
+        by_kind["keyword statistics out of step"].repaired = 1
     stored = {r.id for batch in store.scan() for r in batch}
     indexed = state.keyword.ids()
     state.keyword.delete(sorted(indexed - stored))

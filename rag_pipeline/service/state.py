@@ -7,12 +7,18 @@ and replaced as a whole after every upload or delete (``refresh``): a request ta
 half in and half out of the keyword index. The snapshot also keeps the keyword searcher it was
 built with, so a request that asks for its own ``k`` or ``filter`` gets a retriever over the
 same index without loading it again.
+
+Writes made elsewhere (another worker's upload, a ``rag ingest`` against a Chroma server) are
+noticed through the keyword index's change counter: at most every ``CHANGE_CHECK_S`` seconds a
+request reads it (one small query) and, when it moved, builds a new snapshot. The keyword side
+answers from the database, so that costs the same at any collection size.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,9 +30,12 @@ if TYPE_CHECKING:
     from rag_pipeline.bm25 import KeywordSearcher
     from rag_pipeline.config import Settings
     from rag_pipeline.embeddings import EmbeddingModel
+    from rag_pipeline.retrieval import Visibility
     from rag_pipeline.stores.base import VectorBackend
 
 log = logging.getLogger(__name__)
+
+CHANGE_CHECK_S = 1.0  # how stale a snapshot may be after a write by another process
 
 
 class NotReadyError(RagError):
@@ -44,7 +53,8 @@ class Snapshot:
     keyword: KeywordSearcher | None  # None unless the retriever is hybrid
     # Dense-only retrieval: the chunks stored when the snapshot was made (hybrid: the keyword
     # searcher's); a retriever built per request must not see more of a later upload.
-    visible_ids: frozenset[str] | None = None
+    visible_ids: Visibility | None = None
+    changes: int = 0  # the keyword index's change counter when the snapshot was made
 
 
 class ServiceState:
@@ -73,6 +83,7 @@ class ServiceState:
             low_confidence=settings.serve.low_confidence,
         )
         self.evaluations = Evaluations()  # the admin page's runs and their report links
+        self._checked = 0.0  # when the change counter was last read
 
     def load(self) -> None:
         """Build the embedding model, open (or create) the collection, build the assistant.
@@ -113,6 +124,7 @@ class ServiceState:
 
         if self.store is None or self.model is None:
             raise NotReadyError("the service is still loading its models")
+        changes = self._changes()
         synonyms = load_synonyms_for(self.settings, self.store.namespace)
         keyword, visible = None, None
         if self.settings.retriever.search_type == "hybrid":
@@ -127,14 +139,39 @@ class ServiceState:
             keyword=keyword,
             visible_ids=visible,
         )
-        return Snapshot(assistant, self.settings, self.store, self.model, keyword, visible)
+        return Snapshot(assistant, self.settings, self.store, self.model, keyword, visible, changes)
+
+    def _changes(self) -> int:
+        from rag_pipeline.keyword_index import KeywordIndex
+
+        if self.store is None:
+            return 0
+        return KeywordIndex(self.settings.keyword_db, self.store.namespace).changes()
 
     @property
     def snapshot(self) -> Snapshot:
-        """The current snapshot (take it once per request); NotReadyError before ``load``."""
+        """The current snapshot (take it once per request); NotReadyError before ``load``.
+        A write by another process since it was made gives a new one (see the module)."""
         if self._snapshot is None:
             raise NotReadyError(self.load_error or "the service is still loading its models")
+        now = time.monotonic()
+        if now - self._checked >= CHANGE_CHECK_S:
+            self._checked = now
+            self._follow_other_writers()
         return self._snapshot
+
+    def _follow_other_writers(self) -> None:
+        # An upload of this process refreshes when it is done: never rebuild under it.
+        if not self.write_lock.acquire(blocking=False):
+            return
+        try:
+            current = self._snapshot
+            if current is not None and self._changes() != current.changes:
+                self._snapshot = self._build()
+        except Exception:  # the old snapshot still answers; the next check tries again
+            log.exception("could not follow a change of the collection")
+        finally:
+            self.write_lock.release()
 
     @property
     def assistant(self) -> Assistant:

@@ -17,12 +17,12 @@ import pytest
 from langchain_core.indexing.api import _get_document_with_hash
 
 from rag_pipeline.assistant import Assistant
-from rag_pipeline.bm25 import KeywordIndex
 from rag_pipeline.bookkeeping import Bookkeeping, SourceManifest, record_manager
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import HashingEmbeddings, build_embedding_model
 from rag_pipeline.errors import EmbeddingMismatchError
 from rag_pipeline.indexing import ingest
+from rag_pipeline.keyword_index import KeywordIndex
 from rag_pipeline.loading import discover, load_file
 from rag_pipeline.splitting import split_documents
 from rag_pipeline.stores import VectorBackend, connect, open_store

@@ -145,7 +145,7 @@ def test_verify_reports_agreement_and_repairs_damage(
     # Damage the keyword index and the records behind the package's back.
     with sqlite3.connect(settings.keyword_db) as db:
         db.execute(
-            "DELETE FROM keyword_chunks WHERE rowid IN (SELECT rowid FROM keyword_chunks LIMIT 2)"
+            "DELETE FROM keyword_docs WHERE rowid IN (SELECT rowid FROM keyword_docs LIMIT 2)"
         )
     with sqlite3.connect(settings.record_db) as db:
         db.execute(
@@ -160,6 +160,7 @@ def test_verify_reports_agreement_and_repairs_damage(
     assert code == 6 and not found["ok"], err
     kinds = {p["kind"]: p["count"] for p in found["problems"]}
     assert kinds["chunks missing from the keyword index"] == 2
+    assert kinds["keyword statistics out of step"] == 1
     assert kinds["records without a chunk"] == 1
     assert kinds["sources whose file is gone"] == 1
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from rag_pipeline.bm25 import tokenize
 from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import build_embedding_model
@@ -211,7 +212,14 @@ def test_keyword_side_honours_exactly_the_store_filters(
             assert dense == allowed
         keyword = load_keyword_index(settings, store)
         # Every term of the corpus: each chunk scores, so the filter alone decides what comes back.
-        everything = " ".join(keyword.postings)
+        everything = " ".join(
+            {
+                t
+                for batch in store.scan()
+                for r in batch
+                for t in tokenize(r.document().page_content)
+            }
+        )
         kept = {h.document.id for h in keyword.search(everything, total, where)}
         assert kept == dense, (where, kept ^ dense)
         hybrid = build_retriever(

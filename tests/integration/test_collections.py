@@ -14,11 +14,11 @@ pytest.importorskip("milvus_lite")
 
 import rag_pipeline.embeddings  # noqa: E402
 from rag_pipeline.admin import migrate, target_settings  # noqa: E402
-from rag_pipeline.bm25 import KeywordIndex  # noqa: E402
 from rag_pipeline.bookkeeping import SourceManifest, record_manager
 from rag_pipeline.config import Settings  # noqa: E402
 from rag_pipeline.errors import ConfigurationError, EmptyIndexError  # noqa: E402
 from rag_pipeline.indexing import ingest  # noqa: E402
+from rag_pipeline.keyword_index import KeywordIndex  # noqa: E402
 from rag_pipeline.stores import Record, connect  # noqa: E402
 from tests.helpers import (  # noqa: E402
     STORE_CORPUS,

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from rag_pipeline.bm25 import KeywordMirror
 from rag_pipeline.bookkeeping import Bookkeeping, SourceManifest
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import build_embedding_model
 from rag_pipeline.errors import CollectionLockedError
 from rag_pipeline.indexing import ingest
+from rag_pipeline.keyword_index import KeywordMirror
 from rag_pipeline.loading import discover, load_file
 from rag_pipeline.locking import collection_lock
 from rag_pipeline.splitting import split_documents

@@ -9,8 +9,9 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.vectorstores import InMemoryVectorStore
 
-from rag_pipeline.bm25 import TOKENIZER_VERSION, KeywordIndex, KeywordMirror, tokenize
+from rag_pipeline.bm25 import TOKENIZER_VERSION, tokenize
 from rag_pipeline.embeddings import HashingEmbeddings
+from rag_pipeline.keyword_index import KeywordIndex, KeywordMirror
 
 DOCS = [
     Document(

@@ -11,9 +11,9 @@ import pytest
 from langchain_classic.retrievers.contextual_compression import ContextualCompressionRetriever
 from langchain_core.documents import Document
 
-from rag_pipeline.bm25 import KeywordIndex
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import HashingEmbeddings
+from rag_pipeline.keyword_index import KeywordIndex
 from rag_pipeline.retrieval import (
     DenseRetriever,
     HybridRetriever,
@@ -310,7 +310,8 @@ def test_load_keyword_index_rebuilds_a_missing_index_from_the_store(tmp_path: Pa
     settings = Settings(data_dir=tmp_path / "data", embeddings={"provider": "fake"})
     store = ScriptedBackend([_hit("a", 0.9, [1.0, 0.0]), _hit("b", 0.5, [0.0, 1.0])])
     searcher = load_keyword_index(settings, store)
-    assert sorted(searcher.ids) == ["a", "b"]
+    assert {h.document.id for h in searcher.search("a b", 5)} <= {"a", "b"}
+    assert KeywordIndex(settings.keyword_db, store.namespace).ids() == {"a", "b"}
     assert KeywordIndex(settings.keyword_db, store.namespace).count() == 2  # persisted
 
 
@@ -340,5 +341,6 @@ def test_build_retriever_pairs_the_dense_side_with_the_keyword_snapshot(tmp_path
     store.hits.append(_hit("late", 0.99, [1.0, 0.0]))  # written after the snapshot
     hybrid = build_retriever(settings, store, HashingEmbeddings(2), keyword)
     assert isinstance(hybrid, HybridRetriever)
-    assert hybrid.dense.visible_ids == frozenset({"a", "b"})
+    assert hybrid.dense.visible_ids is keyword
+    assert keyword.visible(["a", "b", "late"]) == {"a", "b"}
     assert "late" not in {h.document.id for h in hybrid.dense.search("q")}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_classic.retrievers.contextual_compression import ContextualCompressionRetriever
 
 from rag_pipeline.indexing import ingest
@@ -74,3 +75,29 @@ def test_the_openapi_schema_documents_the_routes(tmp_path: Path) -> None:
     assert {"/healthz", "/readyz", "/v1/ask", "/v1/search", "/v1/models"} <= paths
     assert "/v1/chat/completions" in paths
     assert "ChatCompletionRequest" in schema["components"]["schemas"]
+
+
+def test_a_write_by_another_process_gives_a_new_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag_pipeline.service import state as state_module
+
+    state = loaded(tmp_path)
+    first = state.snapshot
+    monkeypatch.setattr(state_module, "CHANGE_CHECK_S", 0.0)
+    assert state.snapshot is first  # nothing changed: kept
+    # Another writer (here: ingest with its own bookkeeping, as a cron job would run it).
+    extra = write_corpus(
+        tmp_path / "more", {"invoice.md": "# 发票\n\n电子发票在订单完成后24小时内开具。"}
+    )
+    ingest([extra], state.settings)
+    second = state.snapshot
+    assert second is not first and second.changes > first.changes
+    answer = second.assistant.ask("电子发票什么时候开具")
+    assert "24小时" in answer.answer and not answer.refused
+    assert "24小时" not in first.assistant.ask("电子发票什么时候开具").answer  # the old one
+    with state.write_lock:  # an upload of this process under way: no rebuild under it
+        ingest(
+            [write_corpus(tmp_path / "third", {"x.md": "# 积分\n\n积分一年有效。"})], state.settings
+        )
+        assert state.snapshot is second

@@ -3,17 +3,16 @@ FAQ direct answers, the packaged default list, and the question field of the key
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from langchain_core.documents import Document
 
-from rag_pipeline.bm25 import KeywordSearcher, question_text, tokenize
+from rag_pipeline.bm25 import KeywordSearcher, question_text
 from rag_pipeline.chain import faq_direct_answer
 from rag_pipeline.config import RetrieverSettings, Settings
 from rag_pipeline.errors import ConfigurationError
+from rag_pipeline.keyword_index import KeywordIndex
 from rag_pipeline.synonyms import (
     Synonyms,
     build_synonyms,
@@ -22,13 +21,29 @@ from rag_pipeline.synonyms import (
     parse_synonyms,
 )
 
+Chunks = list[tuple[str, str, dict[str, object]]]
 
-def rows(*chunks: tuple[str, str, dict[str, object]]) -> list[tuple[str, str, str, str]]:
-    """Keyword-index rows as KeywordIndex stores them: raw-text token counts."""
-    return [
-        (id_, text, json.dumps(meta, ensure_ascii=False), json.dumps(Counter(tokenize(text))))
-        for id_, text, meta in chunks
-    ]
+
+def rows(*chunks: tuple[str, str, dict[str, object]]) -> Chunks:
+    return list(chunks)
+
+
+def searcher(
+    folder: Path,
+    chunks: Chunks,
+    *,
+    synonyms: Synonyms | None = None,
+    question_weight: float = 0.0,
+) -> KeywordSearcher:
+    """A keyword index of ``chunks`` in its own file (an index holds the tokens of one set of
+    synonym groups), and its searcher."""
+    path = folder / f"k{len(list(folder.iterdir()))}.sqlite"
+    index = KeywordIndex(path, "test/kb")
+    index.add(
+        [Document(page_content=text, metadata=meta) for _, text, meta in chunks],
+        [id_ for id_, _, _ in chunks],
+    )
+    return index.load(synonyms=synonyms, question_weight=question_weight)
 
 
 # ------------------------------------------------------------------------------- parsing
@@ -146,24 +161,24 @@ def test_settings_name_the_synonym_file_and_switch_the_defaults(
 # ------------------------------------------------------------------------------- keyword side
 
 
-def test_a_typo_in_the_question_matches_the_correct_chunk() -> None:
+def test_a_typo_in_the_question_matches_the_correct_chunk(tmp_path: Path) -> None:
     chunks = rows(
         ("a", "优惠券可以叠加使用：平台券和店铺券可以一起用。", {}),
         ("b", "发票在订单完成后开具。", {}),
     )
-    plain = KeywordSearcher(chunks)
-    fixed = KeywordSearcher(chunks, synonyms=default_synonyms())
+    plain = searcher(tmp_path, chunks)
+    fixed = searcher(tmp_path, chunks, synonyms=default_synonyms())
     asked = "优惠卷能叠加吗"
     assert fixed.search(asked, 2)[0].document.id == "a"
     assert fixed.search(asked, 1)[0].coverage > plain.search(asked, 1)[0].coverage
     assert fixed.search(asked, 1)[0].coverage == pytest.approx(1.0)
 
 
-def test_a_variant_in_a_stored_chunk_matches_the_canonical_question() -> None:
-    # The chunk writes 帐号 (stored token counts are of the raw text); the question 账号.
+def test_a_variant_in_a_stored_chunk_matches_the_canonical_question(tmp_path: Path) -> None:
+    # The chunk writes 帐号; the question 账号.
     chunks = rows(("a", "帐号被锁定后30分钟自动解锁。", {}), ("b", "运费8元。", {}))
-    plain = KeywordSearcher(chunks)
-    fixed = KeywordSearcher(chunks, synonyms=default_synonyms())
+    plain = searcher(tmp_path, chunks)
+    fixed = searcher(tmp_path, chunks, synonyms=default_synonyms())
     assert fixed.search("账号被锁定", 1)[0].coverage == pytest.approx(1.0)
     assert plain.search("账号被锁定", 1)[0].coverage < 1.0
 
@@ -177,7 +192,7 @@ def test_question_text_of_faq_entries_and_question_headings() -> None:
     assert question_text({}) == ""
 
 
-def test_the_question_field_ranks_the_entry_asked_about_first() -> None:
+def test_the_question_field_ranks_the_entry_asked_about_first(tmp_path: Path) -> None:
     # Both chunks hold the question's words; only "q" is the entry whose question it is.
     chunks = rows(
         ("q", "# 积分怎么兑换？\n\n在积分商城选择商品即可。", {"title": "积分怎么兑换？"}),
@@ -187,8 +202,8 @@ def test_the_question_field_ranks_the_entry_asked_about_first() -> None:
             {"title": "会员等级"},
         ),
     )
-    text_only = KeywordSearcher(chunks)
-    with_field = KeywordSearcher(chunks, question_weight=0.6)
+    text_only = searcher(tmp_path, chunks)
+    with_field = searcher(tmp_path, chunks, question_weight=0.6)
     assert text_only.search("积分兑换", 2)[0].document.id == "t"
     hits = with_field.search("积分兑换", 2)
     assert hits[0].document.id == "q"
