@@ -173,15 +173,14 @@ class KeywordSearcher:
         if not ids:
             return set()
         with ks.reading(self.engine) as conn:
-            return set(
-                conn.execute(
-                    select(table.c.id).where(
-                        table.c.namespace == self.namespace,
-                        table.c.id.in_(list(ids)),
-                        table.c.docno <= self.pin,
-                    )
-                ).scalars()
-            )
+            rows = conn.execute(
+                select(table.c.id, table.c.docno).where(
+                    table.c.namespace == self.namespace, table.c.id.in_(list(ids))
+                )
+            ).all()
+        # The pin is checked here: in the statement, SQLite's planner takes the chunk-number
+        # range over the id index and scans the collection.
+        return {id_ for id_, docno in rows if docno <= self.pin}
 
     def search(
         self,

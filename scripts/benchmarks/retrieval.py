@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
     from rag_pipeline.embeddings import EmbeddingModel
     from rag_pipeline.stores import VectorBackend
 
+# Ingest settings of --build-embeddings fake: the local model's size, so it can ask.
+FAKE_BUILD = {"provider": "fake", "dimensions": 384}
 # Question sample, warm-up, and the file that marks a folder as this benchmark's own.
 QUESTION_SEED = 20250601
 WARM_UP_QUESTIONS = 5
@@ -78,6 +81,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-file", type=int, default=4, help="passages per Markdown file")
     parser.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL_DIR, help="eval data")
     parser.add_argument(
+        "--build-embeddings",
+        choices=("local", "fake"),
+        default="local",
+        help="fake: ingest with deterministic hashed vectors (384 dims, fast, so 100k chunks "
+        "build in minutes); questions are still embedded by the local model",
+    )
+    parser.add_argument(
+        "--cold-runs",
+        type=int,
+        default=0,
+        help="also time this many cold `rag ask` processes (wall, peak RSS) and as many cold "
+        "keyword-only searches (fake query vectors: only our own code is timed)",
+    )
+    parser.add_argument(
+        "--serve-workers",
+        type=int,
+        default=0,
+        help="also start `rag serve` with 1 and with this many workers over a `chroma run` "
+        "server of the ingested folder: time to ready and memory per worker",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -85,9 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def default_retrieval_dir(chunks: int) -> Path:
+def default_retrieval_dir(chunks: int, suffix: str = "") -> Path:
     """Where ``retrieval`` keeps its corpus and index between runs unless told otherwise."""
-    return Path(tempfile.gettempdir()) / f"rag-bench-retrieval-{chunks}"
+    return Path(tempfile.gettempdir()) / f"rag-bench-retrieval-{chunks}{suffix}"
 
 
 def chunk_label(chunks: int) -> str:
@@ -236,9 +260,11 @@ def bench_retrievers(
     model: EmbeddingModel,
     questions: list[tuple[str, str]],
     warm: list[str],
+    query_model: EmbeddingModel | None = None,
 ) -> dict[str, Any]:
     """Hybrid (default settings) vs dense-only, both without the refusal threshold, in one
-    process on the ingested store; raw samples and the store they ran on."""
+    process on the ingested store; raw samples and the store they ran on. ``query_model``
+    embeds the questions when the store was built by another model of the same size."""
     from rag_pipeline.retrieval import (
         DenseRetriever,
         HybridRetriever,
@@ -254,8 +280,9 @@ def bench_retrievers(
         settings.data_dir, retriever={"search_type": "similarity", "score_threshold": None}
     )
     keyword, keyword_load = measured(lambda: load_keyword_index(hybrid_settings, store))
-    hybrid = build_retriever(hybrid_settings, store, model.embeddings, keyword)
-    dense = build_retriever(dense_settings, store, model.embeddings)
+    asker = (query_model or model).embeddings
+    hybrid = build_retriever(hybrid_settings, store, asker, keyword)
+    dense = build_retriever(dense_settings, store, asker)
     if not isinstance(hybrid, HybridRetriever) or not isinstance(dense, DenseRetriever):
         raise SystemExit(
             f"retrievers are {type(hybrid).__name__} and {type(dense).__name__}, not "
@@ -263,8 +290,8 @@ def bench_retrievers(
         )
     retrievers = {"hybrid": hybrid, "dense": dense}
     references = {
-        "reference_k": reference_query(store, model.embeddings, dense.k),
-        "reference_candidates": reference_query(store, model.embeddings, hybrid.dense.k),
+        "reference_k": reference_query(store, asker, dense.k),
+        "reference_candidates": reference_query(store, asker, hybrid.dense.k),
     }
 
     scratch: dict[str, list[float]] = {key: [] for key in retrieval_sample_names()}
@@ -415,9 +442,13 @@ def run(args: argparse.Namespace) -> int:
     start_load = load_average()
     if args.questions < 1 or args.chunks < 1:
         raise SystemExit("--questions and --chunks must be at least 1")
-    data_dir = (args.data_dir or default_retrieval_dir(args.chunks)).resolve()
-    out = args.out or RESULTS / f"retrieval-{chunk_label(args.chunks)}.json"
-    settings = default_settings(data_dir)
+    fake = args.build_embeddings == "fake"
+    suffix = "-fake" if fake else ""
+    data_dir = (args.data_dir or default_retrieval_dir(args.chunks, suffix)).resolve()
+    out = args.out or RESULTS / f"retrieval-{chunk_label(args.chunks)}{suffix}.json"
+    settings = (
+        default_settings(data_dir, embeddings=FAKE_BUILD) if fake else default_settings(data_dir)
+    )
     corpus, plan, reused = prepare_corpus(
         data_dir, args.eval_dir, args.chunks, args.per_file, settings.split
     )
@@ -436,13 +467,210 @@ def run(args: argparse.Namespace) -> int:
         f"ingest: {ingested['seconds']:.1f} s, {ingested['chunks_embedded']} chunks embedded, "
         f"{ingested['chunks_skipped_unchanged']} unchanged"
     )
-    bench = bench_retrievers(settings, model, questions, warm)
+    query_model = build_embedding_model(default_settings(data_dir)) if fake else None
+    bench = bench_retrievers(settings, model, questions, warm, query_model)
     results = retrieval_results(
         args, data_dir, plan, reused, ingested, questions, bench, start_load
     )
+    if fake:
+        results["settings"] = (
+            "ingest with fake embeddings (hashed character n-grams, 384 dims); questions "
+            "embedded by the local model for both retrievers; otherwise " + results["settings"]
+        )
+    if args.cold_runs:
+        results["cold"] = cold_runs(data_dir, settings, [q for _, q in questions], args.cold_runs)
+    if args.serve_workers:
+        results["serve_workers"] = serve_workers(data_dir, settings, args.serve_workers)
     write_results(out, results)
     print_retrieval_summary(results)
     return 0
+
+
+def cold_runs(
+    data_dir: Path, settings: Settings, questions: list[str], runs: int
+) -> dict[str, Any]:
+    """Cold processes on the ingested folder: ``rag ask`` (fake query vectors, extractive
+    answer) and a keyword-only search (open the index, one search); wall time seen from here,
+    and the child's own time and peak RSS (``VmHWM`` of /proc/self/status, Linux) reported by
+    the child at exit."""
+    import sys
+
+    env = {
+        **os.environ,
+        "RAG_DATA_DIR": str(data_dir),
+        "RAG_EMBEDDINGS__PROVIDER": "fake",
+        "RAG_EMBEDDINGS__DIMENSIONS": str(FAKE_BUILD["dimensions"]),
+    }
+    probe = (
+        "import json, sys, time\n"
+        "started = time.perf_counter()\n"
+        "code = 0\n"
+        "if sys.argv[1] == 'ask':\n"
+        "    from rag_pipeline.cli import main\n"
+        "    code = main(['ask', '--json', sys.argv[2]])\n"
+        "else:\n"
+        "    from pathlib import Path\n"
+        "    from rag_pipeline import keyword_store as ks\n"
+        "    from rag_pipeline.bm25 import KeywordSearcher\n"
+        "    engine = ks.open_engine(Path(sys.argv[3]))\n"
+        "    with ks.reading(engine) as conn:\n"
+        "        row = conn.execute(ks.namespaces.select()).first()\n"
+        "    searcher = KeywordSearcher(engine, row.id, pin=row.next_docno - 1, "
+        "question_weight=0.6)\n"
+        "    searcher.search(sys.argv[2], 20)\n"
+        "peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+        "print(json.dumps({'code': code, 'seconds': time.perf_counter() - started, "
+        "'max_rss_mb': int(peak[0].split()[1]) / 1024}), file=sys.stderr)\n"
+    )
+    results: dict[str, Any] = {}
+    for kind in ("ask", "keyword"):
+        walls, inner, rss = [], [], []
+        for i in range(runs):
+            question = questions[i % len(questions)]
+            started = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-c", probe, kind, question, str(settings.keyword_db)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            walls.append(time.perf_counter() - started)
+            line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "{}"
+            try:
+                report = json.loads(line)
+            except json.JSONDecodeError:
+                raise SystemExit(f"cold {kind} failed: {done.stderr[-2000:]}") from None
+            if report.get("code"):
+                raise SystemExit(f"cold {kind} exited {report['code']}: {done.stderr[-2000:]}")
+            inner.append(report["seconds"])
+            rss.append(report["max_rss_mb"])
+        results[kind] = {
+            "runs": runs,
+            "wall_s_p50": round(statistics.median(walls), 3),
+            "wall_s_min": round(min(walls), 3),
+            "in_process_s_p50": round(statistics.median(inner), 3),
+            "peak_rss_mb_p50": round(statistics.median(rss), 1),
+            "peak_rss_mb_max": round(max(rss), 1),
+        }
+    results["how"] = (
+        "each run a fresh Python process (files in the page cache); ask = the CLI's `rag ask "
+        "--json` with fake query vectors and the extractive model; keyword = open the keyword "
+        "index's tables and one search with the default question weight (no vector store, no "
+        "LangChain chain: the keyword side's own cost)"
+    )
+    return results
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc; Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _ready(url: str, times: int) -> bool:
+    """``times`` /readyz requests in a row, each on a new connection (so the kernel hands
+    them to every worker), all 200."""
+    import httpx
+
+    try:
+        return all(
+            httpx.get(url, timeout=2.0, headers={"Connection": "close"}).status_code == 200
+            for _ in range(times)
+        )
+    except httpx.HTTPError:
+        return False
+
+
+def serve_workers(data_dir: Path, settings: Settings, workers: int) -> dict[str, Any]:
+    """`rag serve` with 1 and with ``workers`` workers over a `chroma run` server of the
+    ingested folder (several workers need a shared store): seconds from start until 40
+    consecutive /readyz answers (new connection each) are 200, and the resident memory of
+    each serving process once ready. The keyword index is handed to the server's namespace
+    for the run (a store's namespace names its location) and handed back after."""
+    import signal
+    import sys
+
+    from rag_pipeline.keyword_index import KeywordIndex
+    from rag_pipeline.stores import connect
+    from rag_pipeline.testing.chroma import ChromaServer, free_port
+
+    local = connect(settings)
+    server = ChromaServer(settings.chroma_dir)
+    server.start()
+    remote_settings = server.settings(settings, collection=settings.store.collection)
+    remote = connect(remote_settings)
+    KeywordIndex(settings.keyword_db, local.namespace).move_to(remote.namespace)
+    results: dict[str, Any] = {}
+    try:
+        for count in (1, workers):
+            port = free_port()
+            env = {
+                **os.environ,
+                "RAG_DATA_DIR": str(data_dir),
+                "RAG_EMBEDDINGS__PROVIDER": "fake",
+                "RAG_EMBEDDINGS__DIMENSIONS": str(FAKE_BUILD["dimensions"]),
+                "RAG_STORE__MODE": "http",
+                "RAG_STORE__HOST": server.host,
+                "RAG_STORE__PORT": str(server.port),
+            }
+            command = [sys.executable, "-m", "rag_pipeline.cli", "serve", "--port", str(port)]
+            command += ["--workers", str(count)]
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            try:
+                url = f"http://127.0.0.1:{port}/readyz"
+                while not _ready(url, 40):
+                    if process.poll() is not None or time.perf_counter() - started > 600:
+                        raise SystemExit(f"rag serve --workers {count} did not get ready")
+                    time.sleep(0.1)
+                ready_s = time.perf_counter() - started
+                serving = _children(process.pid) if count > 1 else [process.pid]
+                rss = [round(_rss_mb(pid), 1) for pid in serving]
+                results[f"workers_{count}"] = {
+                    "ready_s": round(ready_s, 2),
+                    "serving_processes": len(serving),
+                    "rss_mb_per_process": rss,
+                    "rss_mb_total": round(sum(rss), 1),
+                }
+            finally:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    finally:
+        KeywordIndex(settings.keyword_db, remote.namespace).move_to(local.namespace)
+        remote.close()
+        local.close()
+        server.stop()
+    one, many = results["workers_1"], results[f"workers_{workers}"]
+    results["ready_ratio"] = round(many["ready_s"] / one["ready_s"], 3)
+    results["rss_per_worker_over_one"] = round(
+        max(many["rss_mb_per_process"]) / one["rss_mb_total"], 3
+    )
+    results["how"] = (
+        "fake query vectors, so no model in memory; the keyword index answers from "
+        "keyword.sqlite in every worker; a Chroma server of the ingested folder"
+    )
+    return results
 
 
 def print_retrieval_summary(results: dict[str, Any]) -> None:
@@ -487,6 +715,20 @@ def print_retrieval_summary(results: dict[str, Any]) -> None:
         f"timed loop             {loop['seconds']:.1f} s, CPU {loop['cpu_s']:.1f} s, load "
         f"{loop['load_avg_1min_before']:.2f} -> {loop['load_avg_1min_after']:.2f}"
     )
+    for kind, cold in results.get("cold", {}).items():
+        if isinstance(cold, dict):
+            print(
+                f"cold {kind:7}           wall p50 {cold['wall_s_p50']:.2f} s, peak RSS p50 "
+                f"{cold['peak_rss_mb_p50']:.0f} MB ({cold['runs']} runs)"
+            )
+    if "serve_workers" in results:
+        served = results["serve_workers"]
+        for key, run in served.items():
+            if key.startswith("workers_"):
+                print(
+                    f"rag serve {key:10}   ready in {run['ready_s']:.1f} s, RSS per process "
+                    f"{run['rss_mb_per_process']} MB"
+                )
     for name, t in results["targets"].items():
         where = (
             f" at 10k chunks; measured at {t['chunks_in_store']}" if "chunks_in_store" in t else ""
