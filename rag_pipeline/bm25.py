@@ -215,31 +215,27 @@ class KeywordSearcher:
             question_average = float(stats.question_length) / question_docs
             weights = {term: idf(documents, body[term][1] if term in body else 0) for term in terms}
             total_weight = sum(weights.values())
-            parts: list[tuple[Any, Any, Any, Any]] = []  # docs, body score, question, matched
-            for term, (postings, _) in body.items():
-                score = weights[term] * _saturation(postings, average)
-                parts.append((postings.docs, score, None, np.full(len(postings), weights[term])))
-            for postings, df in asked.values():
-                term_idf = idf(question_docs, df)
-                score = term_idf * _saturation(postings, question_average)
-                parts.append((postings.docs, None, score, None))
-            if not parts:
+            if not body and not asked:
                 return []
-            all_docs = np.concatenate([p[0] for p in parts])
+            body_docs, body_score, body_idf = _field_arrays(
+                [(postings, weights[term]) for term, (postings, _) in body.items()], average
+            )
+            question_docs_, question_score, _ = _field_arrays(
+                [(postings, idf(question_docs, df)) for postings, df in asked.values()],
+                question_average,
+            )
             # Scores per chunk number, as dense arrays over the numbers the postings span: one
-            # vectorised sum per field, no sort of the postings.
-            first = int(all_docs.min())
-            span = int(all_docs.max()) - first + 1
-            slot = all_docs - first
-
-            def summed(position: int) -> Any:
-                values = np.concatenate(
-                    [p[position] if p[position] is not None else np.zeros(len(p[0])) for p in parts]
-                )
-                return np.bincount(slot, weights=values, minlength=span)
-
-            body_scores, question_scores, matched = summed(1), summed(2), summed(3)
-            scores = body_scores + self.question_weight * question_scores
+            # vectorised sum per array, no sort of the postings.
+            ends = [a for a in (body_docs, question_docs_) if len(a)]
+            first = int(min(a.min() for a in ends))
+            span = int(max(a.max() for a in ends)) - first + 1
+            matched = np.bincount(body_docs - first, weights=body_idf, minlength=span)
+            scores: Any = np.bincount(body_docs - first, weights=body_score, minlength=span)
+            question_scores = np.bincount(
+                question_docs_ - first, weights=question_score, minlength=span
+            )
+            if self.question_weight:
+                scores += self.question_weight * question_scores
             # Written after this searcher was made: not part of its snapshot.
             if first + span - 1 > self.pin:
                 scores[max(0, self.pin - first + 1) :] = 0.0
@@ -270,17 +266,32 @@ class KeywordSearcher:
         return hits
 
     def _rows(self, conn: Any, numbers: list[int]) -> dict[int, tuple[str, str, str]]:
-        from sqlalchemy import select
 
         from rag_pipeline import keyword_store as ks
 
-        table = ks.docs
-        rows = conn.execute(
-            select(table.c.docno, table.c.id, table.c.content, table.c.metadata).where(
-                table.c.namespace == self.namespace, table.c.docno.in_(numbers)
-            )
+        rows = ks.driver_rows(
+            conn,
+            "SELECT docno, id, content, metadata FROM keyword_docs WHERE namespace = ? AND "  # noqa: S608
+            f"docno IN ({ks.marks(len(numbers))})",
+            (self.namespace, *numbers),
         )
         return {int(docno): (id_, content, meta) for docno, id_, content, meta in rows}
+
+
+def _field_arrays(lists: Sequence[tuple[Any, float]], average: float) -> tuple[Any, Any, Any]:
+    """One field's postings of every query term joined: chunk numbers, BM25 contributions
+    (idf x saturation) and each posting's idf (for coverage)."""
+    import numpy as np
+
+    if not lists:
+        empty = np.zeros(0)
+        return empty.astype(np.int64), empty, empty
+    docs = np.concatenate([postings.docs for postings, _ in lists])
+    score = np.concatenate(
+        [term_idf * _saturation(postings, average) for postings, term_idf in lists]
+    )
+    idfs = np.repeat([term_idf for _, term_idf in lists], [len(p) for p, _ in lists])
+    return docs, score, idfs
 
 
 def _ranked(scores: Any, first: int) -> Iterator[Any]:
