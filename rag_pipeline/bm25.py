@@ -165,19 +165,22 @@ class KeywordSearcher:
 
     def visible(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` this searcher may return (stored, and not written after it)."""
-        from sqlalchemy import select
 
         from rag_pipeline import keyword_store as ks
 
-        table = ks.docs
         if not ids:
             return set()
+        wanted = list(dict.fromkeys(ids))
+        rows: list[Any] = []
         with ks.reading(self.engine) as conn:
-            rows = conn.execute(
-                select(table.c.id, table.c.docno).where(
-                    table.c.namespace == self.namespace, table.c.id.in_(list(ids))
+            for start in range(0, len(wanted), 900):
+                part = wanted[start : start + 900]
+                rows += ks.driver_rows(
+                    conn,
+                    "SELECT id, docno FROM keyword_docs WHERE namespace = ? AND "  # noqa: S608
+                    f"id IN ({ks.marks(len(part))})",
+                    (self.namespace, *part),
                 )
-            ).all()
         # The pin is checked here: in the statement, SQLite's planner takes the chunk-number
         # range over the id index and scans the collection.
         return {id_ for id_, docno in rows if docno <= self.pin}
