@@ -252,10 +252,14 @@ def test_batches_cap_padding_and_size() -> None:
 
 def test_the_model_is_built_once_then_reused(tiny: Path, tmp_path: Path) -> None:
     notices: list[str] = []
-    first = load_model(precision="fp32", cache_dir=tmp_path, weights_path=tiny, notice=notices.append)
+    first = load_model(
+        precision="fp32", cache_dir=tmp_path, weights_path=tiny, notice=notices.append
+    )
     assert first.built and first.path is not None and first.path.exists()
     assert len(notices) == 1 and "building" in notices[0] and str(tmp_path) in notices[0]
-    second = load_model(precision="fp32", cache_dir=tmp_path, weights_path=tiny, notice=notices.append)
+    second = load_model(
+        precision="fp32", cache_dir=tmp_path, weights_path=tiny, notice=notices.append
+    )
     assert not second.built and second.path == first.path and len(notices) == 1
     # the key covers precision, the weights' hash, onnxruntime's and the builder's versions
     other = load_model(precision="q4", cache_dir=tmp_path, weights_path=tiny, notice=notices.append)
@@ -264,7 +268,9 @@ def test_the_model_is_built_once_then_reused(tiny: Path, tmp_path: Path) -> None
 
     assert f"ort{onnxruntime.__version__}" in first.path.name and "-b" in first.path.name
     changed = write_tiny_model(tmp_path / "changed.bin", seed=1)
-    third = load_model(precision="fp32", cache_dir=tmp_path, weights_path=changed, notice=notices.append)
+    third = load_model(
+        precision="fp32", cache_dir=tmp_path, weights_path=changed, notice=notices.append
+    )
     assert third.built and third.path != first.path
 
 
