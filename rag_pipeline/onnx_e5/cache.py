@@ -26,7 +26,7 @@ import numpy as np
 
 from rag_pipeline.onnx_e5.graph import BUILDER_VERSION, Precision, build_model
 from rag_pipeline.onnx_e5.tokenizer import E5Tokenizer
-from rag_pipeline.onnx_e5.weights import E5Weights, default_weights_path, read_weights
+from rag_pipeline.onnx_e5.weights import E5Config, default_weights_path, read_weights
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,10 @@ def cache_key(weights_digest: str, precision: Precision) -> str:
 
 @dataclass
 class LoadedModel:
-    """What the engine runs: the parsed weights, the tokenizer and the ORT session."""
+    """What the engine runs: the model's shape, the tokenizer and the ORT session (the weight
+    file's bytes are not kept: about 100 MB less once the session is open)."""
 
-    weights: E5Weights
+    config: E5Config
     tokenizer: E5Tokenizer
     session: Any
     path: Path | None  # the cached model file; None when built in memory
@@ -149,13 +150,15 @@ def load_model(
     session = _read_cached(path, threads)
     if session is not None:
         seconds = time.perf_counter() - started
-        return LoadedModel(weights, tokenizer, session, path, False, seconds)
+        return LoadedModel(weights.config, tokenizer, session, path, False, seconds)
 
     (notice or _stderr_notice)(
         f"building the local embedding model (ONNX, {precision}) once, cached in {folder} ..."
     )
     model = build_model(weights, precision)
+    config = weights.config
+    del weights
     stored = _store(path, model)
     session = _session(model, threads)
     seconds = time.perf_counter() - started
-    return LoadedModel(weights, tokenizer, session, path if stored else None, True, seconds)
+    return LoadedModel(config, tokenizer, session, path if stored else None, True, seconds)

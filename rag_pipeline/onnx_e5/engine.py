@@ -89,7 +89,7 @@ class OnnxE5:
 
     @property
     def dim(self) -> int:
-        return self.load().weights.config.hidden
+        return self.load().config.hidden
 
     def load(self) -> LoadedModel:
         """Open (or build and cache) the model once; later calls return it."""
@@ -112,7 +112,7 @@ class OnnxE5:
 
     def _encode(self, texts: list[str], prefix: str) -> np.ndarray:
         model = self.load()
-        cfg, vocab = model.weights.config, model.weights.vocab
+        cfg, vocab = model.config, model.tokenizer
         width = cfg.max_positions - 2
         out = np.zeros((len(texts), cfg.hidden), dtype=np.float64)
         weight = np.zeros(len(texts), dtype=np.float64)

