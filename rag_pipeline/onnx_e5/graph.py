@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 Precision = Literal["int8", "q4", "fp32"]
 PRECISIONS: tuple[Precision, ...] = ("int8", "q4", "fp32")
 # Bump when the graph this module writes changes: it is part of the cache key.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 OPSET = 17
 
 
@@ -108,7 +108,9 @@ def _layer_norm(g: _Graph, x: str, w: np.ndarray, b: np.ndarray, eps: float, hin
     )
 
 
-def build_graph(weights: E5Weights, precision: Precision) -> ModelProto:
+def build_graph(
+    weights: E5Weights, precision: Precision, *, fused_attention: bool = True
+) -> ModelProto:
     """The encoder for ``precision`` (int8 adds a quantisation pass: see ``build_model``)."""
     cfg = weights.config
     h, heads = cfg.hidden, cfg.heads
@@ -139,17 +141,20 @@ def build_graph(weights: E5Weights, precision: Precision) -> ModelProto:
     x = _layer_norm(g, x, weights.tensor_f32("emb.ln.w"), weights.tensor_f32("emb.ln.b"),
                     cfg.eps, "emb_ln")  # fmt: skip
 
-    # Additive key mask (B, 1, 1, S): 0 for tokens, -1e4 x ... for padding.
     mask_f = g.op("Cast", ["attention_mask"], "mask_f", to=tp.FLOAT)
-    key_bias = g.op(
-        "Mul",
-        [g.op("Sub", [g.const(np.float32(1.0)), mask_f]), g.const(np.float32(-1e9))],
-        "key_bias",
-    )
-    key_bias = g.op("Unsqueeze", [key_bias, g.const(np.array([1, 2], i64))], "key_bias4")
-    split_heads = g.const(np.array([0, 0, heads, head_dim], i64), "split_heads")
-    merge_heads = g.const(np.array([0, 0, h], i64), "merge_heads")
-    att_scale = g.const(np.float32(1.0 / math.sqrt(head_dim)), "att_scale")
+    if fused_attention:
+        key_mask = g.op("Cast", ["attention_mask"], "key_mask", to=tp.INT32)
+    else:
+        # Additive key mask (B, 1, 1, S): 0 for tokens, -1e9 for padding.
+        key_bias = g.op(
+            "Mul",
+            [g.op("Sub", [g.const(np.float32(1.0)), mask_f]), g.const(np.float32(-1e9))],
+            "key_bias",
+        )
+        key_bias = g.op("Unsqueeze", [key_bias, g.const(np.array([1, 2], i64))], "key_bias4")
+        split_heads = g.const(np.array([0, 0, heads, head_dim], i64), "split_heads")
+        merge_heads = g.const(np.array([0, 0, h], i64), "merge_heads")
+        att_scale = g.const(np.float32(1.0 / math.sqrt(head_dim)), "att_scale")
     sqrt2 = g.const(np.float32(math.sqrt(2.0)))
     half, one = g.const(np.float32(0.5)), g.const(np.float32(1.0))
 
@@ -160,16 +165,28 @@ def build_graph(weights: E5Weights, precision: Precision) -> ModelProto:
             blocks, bias = weights.linear(layer, part)
             return _linear(g, inp, blocks, bias, precision, f"{p}_{part}")
 
-        def heads_of(t: str, perm: list[int]) -> str:
-            return g.op("Transpose", [g.op("Reshape", [t, split_heads])], perm=perm)
+        if fused_attention:
+            # ONNX Runtime's MultiHeadAttention: one kernel for scores, mask, softmax and
+            # context, on (B, S, hidden) tensors; scale 1/sqrt(head_dim) by default.
+            ctx = g.op(
+                "MultiHeadAttention",
+                [lin(x, "q"), lin(x, "k"), lin(x, "v"), "", key_mask],
+                p + "_mha",
+                domain="com.microsoft",
+                num_heads=heads,
+            )
+        else:
 
-        q = heads_of(lin(x, "q"), [0, 2, 1, 3])  # (B, heads, S, d)
-        k = heads_of(lin(x, "k"), [0, 2, 3, 1])  # (B, heads, d, S)
-        v = heads_of(lin(x, "v"), [0, 2, 1, 3])
-        scores = g.op("Mul", [g.op("MatMul", [q, k]), att_scale], p + "_scores")
-        probs = g.op("Softmax", [g.op("Add", [scores, key_bias])], p + "_probs", axis=-1)
-        ctx = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
-        ctx = g.op("Reshape", [ctx, merge_heads], p + "_ctx")
+            def heads_of(t: str, perm: list[int]) -> str:
+                return g.op("Transpose", [g.op("Reshape", [t, split_heads])], perm=perm)
+
+            q = heads_of(lin(x, "q"), [0, 2, 1, 3])  # (B, heads, S, d)
+            k = heads_of(lin(x, "k"), [0, 2, 3, 1])  # (B, heads, d, S)
+            v = heads_of(lin(x, "v"), [0, 2, 1, 3])
+            scores = g.op("Mul", [g.op("MatMul", [q, k]), att_scale], p + "_scores")
+            probs = g.op("Softmax", [g.op("Add", [scores, key_bias])], p + "_probs", axis=-1)
+            ctx = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+            ctx = g.op("Reshape", [ctx, merge_heads], p + "_ctx")
         x = g.op("Add", [x, lin(ctx, "ao")], p + "_res1")
         x = _layer_norm(g, x, weights.tensor_f32(f"{p}.aln.w"), weights.tensor_f32(f"{p}.aln.b"),
                         cfg.eps, p + "_aln")  # fmt: skip
@@ -199,9 +216,7 @@ def build_graph(weights: E5Weights, precision: Precision) -> ModelProto:
         [helper.make_tensor_value_info("mean", tp.FLOAT, ["batch", h])],
         g.initializers,
     )
-    opsets = [helper.make_opsetid("", OPSET)]
-    if precision == "q4":
-        opsets.append(helper.make_opsetid("com.microsoft", 1))
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="rag_pipeline")
     model.ir_version = 8
     return model
@@ -244,6 +259,7 @@ def _quantise(model: ModelProto, onnx: Any, quantize_dynamic: Any, QuantType: An
             per_channel=True,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"],
-            extra_options={"MatMulConstBOnly": True},
+            # Types behind com.microsoft ops are unknown to shape inference: float.
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
         return dst.read_bytes()

@@ -49,10 +49,12 @@ class E5Tokenizer:
         return text.replace(" ", METASPACE)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        normalised = [self.normalise(t) for t in texts]
-        encodings = self._tokenizer.encode_batch(normalised, add_special_tokens=False)
+        # One text at a time: encode_batch would start the tokenizers thread pool, and a
+        # process that forks after that (rag serve's workers, subprocesses) prints a warning
+        # and loses it; tokenising is a small part of the time anyway.
         out: list[list[int]] = []
-        for encoding in encodings:
+        for text in texts:
+            encoding = self._tokenizer.encode(self.normalise(text), add_special_tokens=False)
             ids = encoding.ids
             if self.unk in ids:
                 expanded: list[int] = []

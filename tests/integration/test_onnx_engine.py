@@ -139,3 +139,33 @@ class TestOnnxE5Standard(EmbeddingsIntegrationTests):
     @property
     def embedding_model_params(self) -> dict:
         return {"threads": 2, "engine": "onnx", "precision": "int8"}
+
+
+def test_embedding_releases_the_gil(cache_dir: Path) -> None:
+    """Another Python thread keeps running while a batch is embedded (a service thread can
+    serve meanwhile): with the GIL held it would stall for the whole batch."""
+    import threading
+    import time
+
+    engine = OnnxE5(precision="int8", cache_dir=cache_dir, threads=1)
+    texts = ["退货政策：收到商品七天内可以申请无理由退货，请保持商品完好。"] * 48
+    engine.passage(texts[:2])
+    stop, count = threading.Event(), [0]
+
+    def spin() -> None:
+        while not stop.is_set():
+            count[0] += 1
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        idle_rate = count[0] / 0.5
+        count[0] = 0
+        started = time.perf_counter()
+        engine.passage(texts)
+        busy_rate = count[0] / (time.perf_counter() - started)
+    finally:
+        stop.set()
+        thread.join()
+    assert busy_rate > 0.2 * idle_rate, (busy_rate, idle_rate)

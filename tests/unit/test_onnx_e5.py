@@ -331,3 +331,21 @@ def test_an_unwritable_cache_path_falls_back_to_memory_with_a_warning(
     assert "cannot write the embedding model cache" in caplog.text
     ids, mask = np.array([[0, 5, 2]]), np.ones((1, 3), dtype=np.int64)
     assert loaded.run(ids, mask).shape == (1, H)
+
+
+def test_fused_and_plain_attention_graphs_agree(tiny: Path) -> None:
+    """The plain-ops attention (kept for runtimes without com.microsoft's
+    MultiHeadAttention) computes what the fused kernel does."""
+    import onnxruntime as ort
+
+    from rag_pipeline.onnx_e5.graph import build_graph
+
+    w = read_weights(tiny)
+    ids = np.array([[0, 5, 9, 12, 2], [0, 6, 2, 1, 1]], dtype=np.int64)
+    mask = (ids != 1).astype(np.int64)
+    outs = []
+    for fused in (True, False):
+        model = build_graph(w, "fp32", fused_attention=fused).SerializeToString()
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        outs.append(session.run(["mean"], {"input_ids": ids, "attention_mask": mask})[0])
+    assert np.allclose(outs[0], outs[1], atol=1e-5)
