@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from langchain_tests.unit_tests import EmbeddingsUnitTests
 from pydantic import ValidationError
 
 from rag_pipeline.config import Settings
@@ -59,3 +60,15 @@ def test_building_the_onnx_engine_loads_nothing(tmp_path: Path) -> None:
     assert emb._model is None and not (tmp_path / "never").exists()
     with pytest.raises(AssertionError, match="must not load the real local model"):
         emb.embed_query("x")  # the unit tier's guard covers both engines
+
+
+class TestOnnxEngineUnitStandard(EmbeddingsUnitTests):
+    """LangChain's unit suite (construction only; the real model is integration-tier)."""
+
+    @property
+    def embeddings_class(self) -> type[LocalE5Embeddings]:
+        return LocalE5Embeddings
+
+    @property
+    def embedding_model_params(self) -> dict:
+        return {"threads": 2, "engine": "onnx", "precision": "int8"}
