@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/rag_pipeline`` (``~/.cache/rag_pipeline`` when unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rag_pipeline"
+    """``~/.cache/rag_pipeline``: where the model goes when ``embeddings.cache_dir`` is unset
+    (settings are the only source of configuration, so no environment variable is read)."""
+    return Path.home() / ".cache" / "rag_pipeline"
 
 
 def cache_key(weights_digest: str, precision: Precision) -> str:
