@@ -103,6 +103,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        # Readable by other users (mkstemp makes it 0600): a cache built as root in a Docker
+        # build step serves the image's unprivileged user.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -267,6 +267,7 @@ def test_the_model_is_built_once_then_reused(tiny: Path, tmp_path: Path) -> None
     import onnxruntime
 
     assert f"ort{onnxruntime.__version__}" in first.path.name and "-b" in first.path.name
+    assert first.path.stat().st_mode & 0o777 == 0o644  # other users (a container's) read it
     changed = write_tiny_model(tmp_path / "changed.bin", seed=1)
     third = load_model(
         precision="fp32", cache_dir=tmp_path, weights_path=changed, notice=notices.append
