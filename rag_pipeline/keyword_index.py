@@ -58,7 +58,7 @@ class KeywordIndex:
             if self.engine.dialect.name == "sqlite":
                 self._migrate_legacy_rows()
         except DatabaseError as e:
-            if self.engine_dialect() != "sqlite":
+            if not isinstance(location, Path):  # PostgreSQL's own error says enough
                 raise
             raise CorruptDataError(
                 f"the keyword index {location} is not a readable SQLite database ({e.orig}): "
@@ -66,9 +66,6 @@ class KeywordIndex:
                 "`rag ask`"
             ) from e
         self._synonyms: tuple[str, Synonyms] = ("{}", Synonyms())
-
-    def engine_dialect(self) -> str:
-        return "sqlite" if isinstance(self.location, Path) else self.location.split(":", 1)[0]
 
     def _namespace_id(self, name: str) -> int:
         with ks.reading(self.engine) as conn:

@@ -185,14 +185,6 @@ def _create_tables(engine: Engine) -> None:
         metadata.create_all(conn, checkfirst=True)
 
 
-def close_engine(location: Path | str) -> None:
-    """Drop the cached engine of ``location`` (its connections are closed)."""
-    with _engines_lock:
-        engine = _engines.pop(str(location), None)
-    if engine is not None:
-        engine.dispose()
-
-
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """A read transaction: every statement in it sees the same committed state."""

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from rag_pipeline.bm25 import KeywordSearcher
     from rag_pipeline.config import Settings
     from rag_pipeline.embeddings import EmbeddingModel
+    from rag_pipeline.keyword_index import KeywordIndex
     from rag_pipeline.retrieval import Visibility
     from rag_pipeline.stores.base import VectorBackend
 
@@ -84,6 +85,7 @@ class ServiceState:
         )
         self.evaluations = Evaluations()  # the admin page's runs and their report links
         self._checked = 0.0  # when the change counter was last read
+        self._keyword_index: KeywordIndex | None = None
 
     def load(self) -> None:
         """Build the embedding model, open (or create) the collection, build the assistant.
@@ -146,7 +148,11 @@ class ServiceState:
 
         if self.store is None:
             return 0
-        return KeywordIndex(self.settings.keyword_db, self.store.namespace).changes()
+        # Opened once: opening checks the tables and the namespace row, reading the counter
+        # is one small query, and requests read it every CHANGE_CHECK_S.
+        if self._keyword_index is None or self._keyword_index.collection != self.store.namespace:
+            self._keyword_index = KeywordIndex(self.settings.keyword_db, self.store.namespace)
+        return self._keyword_index.changes()
 
     @property
     def snapshot(self) -> Snapshot:
