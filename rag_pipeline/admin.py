@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag_pipeline import state_db
 from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.errors import ConfigurationError, EmptyIndexError, RagError
 from rag_pipeline.locking import collection_lock
@@ -418,7 +419,7 @@ def migrate(
         stack = ExitStack()
         try:
             if destination.namespace == source.namespace and (
-                target.record_db.resolve() == settings.record_db.resolve()
+                state_db.same_location(target.state_location, settings.state_location)
             ):
                 raise ConfigurationError(
                     f"source and target are the same collection ({source.namespace}): give "

@@ -141,9 +141,9 @@ class KeywordSearcher:
     @property
     def size(self) -> int:
         """Chunks in the collection now."""
-        from rag_pipeline import keyword_store as ks
+        from rag_pipeline import state_db
 
-        with ks.reading(self.engine) as conn:
+        with state_db.reading(self.engine) as conn:
             return int(self._statistics(conn).documents)
 
     def _statistics(self, conn: Any) -> Any:
@@ -157,8 +157,9 @@ class KeywordSearcher:
     def idf(self, term: str) -> float:
         """The text field's IDF of ``term`` (as a search computes it)."""
         from rag_pipeline import keyword_store as ks
+        from rag_pipeline import state_db
 
-        with ks.reading(self.engine) as conn:
+        with state_db.reading(self.engine) as conn:
             documents = int(self._statistics(conn).documents)
             df = ks.document_frequency(conn, self.namespace, ks.BODY, term)
         return idf(documents, df)
@@ -167,12 +168,13 @@ class KeywordSearcher:
         """Which of ``ids`` this searcher may return (stored, and not written after it)."""
 
         from rag_pipeline import keyword_store as ks
+        from rag_pipeline import state_db
 
         if not ids:
             return set()
         wanted = list(dict.fromkeys(ids))
         rows: list[Any] = []
-        with ks.reading(self.engine) as conn:
+        with state_db.reading(self.engine) as conn:
             for start in range(0, len(wanted), 900):
                 part = wanted[start : start + 900]
                 rows += ks.driver_rows(
@@ -197,12 +199,13 @@ class KeywordSearcher:
         import numpy as np
 
         from rag_pipeline import keyword_store as ks
+        from rag_pipeline import state_db
 
         where = check_where(where)  # once per query, not per hit
         terms = sorted(set(tokenize(self._normalise(query))))
         if not terms or k <= 0:
             return []
-        with ks.reading(self.engine) as conn:
+        with state_db.reading(self.engine) as conn:
             stats = self._statistics(conn)
             documents = int(stats.documents)
             if not documents:

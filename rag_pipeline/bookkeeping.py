@@ -1,20 +1,19 @@
 """What a collection keeps beside its vectors, created, counted, moved, copied and dropped here.
 
-Three things, all keyed by the backend's namespace (backend + location + collection name):
+Everything lives in the state database (``state_db``: ``state.sqlite`` in the data folder, or
+PostgreSQL with ``RAG_STATE__URL``), keyed by the backend's namespace (backend + location +
+collection name):
 
-- the LangChain record manager (``SQLRecordManager`` in ``settings.record_db``): which chunk
-  ids are stored, grouped by ``source``; it is what makes re-ingesting incremental;
-- the source manifest (our table ``rag_sources`` in the same file): which files the namespace
-  holds, under which corpus root, so deleted files can be pruned;
-- the corpus roots (our table ``rag_roots``): each ingested folder's resolved path and a short
-  label, unique in the namespace. A file's *source key* is ``LABEL/SOURCE`` (``SOURCE`` being
-  its path relative to the folder, the ``source`` metadata users see), so two folders holding
+- the record manager (``records.StateRecordManager``): which chunk ids are stored, grouped by
+  ``source``; it is what makes re-ingesting incremental;
+- the source manifest (``rag_sources``): which files the namespace holds, under which corpus
+  root, so deleted files can be pruned;
+- the corpus roots (``rag_roots``): each ingested folder's resolved path and a short label,
+  unique in the namespace. A file's *source key* is ``LABEL/SOURCE`` (``SOURCE`` being its path
+  relative to the folder, the ``source`` metadata users see), so two folders holding
   ``faq.csv`` keep both; the key is the record-manager group of the file's chunks, which carry
-  the label as ``root`` metadata.
-- the keyword index (``rag_pipeline.bm25.KeywordIndex`` in ``settings.keyword_db``).
-
-Only public record-manager calls are used (``list_keys``, ``update``, ``delete_keys``): a
-rename moves each source's keys to the new namespace group by group.
+  the label as ``root`` metadata;
+- the keyword index (``keyword_index.KeywordIndex``).
 
 >>> from rag_pipeline.config import Settings
 >>> state = Bookkeeping(Settings(data_dir=tmp), "chroma/persistent/rag")   # doctest: +SKIP
@@ -25,21 +24,22 @@ rename moves each source's keys to the new namespace group by group.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterable, Sequence
-from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from rag_pipeline import state_db
 from rag_pipeline.batching import batched
-from rag_pipeline.datafolder import ensure_data_dir
-from rag_pipeline.errors import CorruptDataError
 from rag_pipeline.keyword_index import KeywordIndex
+from rag_pipeline.records import StateRecordManager
 from rag_pipeline.stores.base import source_key
 
 if TYPE_CHECKING:
-    from langchain_classic.indexes import SQLRecordManager
+    from sqlalchemy.engine import Connection, Engine
 
     from rag_pipeline.config import Settings
     from rag_pipeline.loading import SourceFile
@@ -65,31 +65,23 @@ class Counts:
 class SourceManifest:
     """Which sources a namespace holds, and under which corpus root.
 
-    LangChain's record manager knows keys per source but cannot list sources; pruning deleted
-    files needs that list, so it is kept here, in the same SQLite file.
+    The record manager knows keys per source but cannot list sources; pruning deleted files
+    needs that list, so it is kept here, in the state database.
     """
 
-    def __init__(self, path: Path, namespace: str) -> None:
-        self.path = path
+    def __init__(self, engine: Engine, namespace: str) -> None:
+        self.engine = engine
         self.namespace = namespace
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS rag_sources ("
-                "namespace TEXT NOT NULL, source TEXT NOT NULL, root TEXT NOT NULL, "
-                "PRIMARY KEY (namespace, source))"
-            )
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path)
 
     def rows(self) -> list[tuple[str, str]]:
         """Every (source, root) of the namespace."""
-        with closing(self._connect()) as db:
-            found = db.execute(
-                "SELECT source, root FROM rag_sources WHERE namespace = ? ORDER BY source",
-                (self.namespace,),
-            ).fetchall()
+        t = state_db.sources
+        with state_db.reading(self.engine) as conn:
+            found = conn.execute(
+                select(t.c.source, t.c.root)
+                .where(t.c.namespace == self.namespace)
+                .order_by(t.c.source)
+            ).all()
         return [(str(s), str(r)) for s, r in found]
 
     def under(self, root: Path) -> set[str]:
@@ -97,57 +89,44 @@ class SourceManifest:
 
     def add(self, files: Iterable[SourceFile], labels: dict[Path, str]) -> None:
         """Record files (each under its root's label) as held by the namespace."""
-        self.add_rows((source_key(labels[f.root], f.source), str(f.root)) for f in files)
+        self.add_rows(self.rows_of(files, labels))
+
+    @staticmethod
+    def rows_of(files: Iterable[SourceFile], labels: dict[Path, str]) -> list[tuple[str, str]]:
+        return [(source_key(labels[f.root], f.source), str(f.root)) for f in files]
 
     def add_rows(self, rows: Iterable[tuple[str, str]]) -> None:
-        with closing(self._connect()) as db, db:
-            db.executemany(
-                "INSERT OR REPLACE INTO rag_sources VALUES (?, ?, ?)",
-                [(self.namespace, source, root) for source, root in rows],
-            )
+        with state_db.writing(self.engine) as conn:
+            self.add_in(conn, rows)
+
+    def add_in(self, conn: Connection, rows: Iterable[tuple[str, str]]) -> None:
+        """``add_rows`` inside a write transaction the caller holds."""
+        listed = [{"namespace": self.namespace, "source": s, "root": r} for s, r in rows]
+        for batch in batched(listed, KEY_BATCH):
+            state_db.upsert(conn, state_db.sources, batch)
 
     def remove(self, sources: Iterable[str]) -> int:
-        with closing(self._connect()) as db, db:
-            cursor = db.executemany(
-                "DELETE FROM rag_sources WHERE namespace = ? AND source = ?",
-                [(self.namespace, s) for s in sources],
-            )
-        return cursor.rowcount
+        with state_db.writing(self.engine) as conn:
+            return self.remove_in(conn, sources)
+
+    def remove_in(self, conn: Connection, sources: Iterable[str]) -> int:
+        t = state_db.sources
+        removed = 0
+        for batch in batched(list(sources), KEY_BATCH):
+            removed += conn.execute(
+                delete(t).where(t.c.namespace == self.namespace, t.c.source.in_(list(batch)))
+            ).rowcount
+        return removed
 
     def clear(self) -> int:
-        with closing(self._connect()) as db, db:
-            cursor = db.execute("DELETE FROM rag_sources WHERE namespace = ?", (self.namespace,))
-        return cursor.rowcount
+        t = state_db.sources
+        with state_db.writing(self.engine) as conn:
+            return conn.execute(delete(t).where(t.c.namespace == self.namespace)).rowcount
 
 
-def record_manager(settings: Settings, namespace: str) -> SQLRecordManager:
-    """LangChain's record manager for ``namespace``, in the data folder (tables created)."""
-    from langchain_classic.indexes import SQLRecordManager
-    from sqlalchemy.exc import DatabaseError
-
-    ensure_data_dir(settings)
-    from sqlalchemy.pool import NullPool
-
-    # No pooled connection: each Bookkeeping would otherwise keep one open file per engine
-    # for the life of the process (a long-lived service or a test session runs out of them).
-    manager = SQLRecordManager(
-        namespace,
-        db_url=f"sqlite:///{settings.record_db}",
-        engine_kwargs={"poolclass": NullPool},
-    )
-    try:
-        manager.create_schema()
-    except DatabaseError as e:
-        raise _corrupt_records(settings, e) from e
-    return manager
-
-
-def _corrupt_records(settings: Settings, error: Exception) -> CorruptDataError:
-    return CorruptDataError(
-        f"the record file {settings.record_db} is not a readable SQLite database "
-        f"({type(error).__name__}): move it away, then `rag verify --repair` and "
-        "`rag ingest FOLDER` rebuild the records from the store (nothing is re-embedded)"
-    )
+def record_manager(settings: Settings, namespace: str) -> StateRecordManager:
+    """The record manager of ``namespace``, in the state database of ``settings``."""
+    return StateRecordManager(state_db.state_engine(settings), namespace)
 
 
 class Bookkeeping:
@@ -160,81 +139,76 @@ class Bookkeeping:
     def __init__(self, settings: Settings, namespace: str) -> None:
         self.settings = settings
         self.namespace = namespace
-        self.records = record_manager(settings, namespace)
-        self.manifest = SourceManifest(settings.record_db, namespace)
-        self.keyword = KeywordIndex(settings.keyword_db, namespace)
-        try:
-            self._create_tables()
-        except sqlite3.DatabaseError as e:
-            raise _corrupt_records(settings, e) from e
-
-    def _create_tables(self) -> None:
-        with closing(self._db()) as db, db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS rag_roots (namespace TEXT NOT NULL, "
-                "label TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY (namespace, label), "
-                "UNIQUE (namespace, path))"
-            )
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS rag_layout (namespace TEXT PRIMARY KEY, "
-                "version INTEGER NOT NULL)"
-            )
-
-    def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.settings.record_db)
+        self.engine = state_db.state_engine(settings)
+        self.records = StateRecordManager(self.engine, namespace)
+        self.manifest = SourceManifest(self.engine, namespace)
+        self.keyword = KeywordIndex(self.engine, namespace)
 
     # -- roots -------------------------------------------------------------------------------
 
     def roots(self) -> dict[str, str]:
         """Every corpus root of the namespace: label -> resolved path."""
-        with closing(self._db()) as db:
-            rows = db.execute(
-                "SELECT label, path FROM rag_roots WHERE namespace = ? ORDER BY label",
-                (self.namespace,),
-            ).fetchall()
+        t = state_db.roots
+        with state_db.reading(self.engine) as conn:
+            rows = conn.execute(
+                select(t.c.label, t.c.path)
+                .where(t.c.namespace == self.namespace)
+                .order_by(t.c.label)
+            ).all()
         return {str(label): str(path) for label, path in rows}
 
     def root_label(self, path: Path) -> str:
         """The label of the corpus root ``path`` (resolved), made and recorded on first use:
         the folder's name, with ``-2``, ``-3``, ... when another folder has that name."""
         resolved = str(path.resolve())
-        known = self.roots()
-        for label, at in known.items():
-            if at == resolved:
-                return label
         base = _LABEL_CHARS.sub("_", path.resolve().name).strip("_") or "root"
-        label, n = base, 1
-        while label in known:
-            n += 1
-            label = f"{base}-{n}"
-        with closing(self._db()) as db, db:
-            db.execute("INSERT INTO rag_roots VALUES (?, ?, ?)", (self.namespace, label, resolved))
-        return label
+        for _attempt in range(20):
+            known = self.roots()
+            for label, at in known.items():
+                if at == resolved:
+                    return label
+            label, n = base, 1
+            while label in known:
+                n += 1
+                label = f"{base}-{n}"
+            try:
+                with state_db.writing(self.engine) as conn:
+                    conn.execute(
+                        insert(state_db.roots).values(
+                            namespace=self.namespace, label=label, path=resolved
+                        )
+                    )
+                return label
+            except IntegrityError:
+                continue  # another worker recorded a root at that moment: look again
+        raise RuntimeError(f"could not record the corpus root {resolved}")
 
     def _add_roots(self, roots: dict[str, str]) -> None:
-        with closing(self._db()) as db, db:
-            db.executemany(
-                "INSERT OR REPLACE INTO rag_roots VALUES (?, ?, ?)",
-                [(self.namespace, label, path) for label, path in roots.items()],
+        with state_db.writing(self.engine) as conn:
+            state_db.upsert(
+                conn,
+                state_db.roots,
+                [{"namespace": self.namespace, "label": k, "path": v} for k, v in roots.items()],
             )
-            db.execute(
-                "INSERT OR REPLACE INTO rag_layout VALUES (?, ?)", (self.namespace, LAYOUT_VERSION)
+            state_db.upsert(
+                conn, state_db.layout, [{"namespace": self.namespace, "version": LAYOUT_VERSION}]
             )
 
     def _clear_roots(self) -> None:
-        with closing(self._db()) as db, db:
-            db.execute("DELETE FROM rag_roots WHERE namespace = ?", (self.namespace,))
-            db.execute("DELETE FROM rag_layout WHERE namespace = ?", (self.namespace,))
+        with state_db.writing(self.engine) as conn:
+            for t in (state_db.roots, state_db.layout):
+                conn.execute(delete(t).where(t.c.namespace == self.namespace))
 
     def upgrade_layout(self) -> int:
         """Key the sources of a namespace written before roots existed by root label + path
         (once); returns how many sources were re-keyed. Their chunks gain the ``root`` label,
         and so new ids, at the next ingest of their folder (vectors come from the cache)."""
-        with closing(self._db()) as db:
-            row = db.execute(
-                "SELECT version FROM rag_layout WHERE namespace = ?", (self.namespace,)
-            ).fetchone()
-        if row is not None and int(row[0]) >= LAYOUT_VERSION:
+        t = state_db.layout
+        with state_db.reading(self.engine) as conn:
+            version = conn.execute(
+                select(t.c.version).where(t.c.namespace == self.namespace)
+            ).scalar()
+        if version is not None and int(version) >= LAYOUT_VERSION:
             return 0
         labels = {path: label for label, path in self.roots().items()}
         moved = 0
@@ -315,9 +289,17 @@ class Bookkeeping:
 
     def sync_keyword_index(self, store: VectorBackend) -> None:
         """Make the keyword index hold exactly the chunks the record manager says are stored
-        (after a rebuild, a wiped store, or an index built before the keyword index existed)."""
-        recorded = set(self.records.list_keys())
-        indexed = self.keyword.ids()
+        (after a rebuild, a wiped store, or an index built before the keyword index existed).
+        Both are read in one snapshot: another worker's write lands in both or neither."""
+        with state_db.reading(self.engine) as conn:
+            recorded = set(
+                conn.execute(
+                    select(state_db.records.c.key).where(
+                        state_db.records.c.namespace == self.namespace
+                    )
+                ).scalars()
+            )
+            indexed = self.keyword.ids_in(conn)
         if indexed - recorded:
             self.keyword.delete(sorted(indexed - recorded))
         missing = sorted(recorded - indexed)
@@ -326,18 +308,24 @@ class Bookkeeping:
             self.keyword.add(docs, [d.id or "" for d in docs])
 
     def delete_ids(self, store: VectorBackend, ids: Sequence[str]) -> int:
-        """Remove chunks by id from the store, the keyword index and the records."""
+        """Remove chunks by id from the store, then from the keyword index and the records
+        (one transaction)."""
         ids = list(ids)
         store.delete(ids)
-        self.keyword.delete(ids)
-        self.records.delete_keys(ids)
+        with state_db.writing(self.engine) as conn:
+            self.keyword.delete_in(conn, ids)
+            self.records.delete_in(conn, ids)
         return len(ids)
 
     def delete_sources(self, store: VectorBackend, sources: Iterable[str]) -> int:
         """Remove every chunk of ``sources`` everywhere, and the sources from the manifest."""
-        sources = list(sources)
         deleted = 0
         for source in sources:
-            deleted += self.delete_ids(store, self.records.list_keys(group_ids=[source]))
-        self.manifest.remove(sources)
+            ids = self.records.list_keys(group_ids=[source])
+            store.delete(ids)
+            with state_db.writing(self.engine) as conn:
+                self.keyword.delete_in(conn, ids)
+                self.records.delete_in(conn, ids)
+                self.manifest.remove_in(conn, [source])
+            deleted += len(ids)
         return deleted

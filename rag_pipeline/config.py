@@ -317,6 +317,23 @@ class ServeSettings(_Section):
         return _names(value)  # RAG_SERVE__API_KEYS=k1,k2 as well as a JSON list
 
 
+class StateSettings(_Section):
+    """Where everything beside the vectors lives: records, sources, keyword index, gap log."""
+
+    # None: a SQLite file in the data folder (state.sqlite). A SQLAlchemy URL
+    # (postgresql+psycopg://user@host:port/db) shares the state between machines.
+    url: SecretStr | None = None
+    # The embedding cache: per machine in the data folder, or in the state database.
+    cache: Literal["local", "database"] = "local"
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None  # RAG_STATE__URL= (empty) means the default
+        return value
+
+
 class Settings(BaseSettings):
     """All settings of rag_pipeline, in one typed object.
 
@@ -347,6 +364,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     prompts: PromptSettings = Field(default_factory=PromptSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
 
     dashscope_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DASHSCOPE_API_KEY", "RAG_DASHSCOPE_API_KEY")
@@ -388,12 +406,16 @@ class Settings(BaseSettings):
         return self.data_dir / "chroma"
 
     @property
-    def record_db(self) -> Path:
-        return self.data_dir / "records.sqlite"
+    def state_db(self) -> Path:
+        """The default state database: a SQLite file in the data folder."""
+        return self.data_dir / "state.sqlite"
 
     @property
-    def keyword_db(self) -> Path:
-        return self.data_dir / "keyword.sqlite"
+    def state_location(self) -> Path | str:
+        """The state database: ``state_db``, or the SQLAlchemy URL of ``state.url``."""
+        if self.state.url is None:
+            return self.state_db
+        return self.state.url.get_secret_value()
 
     @property
     def cache_dir(self) -> Path:

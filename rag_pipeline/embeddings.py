@@ -37,6 +37,8 @@ from rag_pipeline.errors import (
 )
 
 if TYPE_CHECKING:
+    from langchain_core.stores import ByteStore
+
     from rag_pipeline.config import Settings
 
 
@@ -522,14 +524,15 @@ class SentenceTransformerEmbeddings(Embeddings):
         return self._st().encode([text], normalize_embeddings=True)[0].tolist()  # type: ignore[no-any-return]
 
 
-def cached(model: EmbeddingModel, cache_dir: Path) -> Embeddings:
-    """Document vectors cached on disk by content hash, one namespace per fingerprint, so an
-    interrupted ingest does not pay twice for finished batches. Queries are not cached."""
+def cached(model: EmbeddingModel, cache: Path | ByteStore) -> Embeddings:
+    """Document vectors cached by content hash, one namespace per fingerprint, so an
+    interrupted ingest does not pay twice for finished batches: in a folder, or in a byte
+    store (``state_db.DatabaseByteStore``). Queries are not cached."""
     from langchain_classic.embeddings import CacheBackedEmbeddings
     from langchain_classic.storage import LocalFileStore
 
     namespace = re.sub(r"[^A-Za-z0-9_.-]", "-", model.fingerprint) + "/"
-    store = LocalFileStore(cache_dir)
+    store = LocalFileStore(cache) if isinstance(cache, Path) else cache
     return CacheBackedEmbeddings.from_bytes_store(
         model.embeddings, store, namespace=namespace, batch_size=64, key_encoder="sha256"
     )

@@ -373,6 +373,8 @@ def _config_settings(base: Settings, name: str, scratch: Path) -> tuple[Settings
         "retriever": {**base.retriever.model_dump(), "score_threshold": None, "k": CUTOFF},
         # The scratch corpus links to the dataset files, which live outside it.
         "ingest": {**base.ingest.model_dump(), "follow_symlinks": True},
+        # Scratch bookkeeping stays in the scratch folder, never in a shared state database.
+        "state": {"url": None, "cache": "local"},
     }
     mode = name
     if name in RETRIEVAL_CONFIGS:

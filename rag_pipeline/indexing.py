@@ -1,13 +1,15 @@
 """The ingest pipeline: files -> chunks -> vectors in the store, incremental and idempotent.
 
-Built on LangChain's indexing API (``index()`` with an ``SQLRecordManager`` in the data folder,
+Built on LangChain's indexing API (``index()`` with the record manager of the state database,
 ``cleanup="incremental"``, ids = sha256 of content + metadata):
 
 - an unchanged file embeds nothing; a changed file's old chunks are replaced;
 - a file deleted from a folder that is ingested as a whole is pruned (its chunks removed);
   ingesting single files never prunes anything else;
 - a file that cannot be read is reported and skipped, and keeps the chunks it had before;
-- ``rebuild=True`` drops the collection and its records first.
+- ``rebuild=True`` drops the collection and its records first;
+- a file group's records, keyword rows and manifest rows commit in one transaction, after its
+  vectors: a reader (another process, another machine) sees the group entirely or not at all.
 
 >>> from rag_pipeline.config import load_settings
 >>> report = ingest([Path("corpus")], load_settings())      # doctest: +SKIP
@@ -20,12 +22,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import Document
 
-from rag_pipeline.bookkeeping import Bookkeeping
+from rag_pipeline.bookkeeping import Bookkeeping, SourceManifest
 from rag_pipeline.embeddings import EmbeddingModel, build_embedding_model, cached
 from rag_pipeline.errors import NeedsExtraError
 from rag_pipeline.keyword_index import KeywordMirror
@@ -38,6 +41,8 @@ from rag_pipeline.stores import VectorBackend, connect, open_store
 from rag_pipeline.stores.base import group_of, source_key
 
 if TYPE_CHECKING:
+    from langchain_core.stores import ByteStore
+
     from rag_pipeline.config import Settings
 
 ProgressCallback = Callable[[str, int, int], None]  # (source, files done, files total)
@@ -147,6 +152,15 @@ def _file_groups(
             group, loaded = [], []
 
 
+def embedding_cache(settings: Settings) -> Path | ByteStore:
+    """Where ingest caches document vectors: the data folder, or the state database."""
+    if settings.state.cache == "database":
+        from rag_pipeline.state_db import DatabaseByteStore, state_engine
+
+        return DatabaseByteStore(state_engine(settings))
+    return settings.cache_dir
+
+
 def ingest(
     paths: Iterable[Path],
     settings: Settings,
@@ -163,10 +177,13 @@ def ingest(
     found = discover(paths, settings.ingest)
     report = IngestReport(files_seen=len(found.files), files_skipped=found.skipped)
 
-    embedding_function = cached(model, settings.cache_dir) if settings.embeddings.cache else None
+    embedding_function = (
+        cached(model, embedding_cache(settings)) if settings.embeddings.cache else None
+    )
     backend = connect(settings, embedding_function or model.embeddings)
     try:
-        with collection_lock(settings, backend.namespace, what="ingest"):
+        # Shared (on a PostgreSQL state): ingest workers run side by side, a rebuild alone.
+        with collection_lock(settings, backend.namespace, what="ingest", shared=not rebuild):
             store = open_store(settings, model, create=True, rebuild=rebuild, backend=backend)
             _ingest_locked(found, settings, store, report, prune=prune, progress=progress)
     finally:
@@ -187,7 +204,9 @@ def _ingest_locked(
     from langchain_core.indexing import index
 
     state = Bookkeeping(settings, store.namespace)
-    if store.count() == 0 and state.records.list_keys(limit=1):
+    # Records first, then the store: vectors are written before their records, so a record
+    # seen before an empty count was not just written by another worker.
+    if state.records.list_keys(limit=1) and store.count() == 0:
         # An empty store with records: rebuilt, or emptied behind our back (in-memory store,
         # deleted folder). The records would make ingest skip everything, so they go too.
         state.forget_records()
@@ -205,11 +224,15 @@ def _ingest_locked(
     # roots may just have changed: chunks holding a changed variant are re-tokenised now.
     state.keyword.ensure_synonyms(load_synonyms_for(settings, store.namespace))
     # index() writes through the mirror, so the keyword index follows every add and delete.
-    mirror = KeywordMirror(store.vector_store, state.keyword)
+    # Its keyword writes commit with the records of the same group.
+    mirror = KeywordMirror(store.vector_store, state.keyword, joined_to=state.records)
 
     groups = _file_groups(found.files, settings, report, labels, INDEX_GROUP_SIZE)
     for group, done, files in groups:
         if group:
+            # Recorded as each group commits: a run killed later still prunes these files.
+            rows = SourceManifest.rows_of(files, labels)
+            state.records.join(partial(state.manifest.add_in, rows=rows))
             result = index(
                 group,
                 state.records,
@@ -223,8 +246,7 @@ def _ingest_locked(
             report.chunks_updated += result["num_updated"]
             report.chunks_unchanged += result["num_skipped"]
             report.chunks_deleted += result["num_deleted"]
-            # Recorded as each group commits: a run killed later still prunes these files.
-            state.manifest.add(files, labels)
+            state.records.flush()  # anything index() did not write with records (none today)
         report.files_ingested += len(files)
         if progress is not None:
             progress(files[-1].source if files else "", done, len(found.files))

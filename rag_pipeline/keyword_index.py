@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,51 +32,53 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from rag_pipeline import keyword_store as ks
+from rag_pipeline import state_db
 from rag_pipeline.bm25 import TOKENIZER_VERSION, KeywordSearcher, question_text, tokenize
 from rag_pipeline.errors import CorruptDataError
 from rag_pipeline.synonyms import Synonyms
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine import Connection, Engine
+
+    from rag_pipeline.records import StateRecordManager
 
 _ID_BATCH = 500  # ids per IN (...) list
 _SCAN_BATCH = 2000  # chunks per read when re-tokenising
 
 
 class KeywordIndex:
-    """The keyword index of one collection, in a SQLite file (``location`` a path) or a
-    PostgreSQL database (a SQLAlchemy URL)."""
+    """The keyword index of one collection, in a state database (``state_db``): an engine, a
+    SQLite file path or a SQLAlchemy URL."""
 
-    def __init__(self, location: Path | str, namespace: str) -> None:
-        self.location = location
+    def __init__(self, location: Engine | Path | str, namespace: str) -> None:
         self.collection = namespace
         self.namespace = f"{namespace}#tokens-v{TOKENIZER_VERSION}"
-        if isinstance(location, Path):
-            location.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = (
+            location if not isinstance(location, Path | str) else state_db.open_state(location)
+        )
         try:
-            self.engine = ks.open_engine(location)
             self.id = self._namespace_id(self.namespace)
             if self.engine.dialect.name == "sqlite":
                 self._migrate_legacy_rows()
         except DatabaseError as e:
-            if not isinstance(location, Path):  # PostgreSQL's own error says enough
+            if self.engine.dialect.name != "sqlite":  # PostgreSQL's own error says enough
                 raise
             raise CorruptDataError(
-                f"the keyword index {location} is not a readable SQLite database ({e.orig}): "
-                "delete it; it is rebuilt from the vector store by the next `rag ingest` or "
-                "`rag ask`"
+                f"the state database {self.engine.url.database} is not a readable SQLite "
+                f"database ({e.orig}): move it away, then `rag verify --repair` and "
+                "`rag ingest FOLDER` rebuild it from the vector store"
             ) from e
         self._synonyms: tuple[str, Synonyms] = ("{}", Synonyms())
 
     def _namespace_id(self, name: str) -> int:
-        with ks.reading(self.engine) as conn:
+        with state_db.reading(self.engine) as conn:
             found = conn.execute(
                 select(ks.namespaces.c.id).where(ks.namespaces.c.name == name)
             ).scalar()
         if found is not None:
             return int(found)
         try:
-            with ks.writing(self.engine) as conn:
+            with state_db.writing(self.engine) as conn:
                 return int(
                     conn.execute(
                         ks.namespaces.insert().values(name=name).returning(ks.namespaces.c.id)
@@ -106,10 +109,16 @@ class KeywordIndex:
             raise ValueError(f"{len(documents)} documents but {len(ids)} ids")
         if not documents:
             return
-        with ks.writing(self.engine) as conn:
-            row = self._begin_write(conn)
-            self._add_in(conn, row, documents, ids, self._groups(row.synonyms))
-            self._merge(conn)
+        with state_db.writing(self.engine) as conn:
+            self.add_in(conn, documents, ids)
+
+    def add_in(self, conn: Connection, documents: Sequence[Document], ids: Sequence[str]) -> None:
+        """``add`` inside a write transaction the caller holds (the record manager's)."""
+        if not documents:
+            return
+        row = self._begin_write(conn)
+        self._add_in(conn, row, documents, ids, self._groups(row.synonyms))
+        self._merge(conn)
 
     def _add_in(
         self,
@@ -189,10 +198,16 @@ class KeywordIndex:
     def delete(self, ids: Sequence[str]) -> None:
         if not ids:
             return
-        with ks.writing(self.engine) as conn:
-            self._begin_write(conn)
-            self._delete_in(conn, list(ids))
-            self._merge(conn)
+        with state_db.writing(self.engine) as conn:
+            self.delete_in(conn, ids)
+
+    def delete_in(self, conn: Connection, ids: Sequence[str]) -> None:
+        """``delete`` inside a write transaction the caller holds."""
+        if not ids:
+            return
+        self._begin_write(conn)
+        self._delete_in(conn, list(ids))
+        self._merge(conn)
 
     def _delete_in(self, conn: Connection, ids: list[str]) -> int:
         """Remove the chunks ``ids`` (those present), their document frequencies and their
@@ -253,7 +268,7 @@ class KeywordIndex:
 
     def clear(self) -> int:
         """Remove every chunk of this collection; returns how many went."""
-        with ks.writing(self.engine) as conn:
+        with state_db.writing(self.engine) as conn:
             row = self._begin_write(conn)
             self._clear_in(conn, self.id)
         return int(row.documents)
@@ -273,7 +288,7 @@ class KeywordIndex:
     def move_to(self, namespace: str) -> int:
         """Hand every chunk over to the collection ``namespace`` (after a rename)."""
         target = f"{namespace}#tokens-v{TOKENIZER_VERSION}"
-        with ks.writing(self.engine) as conn:
+        with state_db.writing(self.engine) as conn:
             row = self._begin_write(conn)
             existing = conn.execute(
                 select(ks.namespaces.c.id).where(ks.namespaces.c.name == target)
@@ -307,7 +322,7 @@ class KeywordIndex:
     def statistics_agree(self) -> bool:
         """Whether the collection statistics match the chunk rows (they do unless the rows
         were edited behind the index's back)."""
-        with ks.reading(self.engine) as conn:
+        with state_db.reading(self.engine) as conn:
             row = self._read_row(conn)
             kept = (row.documents, row.total_length, row.questions, row.question_length)
             return tuple(int(v) for v in kept) == self._counted(conn)
@@ -315,7 +330,7 @@ class KeywordIndex:
     def recount(self) -> None:
         """Recompute the statistics from the chunk rows and rewrite every segment as one (which
         recounts each term's live postings)."""
-        with ks.writing(self.engine) as conn:
+        with state_db.writing(self.engine) as conn:
             self._begin_write(conn)
             documents, total, questions, question_length = self._counted(conn)
             conn.execute(
@@ -342,13 +357,13 @@ class KeywordIndex:
         """Make the stored tokens those of ``synonyms``: chunks holding a variant whose group
         changed are re-tokenised (nothing else is read). Returns how many were."""
         wanted = json.dumps((synonyms or Synonyms()).mapping, sort_keys=True, ensure_ascii=False)
-        with ks.reading(self.engine) as conn:
+        with state_db.reading(self.engine) as conn:
             stored = conn.execute(
                 select(ks.namespaces.c.synonyms).where(ks.namespaces.c.id == self.id)
             ).scalar_one()
         if stored == wanted:
             return 0
-        with ks.writing(self.engine) as conn:
+        with state_db.writing(self.engine) as conn:
             row = self._begin_write(conn)
             if row.synonyms == wanted:
                 return 0
@@ -390,19 +405,22 @@ class KeywordIndex:
     # -- reads -------------------------------------------------------------------------------
 
     def count(self) -> int:
-        with ks.reading(self.engine) as conn:
+        with state_db.reading(self.engine) as conn:
             return int(self._read_row(conn).documents)
 
     def changes(self) -> int:
         """A number that grows with every write to this collection's keyword index."""
-        with ks.reading(self.engine) as conn:
+        with state_db.reading(self.engine) as conn:
             return int(self._read_row(conn).changes)
 
     def ids(self) -> set[str]:
-        with ks.reading(self.engine) as conn:
-            return set(
-                conn.execute(select(ks.docs.c.id).where(ks.docs.c.namespace == self.id)).scalars()
-            )
+        with state_db.reading(self.engine) as conn:
+            return self.ids_in(conn)
+
+    def ids_in(self, conn: Connection) -> set[str]:
+        return set(
+            conn.execute(select(ks.docs.c.id).where(ks.docs.c.namespace == self.id)).scalars()
+        )
 
     def load(
         self, *, synonyms: Synonyms | None = None, question_weight: float = 0.0
@@ -410,7 +428,7 @@ class KeywordIndex:
         """A searcher over the chunks stored now (see ``bm25.KeywordSearcher``); the stored
         tokens are first brought to ``synonyms`` (``ensure_synonyms``)."""
         self.ensure_synonyms(synonyms)
-        with ks.reading(self.engine) as conn:
+        with state_db.reading(self.engine) as conn:
             pin = int(self._read_row(conn).next_docno) - 1
         return KeywordSearcher(
             self.engine, self.id, pin=pin, synonyms=synonyms, question_weight=question_weight
@@ -421,14 +439,14 @@ class KeywordIndex:
     def _migrate_legacy_rows(self) -> None:
         """Move this collection's chunks from ``keyword_chunks`` (the one-table layout of
         earlier versions, which loaded everything per process) into these tables, once."""
-        with ks.reading(self.engine) as conn:
+        with state_db.reading(self.engine) as conn:
             present = conn.exec_driver_sql(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'keyword_chunks'"
             ).first()
         if present is None:
             return
         pattern = f"{self.collection}#tokens-v%"
-        with ks.writing(self.engine) as conn:
+        with state_db.writing(self.engine) as conn:
             rows = conn.exec_driver_sql(
                 "SELECT id, content, metadata FROM keyword_chunks WHERE namespace LIKE ? "
                 "ORDER BY namespace DESC",
@@ -471,11 +489,19 @@ class KeywordMirror(VectorStore):
     """
 
     def __init__(
-        self, inner: VectorStore, keyword: KeywordIndex, *, max_batch: int = ADD_BATCH
+        self,
+        inner: VectorStore,
+        keyword: KeywordIndex,
+        *,
+        max_batch: int = ADD_BATCH,
+        joined_to: StateRecordManager | None = None,
     ) -> None:
         self.inner = inner
         self.keyword = keyword
         self.max_batch = max(1, max_batch)
+        # With a record manager, keyword writes commit in its next transaction (index()
+        # records a batch right after writing it), not on their own.
+        self.joined_to = joined_to
 
     @property
     def embeddings(self) -> Embeddings | None:
@@ -491,7 +517,10 @@ class KeywordMirror(VectorStore):
             if given is not None:
                 kwargs["ids"] = list(given[start : start + self.max_batch])
             added = self.inner.add_documents(batch, **kwargs)
-            self.keyword.add(batch, added)
+            if self.joined_to is None:
+                self.keyword.add(batch, added)
+            else:
+                self.joined_to.join(partial(self.keyword.add_in, documents=batch, ids=added))
             ids.extend(added)
         return ids
 
@@ -507,8 +536,10 @@ class KeywordMirror(VectorStore):
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         result = self.inner.delete(ids=ids, **kwargs)
-        if ids:
+        if ids and self.joined_to is None:
             self.keyword.delete(ids)
+        elif ids and self.joined_to is not None:
+            self.joined_to.join(partial(self.keyword.delete_in, ids=list(ids)))
         return result
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:

@@ -1,5 +1,5 @@
-"""The keyword index's tables: one SQLAlchemy schema for SQLite (``keyword.sqlite`` in the data
-folder) and PostgreSQL, so a query reads the posting lists of its own terms and nothing else.
+"""The keyword index's tables in the state database (``state_db``: SQLite or PostgreSQL), laid
+out so a query reads the posting lists of its own terms and nothing else.
 
 Posting lists are kept per *segment*: the chunks of one write form a segment, and segments are
 merged into larger ones as writes pile up (``MERGE_FACTOR`` segments of one level become one of
@@ -13,18 +13,15 @@ collection statistics in the same transaction, so BM25 scores stay exact; its po
 dead entries (a search skips chunk numbers without a row) until a merge rewrites their segment.
 Chunk numbers are never reused: a replaced chunk gets a new one.
 
->>> engine = open_engine(Path("keyword.sqlite"))                          # doctest: +SKIP
+>>> engine = state_db.open_state(Path("state.sqlite"))                    # doctest: +SKIP
 >>> with reading(engine) as conn: ...                                      # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import struct
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -37,16 +34,14 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
-    create_engine,
     delete,
-    event,
     select,
     update,
 )
 
 if TYPE_CHECKING:
     import numpy as np
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Connection
 
 BODY, QUESTION = 0, 1  # the two text fields (see bm25.KeywordSearcher)
 MERGE_FACTOR = 6  # this many segments of one level are merged into one of the next level
@@ -121,87 +116,6 @@ segments = Table(
     Column("size", BigInteger, nullable=False),
     Column("live", BigInteger, nullable=False),
 )
-
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def _sqlite_engine(path: Path) -> Engine:
-    from sqlalchemy.pool import NullPool
-
-    # No pooled connection: a long-lived service or a test session opens many data folders and
-    # would otherwise keep one open file per folder.
-    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        # pysqlite's own transaction handling starts none for SELECTs; SQLAlchemy's "begin"
-        # below does, so the statements of one search see one state of the file.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 60000")
-        # Readers never wait for a writer, nor a writer for readers (kept by the file once set).
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        # A writer takes the write lock up front: a read-then-write transaction that upgrades
-        # later can fail with "database is locked" when another writer got in between.
-        immediate = conn.get_execution_options().get("rag_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
-
-
-def open_engine(location: Path | str) -> Engine:
-    """The engine of a keyword database: a SQLite file path, or a SQLAlchemy URL
-    (``postgresql+psycopg://user@host:port/db``). One engine per database and process; the
-    tables are created when missing."""
-    key = str(location)
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            if isinstance(location, Path):
-                engine = _sqlite_engine(location)
-            else:
-                engine = create_engine(location, pool_pre_ping=True)
-            _engines[key] = engine
-    _create_tables(engine)
-    return engine
-
-
-def _create_tables(engine: Engine) -> None:
-    from sqlalchemy import inspect
-
-    with reading(engine) as conn:
-        inspector = inspect(conn)
-        if all(inspector.has_table(name) for name in metadata.tables):
-            return
-    with writing(engine) as conn:
-        if engine.dialect.name == "postgresql":
-            # Two processes creating the tables at once: one waits, then finds them.
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7275283)")
-        metadata.create_all(conn, checkfirst=True)
-
-
-@contextmanager
-def reading(engine: Engine) -> Iterator[Connection]:
-    """A read transaction: every statement in it sees the same committed state."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        with conn.begin():
-            yield conn
-
-
-@contextmanager
-def writing(engine: Engine) -> Iterator[Connection]:
-    """A write transaction (SQLite: holding the write lock from its first statement)."""
-    with engine.connect() as conn:
-        conn = conn.execution_options(rag_write=True)
-        with conn.begin():
-            yield conn
 
 
 def bulk(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -275,10 +275,11 @@ def load_synonyms_for(settings: Settings, namespace: str) -> Synonyms:
     ``retriever.default_synonyms`` is off), ``synonyms.txt`` at the top of each corpus folder
     ingested into it, then the ``retriever.synonyms`` file. The Assistant hands the same
     groups to FAQ direct answers."""
+    from rag_pipeline import state_db
     from rag_pipeline.bookkeeping import Bookkeeping
 
     roots: list[Path] = []
-    if settings.record_db.is_file():
+    if state_db.state_exists(settings):
         roots = [Path(p) for p in Bookkeeping(settings, namespace).roots().values()]
     cfg = settings.retriever
     return build_synonyms(cfg.synonyms, use_defaults=cfg.default_synonyms, roots=roots)
@@ -290,9 +291,10 @@ def load_keyword_index(
     """The collection's keyword index, rebuilt from the store's chunks first when it is missing
     (written by an older tokenizer, or a store filled by another tool). ``synonyms``: the
     collection's groups when the caller has them already (``load_synonyms_for``)."""
+    from rag_pipeline import state_db
     from rag_pipeline.keyword_index import KeywordIndex
 
-    index = KeywordIndex(settings.keyword_db, store.namespace)
+    index = KeywordIndex(state_db.state_engine(settings), store.namespace)
     if index.count() == 0 and store.count() > 0:
         index.ensure_synonyms(synonyms)
         for batch in store.scan():
@@ -308,9 +310,10 @@ def snapshot_ids(settings: Settings, store: VectorBackend) -> Visibility | None:
     knows them, for a dense retriever that must not see later writes half done; None when the
     keyword index is empty (a store filled by another tool: no such guarantee). Nothing is
     loaded: the returned searcher checks a search's hits against the index."""
+    from rag_pipeline import state_db
     from rag_pipeline.keyword_index import KeywordIndex
 
-    index = KeywordIndex(settings.keyword_db, store.namespace)
+    index = KeywordIndex(state_db.state_engine(settings), store.namespace)
     if index.count() == 0:
         return None
     return index.load(synonyms=load_synonyms_for(settings, store.namespace))

@@ -145,13 +145,14 @@ class ServiceState:
 
     def _changes(self) -> int:
         from rag_pipeline.keyword_index import KeywordIndex
+        from rag_pipeline.state_db import state_engine
 
         if self.store is None:
             return 0
         # Opened once: opening checks the tables and the namespace row, reading the counter
         # is one small query, and requests read it every CHANGE_CHECK_S.
         if self._keyword_index is None or self._keyword_index.collection != self.store.namespace:
-            self._keyword_index = KeywordIndex(self.settings.keyword_db, self.store.namespace)
+            self._keyword_index = KeywordIndex(state_engine(self.settings), self.store.namespace)
         return self._keyword_index.changes()
 
     @property

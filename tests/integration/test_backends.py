@@ -25,6 +25,7 @@ from rag_pipeline.indexing import ingest
 from rag_pipeline.keyword_index import KeywordIndex
 from rag_pipeline.loading import discover, load_file
 from rag_pipeline.splitting import split_documents
+from rag_pipeline.state_db import state_engine
 from rag_pipeline.stores import VectorBackend, connect, open_store
 from rag_pipeline.testing.chroma import ChromaServer
 from tests.helpers import SMALL_CORPUS, counting_model, run_cli, use_env, write_corpus
@@ -147,7 +148,7 @@ def test_incremental_ingest_is_exact(settings: Settings, corpus: Path) -> None:
     store = reopen(settings)
     everything = set().union(*after.values())
     assert set(record_manager(settings, store.namespace).list_keys()) == everything
-    assert KeywordIndex(settings.keyword_db, store.namespace).ids() == everything
+    assert KeywordIndex(settings.state_location, store.namespace).ids() == everything
     store.close()
 
 
@@ -316,7 +317,7 @@ def test_collections_commands(
     assert (again.chunks_added, again.chunks_deleted, again.chunks_unchanged) == (0, 0, n)
     store = reopen(moved)
     assert store.namespace == report["namespace"]
-    manifest = SourceManifest(moved.record_db, store.namespace)
+    manifest = SourceManifest(state_engine(moved), store.namespace)
     assert manifest.under(corpus.resolve()) == {f"corpus/{name}" for name in CORPUS}
     assert Assistant.from_settings(moved).ask("运费怎么算").sources
     store.close()

@@ -36,8 +36,7 @@ def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int,
 @pytest.mark.parametrize(
     ("name", "says"),
     [
-        ("records.sqlite", "rag verify --repair"),
-        ("keyword.sqlite", "rebuilt from the vector store"),
+        ("state.sqlite", "rag verify --repair"),
         ("chroma/chroma.sqlite3", "rag ingest --rebuild"),
     ],
 )
@@ -53,9 +52,7 @@ def test_a_garbage_file_in_the_data_folder_is_named(
     damaged = settings.data_dir / name
     damaged.write_bytes(b"this is not a database" * 100)
     use_env(monkeypatch, settings)
-    commands = [["ingest", str(corpus)], ["verify"]]
-    if name != "records.sqlite":  # readers need no records: they go on answering
-        commands.append(["ask", "退款多久到账"])
+    commands = [["ingest", str(corpus)], ["verify"], ["ask", "退款多久到账"]]
     for argv in commands:
         code, err = one_line_error(capsys, *argv)
         assert code == 2 and str(damaged.parent if "chroma" in name else damaged) in err, err
@@ -143,11 +140,11 @@ def test_verify_reports_agreement_and_repairs_damage(
     assert code == 0 and "everything agrees" in out, err
 
     # Damage the keyword index and the records behind the package's back.
-    with sqlite3.connect(settings.keyword_db) as db:
+    with sqlite3.connect(settings.state_db) as db:
         db.execute(
             "DELETE FROM keyword_docs WHERE rowid IN (SELECT rowid FROM keyword_docs LIMIT 2)"
         )
-    with sqlite3.connect(settings.record_db) as db:
+    with sqlite3.connect(settings.state_db) as db:
         db.execute(
             "INSERT INTO upsertion_record (uuid, key, namespace, group_id, updated_at) "
             "SELECT 'u-stale', 'stale-key', namespace, group_id, updated_at "

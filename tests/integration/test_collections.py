@@ -19,6 +19,7 @@ from rag_pipeline.config import Settings  # noqa: E402
 from rag_pipeline.errors import ConfigurationError, EmptyIndexError  # noqa: E402
 from rag_pipeline.indexing import ingest  # noqa: E402
 from rag_pipeline.keyword_index import KeywordIndex  # noqa: E402
+from rag_pipeline.state_db import state_engine
 from rag_pipeline.stores import Record, connect  # noqa: E402
 from tests.helpers import (  # noqa: E402
     STORE_CORPUS,
@@ -163,8 +164,8 @@ def test_migrate_chroma_to_milvus_and_back(
     assert set(manager.list_keys(group_ids=["corpus/shipping.txt"])) == {
         i for i, r in records(source).items() if r.metadata["source"] == "shipping.txt"
     }
-    assert KeywordIndex(target.keyword_db, namespace).ids() == ids
-    manifest = SourceManifest(target.record_db, namespace)
+    assert KeywordIndex(target.state_location, namespace).ids() == ids
+    manifest = SourceManifest(state_engine(target), namespace)
     assert manifest.under(corpus.resolve()) == {f"corpus/{name}" for name in CORPUS}
 
     # Ingesting the same corpus into the target: incremental, nothing embedded.

@@ -10,6 +10,7 @@ embedding requests served), not by wall time.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -199,7 +200,9 @@ def test_a_lost_record_manager_file_is_found_and_repaired(stub: SlowStub, tmp_pa
     run_ingest(corpus, env, tmp_path)
     settings = settings_for(stub, data_dir)
     reference = snapshot(settings)
-    (data_dir / "records.sqlite").unlink()
+    with sqlite3.connect(settings.state_db) as db:  # the records, sources and roots are lost
+        for table in ("upsertion_record", "rag_sources", "rag_roots", "rag_layout"):
+            db.execute(f"DELETE FROM {table}")  # noqa: S608
     for name in ("d0/doc000.md", "d1/doc001.md"):
         (corpus / name).unlink()
 

@@ -114,5 +114,5 @@ def test_a_postgresql_searcher_is_pinned_to_its_snapshot(postgres_server: Any) -
     index.delete(["a"])
     assert {h.document.id for h in searcher.search("运费", 5)} == {"b"}
     assert index.move_to("chroma/http/renamed") == 2
-    assert KeywordIndex(index.location, "chroma/http/renamed").ids() == {"b", "late"}
-    assert KeywordIndex(index.location, NAMESPACE).count() == 0
+    assert KeywordIndex(index.engine, "chroma/http/renamed").ids() == {"b", "late"}
+    assert KeywordIndex(index.engine, NAMESPACE).count() == 0

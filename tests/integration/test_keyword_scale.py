@@ -10,6 +10,7 @@ import pytest
 from langchain_core.documents import Document
 
 from rag_pipeline import keyword_store as ks
+from rag_pipeline import state_db
 from rag_pipeline.bm25 import KeywordSearcher, tokenize
 from rag_pipeline.keyword_index import KeywordIndex
 
@@ -49,7 +50,7 @@ def test_a_search_at_30k_chunks_reads_its_own_posting_lists_only(
     query = "".join(CHARACTERS[:4])
     hits = index.load().search(query, 10)
     assert len(hits) == 10
-    with ks.reading(index.engine) as conn:
+    with state_db.reading(index.engine) as conn:
         rows = conn.execute(
             ks.postings.select().with_only_columns(
                 ks.postings.c.term, ks.postings.c.field, ks.postings.c.count

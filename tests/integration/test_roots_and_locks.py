@@ -21,6 +21,7 @@ from rag_pipeline.keyword_index import KeywordMirror
 from rag_pipeline.loading import discover, load_file
 from rag_pipeline.locking import collection_lock
 from rag_pipeline.splitting import split_documents
+from rag_pipeline.state_db import state_engine
 from rag_pipeline.stores import open_store
 from tests.helpers import STORE_CORPUS, fake_settings, run_cli, use_env, write_corpus
 from tests.integration.processes import clean_env
@@ -145,7 +146,7 @@ def legacy_ingest(folder: Path, settings: Settings) -> set[str]:
         source_id_key="source",
         key_encoder="sha256",
     )
-    SourceManifest(settings.record_db, store.namespace).add_rows(
+    SourceManifest(state_engine(settings), store.namespace).add_rows(
         (f.source, str(f.root)) for f in found.files
     )
     ids = {r.id for batch in store.scan() for r in batch}

@@ -10,6 +10,7 @@ from langchain_core.documents import Document
 
 from rag_pipeline.bookkeeping import Bookkeeping, Counts, SourceManifest, record_manager
 from rag_pipeline.config import Settings
+from rag_pipeline.state_db import open_state
 
 NS = "chroma/persistent/kb"
 
@@ -55,8 +56,8 @@ class FakeStore:
 def test_a_new_namespace_is_empty_and_lives_in_the_data_folder(settings: Settings) -> None:
     state = Bookkeeping(settings, NS)
     assert state.counts() == Counts(0, 0, 0)
-    assert settings.record_db.is_file() and settings.keyword_db.is_file()
-    assert settings.record_db.parent == settings.data_dir
+    assert settings.state_db.is_file()
+    assert settings.state_db.parent == settings.data_dir
 
 
 def test_record_and_count(settings: Settings) -> None:
@@ -144,7 +145,7 @@ def test_sync_keyword_index_follows_the_records(settings: Settings) -> None:
 
 
 def test_source_manifest_under_a_root_and_remove(tmp_path: Path) -> None:
-    manifest = SourceManifest(tmp_path / "deep" / "records.sqlite", NS)
+    manifest = SourceManifest(open_state(tmp_path / "deep" / "state.sqlite"), NS)
     manifest.add_rows([("a.md", "/one"), ("b.md", "/one"), ("c.md", "/two")])
     manifest.add_rows([("b.md", "/two")])  # re-ingested from another root: replaced
     assert manifest.under(Path("/one")) == {"a.md"}

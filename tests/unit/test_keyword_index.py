@@ -16,6 +16,7 @@ import pytest
 from langchain_core.documents import Document
 
 from rag_pipeline import keyword_store as ks
+from rag_pipeline import state_db
 from rag_pipeline.bm25 import K1, B, KeywordSearcher, tokenize
 from rag_pipeline.indexing import ingest
 from rag_pipeline.keyword_index import KeywordIndex
@@ -77,9 +78,9 @@ def sample_chunks(tmp_path_factory: pytest.TempPathFactory) -> list[Document]:
     data = tmp_path_factory.mktemp("sample") / "data"
     settings = fake_settings(data)
     ingest([CORPUS], settings)
-    index = KeywordIndex(settings.keyword_db, "probe")
+    index = KeywordIndex(settings.state_location, "probe")
     chunks = []
-    with ks.reading(index.engine) as conn:
+    with state_db.reading(index.engine) as conn:
         rows = conn.execute(ks.docs.select().order_by(ks.docs.c.docno)).mappings().all()
     for row in rows:
         chunks.append(
@@ -150,7 +151,7 @@ def test_random_adds_replaces_and_deletes_stay_equal_to_the_oracle(
             searcher = index.load()
             expected = oracle(list(live.values()), list(live))
             _same_ranking(searcher, expected, QUESTIONS, k=10)
-    with ks.reading(index.engine) as conn:
+    with state_db.reading(index.engine) as conn:
         levels = conn.execute(ks.segments.select()).mappings().all()
     assert max(r["level"] for r in levels) >= 2  # merges of merged segments happened
 
@@ -173,14 +174,14 @@ def test_a_search_reads_only_its_own_terms_posting_lists(
     query = "退货运费谁承担"
     terms = set(tokenize(query))
     searcher.search(query, 5)
-    with ks.reading(index.engine) as conn:
+    with state_db.reading(index.engine) as conn:
         rows = conn.execute(ks.postings.select()).mappings().all()
     total = sum(r["count"] for r in rows)
     own = sum(r["count"] for r in rows if r["term"] in terms and r["field"] == ks.BODY)
     assert sum(decoded) == own
     assert own < total / 20
     # The posting rows are found through the term index, not by scanning the table.
-    with sqlite3.connect(index.location) as db:  # type: ignore[arg-type]
+    with sqlite3.connect(str(index.engine.url.database)) as db:
         plan = db.execute(
             "EXPLAIN QUERY PLAN SELECT term, live, docnos, freqs, lengths FROM keyword_postings "
             "WHERE namespace = ? AND field = ? AND term IN (?, ?)",
@@ -273,7 +274,7 @@ def test_recount_mends_rows_changed_behind_the_index(
     chunks = sample_chunks[:60]
     index.add(chunks, [d.id or "" for d in chunks])
     assert index.statistics_agree()
-    with sqlite3.connect(index.location) as db:  # type: ignore[arg-type]
+    with sqlite3.connect(str(index.engine.url.database)) as db:
         gone = {r[0] for r in db.execute("SELECT id FROM keyword_docs LIMIT 5")}
         db.execute("DELETE FROM keyword_docs WHERE id IN (SELECT id FROM keyword_docs LIMIT 5)")
     assert not index.statistics_agree()

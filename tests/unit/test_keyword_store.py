@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rag_pipeline import keyword_store as ks
+from rag_pipeline import state_db
 
 
 def _row(term: str, docnos: list[int], tfs: list[int], lengths: list[int]) -> tuple:
@@ -60,8 +61,8 @@ def test_merged_rows_keep_each_terms_live_postings_in_segment_order() -> None:
 
 
 def test_the_merge_policy_merges_a_full_level_then_mostly_dead_segments(tmp_path: Path) -> None:
-    engine = ks.open_engine(tmp_path / "k.sqlite")
-    with ks.writing(engine) as conn:
+    engine = state_db.open_state(tmp_path / "k.sqlite")
+    with state_db.writing(engine) as conn:
         rows = [
             {"namespace": 1, "segment": n, "level": 0, "size": 10, "live": 10}
             for n in range(1, ks.MERGE_FACTOR)
@@ -84,7 +85,7 @@ def test_the_merge_policy_merges_a_full_level_then_mostly_dead_segments(tmp_path
 def test_bulk_statements_are_written_once_for_both_placeholder_styles(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = ks.open_engine(tmp_path / "k.sqlite")
+    engine = state_db.open_state(tmp_path / "k.sqlite")
     seen: list[str] = []
 
     class Recording:
@@ -96,5 +97,5 @@ def test_bulk_statements_are_written_once_for_both_placeholder_styles(
 
     ks.subtract_live(Recording(), [(1, 1, 1, 0, "运费")])  # type: ignore[arg-type]
     assert "%s" in seen[0] and "?" not in seen[0]
-    with ks.writing(engine) as conn:
+    with state_db.writing(engine) as conn:
         ks.subtract_live(conn, [(1, 1, 1, 0, "运费")])  # qmark: runs as written

@@ -311,8 +311,8 @@ def test_load_keyword_index_rebuilds_a_missing_index_from_the_store(tmp_path: Pa
     store = ScriptedBackend([_hit("a", 0.9, [1.0, 0.0]), _hit("b", 0.5, [0.0, 1.0])])
     searcher = load_keyword_index(settings, store)
     assert {h.document.id for h in searcher.search("a b", 5)} <= {"a", "b"}
-    assert KeywordIndex(settings.keyword_db, store.namespace).ids() == {"a", "b"}
-    assert KeywordIndex(settings.keyword_db, store.namespace).count() == 2  # persisted
+    assert KeywordIndex(settings.state_location, store.namespace).ids() == {"a", "b"}
+    assert KeywordIndex(settings.state_location, store.namespace).count() == 2  # persisted
 
 
 def test_a_snapshot_retriever_never_returns_chunks_written_after_it() -> None:
