@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_collections_parser(sub)
     _add_migrate_parser(sub)
+    _add_state_parser(sub)
     return parser
 
 
@@ -283,6 +284,31 @@ def _add_migrate_parser(sub: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=500, help="chunks per batch (default 500)")
     _common(p)
+
+
+def _add_state_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "state", help="the state database (records, sources, keyword index, gap log, sessions)"
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = actions.add_parser(
+        "migrate",
+        help="copy the whole state database to another one (SQLite <-> PostgreSQL), checked",
+        description="Copy every table of the state database (all collections) to the database "
+        "--to names, in one snapshot of the source, then compare row counts and run `rag "
+        "verify` against the copy. Stop ingest workers and services first; afterwards point "
+        "RAG_STATE__URL at the target.",
+    )
+    c.add_argument(
+        "--to",
+        required=True,
+        metavar="URL|PATH",
+        help="postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB, sqlite:///PATH, or a file path",
+    )
+    c.add_argument(
+        "--replace", action="store_true", help="empty a target that already holds rows first"
+    )
+    _common(c)
 
 
 def _json_filter(option: str, text: str) -> dict[str, Any]:
@@ -844,6 +870,43 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_state(args: argparse.Namespace) -> int:
+    from rag_pipeline.state_migrate import describe, migrate_state, target_location
+
+    settings = _settings(args)
+    target = target_location(args.to)
+    progress = None
+    if not args.json and sys.stderr.isatty():
+
+        def progress(table: str, rows: int) -> None:
+            print(f"\r  {table}: {rows:,} rows", end="", file=sys.stderr, flush=True)
+
+    report = migrate_state(settings, target, replace=args.replace, progress=progress)
+    if progress is not None:
+        print(file=sys.stderr)
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_OK if report.ok else EXIT_INCONSISTENT
+    print(f"copied the state database\n  from {report.source}\n  to   {report.target}")
+    for table, rows in report.tables.items():
+        if rows:
+            print(f"  {table}: {rows:,} rows")
+    for table, (want, got) in report.mismatched.items():
+        print(f"  MISMATCH {table}: {want} rows in the source, {got} in the copy")
+    if report.verify_ok is not None:
+        verdict = (
+            "agrees" if report.verify_ok else "DISAGREES: " + "; ".join(report.verify_problems)
+        )
+        print(f"  rag verify of collection {settings.store.collection!r} on the copy: {verdict}")
+    if report.ok:
+        where = describe(target) if isinstance(target, str) else f"sqlite:///{target}"
+        print(
+            f"now use it: RAG_STATE__URL={where}"
+            + (" (with its password)" if "***" in where else "")
+        )
+    return EXIT_OK if report.ok else EXIT_INCONSISTENT
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "ask": cmd_ask,
@@ -859,6 +922,7 @@ COMMANDS = {
     "verify": cmd_verify,
     "collections": cmd_collections,
     "migrate": cmd_migrate,
+    "state": cmd_state,
 }
 
 

@@ -801,6 +801,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _openai_embeddings(self, body: Any) -> None:
         """OpenAI ``POST /v1/embeddings``."""
+        if self.stub.embedding_delay > 0:
+            self.stub._release.wait(self.stub.embedding_delay)
         model = _model_of(body, dashscope=False)
         inputs = _openai_embedding_inputs(body.get("input"))
         dim = _positive_int(body.get("dimensions"), "dimensions", self.stub.embedding_dim)
@@ -952,6 +954,8 @@ class ModelServer:
         self._failures: deque[_Failure] = deque()
         self._faults: deque[str] = deque()
         self.hang_seconds = DEFAULT_HANG_SECONDS
+        # Seconds every embeddings request takes before its answer: a remote model's latency.
+        self.embedding_delay = 0.0
         self._release = threading.Event()
         self._server: _StubServer | None = None
         self._thread: threading.Thread | None = None
