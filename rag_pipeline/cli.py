@@ -647,6 +647,7 @@ def cmd_similarity(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from rag_pipeline.bookkeeping import Bookkeeping
     from rag_pipeline.embeddings import build_embedding_model
+    from rag_pipeline.state_db import describe as describe_state
     from rag_pipeline.stores import open_store
 
     settings = _settings(args)
@@ -659,6 +660,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         **store.describe(),
         "configured_embeddings": model.fingerprint,
         **_engine_info(model),
+        "state": describe_state(settings.state_location),
         "roots": Bookkeeping(settings, store.namespace).roots(),
         "sources": store.sources(),
     }
@@ -871,7 +873,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    from rag_pipeline.state_migrate import describe, migrate_state, target_location
+    from rag_pipeline.state_db import describe
+    from rag_pipeline.state_migrate import migrate_state, target_location
 
     settings = _settings(args)
     target = target_location(args.to)

@@ -230,6 +230,18 @@ def state_exists(settings: Settings) -> bool:
     return location.is_file() or any((settings.data_dir / n).is_file() for n in LEGACY_FILES)
 
 
+def describe(location: Path | str) -> str:
+    """A state location for people: a path, or the URL with its password hidden."""
+    if isinstance(location, Path):
+        return str(location)
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(location).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: never print what could be a secret
+        return "(unreadable URL)"
+
+
 def same_location(a: Path | str, b: Path | str) -> bool:
     """Whether two state locations name one database."""
     if isinstance(a, Path) and isinstance(b, Path):

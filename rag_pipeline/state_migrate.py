@@ -58,18 +58,6 @@ class StateMigrationReport:
         return {**asdict(self), "ok": self.ok}
 
 
-def describe(location: Path | str) -> str:
-    """A state location for people: a path, or the URL with its password hidden."""
-    if isinstance(location, Path):
-        return str(location)
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(location).render_as_string(hide_password=True)
-    except Exception:  # not a URL at all: never print what could be a secret
-        return "(unreadable URL)"
-
-
 def target_location(value: str) -> Path | str:
     """``--to``: a SQLAlchemy URL, or a path (a SQLite file)."""
     if "://" in value:
@@ -102,12 +90,14 @@ def migrate_state(
     source_location = settings.state_location
     if state_db.same_location(source_location, to):
         raise ConfigurationError(
-            f"the state database is already {describe(to)}: give another --to, or change "
+            f"the state database is already {state_db.describe(to)}: give another --to, or change "
             "RAG_STATE__URL to copy from elsewhere"
         )
     source = state_db.state_engine(settings)
     target = state_db.open_state(to)
-    report = StateMigrationReport(describe(source_location), describe(to), replaced=replace)
+    report = StateMigrationReport(
+        state_db.describe(source_location), state_db.describe(to), replaced=replace
+    )
     tables = _tables()
     from rag_pipeline.stores import connect
 
@@ -120,8 +110,8 @@ def migrate_state(
         if held and not replace:
             listed = ", ".join(f"{name} ({n} rows)" for name, n in held.items())
             raise ConfigurationError(
-                f"the target state database {describe(to)} already holds data: {listed}; give "
-                "--replace to empty it first, or choose an empty database"
+                f"the target state database {state_db.describe(to)} already holds data: "
+                f"{listed}; give --replace to empty it first, or choose an empty database"
             )
         with state_db.reading(source) as read, state_db.writing(target) as write:
             if held:
