@@ -18,7 +18,6 @@ Built on LangChain's indexing API (``index()`` with the record manager of the st
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -47,17 +46,14 @@ if TYPE_CHECKING:
 
 ProgressCallback = Callable[[str, int, int], None]  # (source, files done, files total)
 INDEX_GROUP_SIZE = 64  # chunks handed to index() at once (whole files only)
+MAX_FILE_CHUNKS = 50_000
 
 
 def max_file_chunks() -> int:
-    """The most chunks one file may have: index() records a group's keys in one SQLite
-    statement of 5 values per chunk, and SQLite caps the values of a statement (250,000 by
-    default, so 50,000 chunks)."""
-    db = sqlite3.connect(":memory:")
-    try:
-        return db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5
-    finally:
-        db.close()
+    """The most chunks one file may have: a file's chunks are embedded, held with their vectors
+    and committed as one transaction, so a runaway file (a log, a dump) must fail alone rather
+    than exhaust memory. 50,000 chunks of the default size are about 25 MB of text."""
+    return MAX_FILE_CHUNKS
 
 
 @dataclass

@@ -29,6 +29,7 @@ from rag_pipeline.synonyms import Synonyms, build_synonyms
 
 if TYPE_CHECKING:
     from rag_pipeline.config import Settings
+    from rag_pipeline.keyword_index import KeywordIndex
 
 
 class Visibility(Protocol):
@@ -296,13 +297,40 @@ def load_keyword_index(
 
     index = KeywordIndex(state_db.state_engine(settings), store.namespace)
     if index.count() == 0 and store.count() > 0:
-        index.ensure_synonyms(synonyms)
-        for batch in store.scan():
-            index.add([record.document() for record in batch], [record.id for record in batch])
+        _rebuild_keyword_index(settings, store, index, synonyms)
     return index.load(
         synonyms=synonyms if synonyms is not None else load_synonyms_for(settings, store.namespace),
         question_weight=settings.retriever.question_weight,
     )
+
+
+def _rebuild_keyword_index(
+    settings: Settings, store: VectorBackend, index: KeywordIndex, synonyms: Synonyms | None
+) -> None:
+    """Fill an empty keyword index from the store, only when no writer is at work: a writer's
+    vectors precede its records and keyword rows, so copying them in mid-write would show a
+    file group half done. With a shared (PostgreSQL) state the index is rebuilt only for a
+    collection that has records (one ingested before the keyword index existed); a store
+    written by another tool is then left to `rag verify --repair`."""
+    from rag_pipeline.errors import CollectionLockedError
+    from rag_pipeline.locking import collection_lock
+    from rag_pipeline.records import StateRecordManager
+
+    quiet = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"lock_timeout": 0.0})}
+    )
+    try:
+        with collection_lock(quiet, store.namespace, what="rebuilding the keyword index"):
+            if index.count() > 0:
+                return
+            shared = settings.state.url is not None
+            if shared and not StateRecordManager(index.engine, store.namespace).list_keys(limit=1):
+                return
+            index.ensure_synonyms(synonyms)
+            for batch in store.scan():
+                index.add([r.document() for r in batch], [r.id for r in batch])
+    except CollectionLockedError:
+        return  # a writer is at work; it keeps the index itself
 
 
 def snapshot_ids(settings: Settings, store: VectorBackend) -> Visibility | None:
