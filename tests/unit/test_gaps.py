@@ -15,7 +15,6 @@ import pytest
 from rag_pipeline.chain import Answer, Source
 from rag_pipeline.config import Settings
 from rag_pipeline.errors import ConfigurationError
-from rag_pipeline.state_db import open_state, state_engine
 from rag_pipeline.gaps import (
     MERGE_SIMILARITY,
     REMEMBERED_ANSWERS,
@@ -27,7 +26,7 @@ from rag_pipeline.gaps import (
     print_report,
     similarity,
 )
-
+from rag_pipeline.state_db import open_state, state_engine
 
 # gaps.sqlite as the versions before the state database wrote it (a fixture of that format).
 OLD_SCHEMA = """
