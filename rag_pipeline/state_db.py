@@ -115,7 +115,8 @@ _migrate_lock = threading.Lock()
 
 
 def all_metadata() -> list[MetaData]:
-    """Every schema kept in the state database (imported here: they import this module)."""
+    """Every schema kept in the state database. Each is a module of tables only, importing
+    nothing of ours (no import cycle: the code using them imports this module)."""
     from rag_pipeline import gaps_store, keyword_store, sessions_store
 
     return [metadata, keyword_store.metadata, gaps_store.metadata, sessions_store.metadata]
