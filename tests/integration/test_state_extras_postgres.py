@@ -84,3 +84,16 @@ def test_gap_log_writers_on_postgresql_lose_nothing(postgres_server: Any) -> Non
     kinds = [e["kind"] for e in log.events()]
     # 20 refusals; each first answer rated 5 times, one rating kept: down (the last).
     assert kinds.count("refused") == 20 and kinds.count("thumbs_down") == 4
+
+
+def test_an_empty_report_names_the_database_without_its_password(
+    postgres_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The test cluster trusts 127.0.0.1: any password is accepted, and must not be printed.
+    url = postgres_server.fresh_database().replace("postgres@", "postgres:s3cret-pw@", 1)
+    settings = Settings(
+        data_dir=tmp_path / "data", embeddings={"provider": "fake"}, state={"url": url}
+    )
+    assert print_report(settings, since=None, as_json=False) == 0
+    out = capsys.readouterr().out
+    assert "no gaps recorded yet" in out and "127.0.0.1" in out and "s3cret-pw" not in out
