@@ -426,11 +426,6 @@ class Settings(BaseSettings):
         """The service's managed folder of uploaded files."""
         return self.serve.documents_dir or self.data_dir / "documents"
 
-    @property
-    def gaps_db(self) -> Path:
-        """The knowledge-gap log (refused, low-confidence and thumbs-down questions)."""
-        return self.data_dir / "gaps.sqlite"
-
     def llm_provider(self) -> Literal["extractive", "dashscope", "openai"]:
         """The chat provider in effect: the configured one, else the first whose key is set."""
         if self.llm.provider is not None:

@@ -1,34 +1,35 @@
 """The knowledge-gap log: refused questions, low-confidence answers and thumbs-down feedback,
-kept in ``<data_dir>/gaps.sqlite`` and listed grouped (near-duplicates merged, most frequent
-first) by ``rag gaps`` and ``GET /v1/gaps``.
+kept in the state database (``state_db``: ``state.sqlite`` in the data folder, or the
+PostgreSQL of ``RAG_STATE__URL``; tables in ``gaps_store``) and listed grouped (near-duplicates
+merged, most frequent first) by ``rag gaps`` and ``GET /v1/gaps``.
 
 The service calls ``record_answer`` after every answer and ``record_feedback`` for
-/v1/feedback. SQLite in WAL mode with a busy timeout and one short transaction per call, a
-connection per call: safe from many threads and from several ``rag serve`` workers.
+/v1/feedback. One short transaction per call: safe from many threads, from several
+``rag serve`` workers and, on PostgreSQL, from replicas on several machines.
 
 With ``log_questions`` off no text a user typed is kept (neither questions nor feedback
 comments): entries then hold the scores and sources only, and group by their top source.
 
->>> log = GapLog(settings.gaps_db, log_questions=True, low_confidence=0.85)  # doctest: +SKIP
->>> log.record_answer(answer, answer_id="a1", session_id=None)              # doctest: +SKIP
->>> log.report()[0]["example"]                                              # doctest: +SKIP
+>>> log = GapLog(settings, log_questions=True, low_confidence=0.85)  # doctest: +SKIP
+>>> log.record_answer(answer, answer_id="a1", session_id=None)      # doctest: +SKIP
+>>> log.report()[0]["example"]                                      # doctest: +SKIP
 '运费险怎么理赔'
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from rag_pipeline.errors import ConfigurationError, CorruptDataError
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Engine
+
+from rag_pipeline import gaps_store, state_db
+from rag_pipeline.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from rag_pipeline.chain import Answer
@@ -43,29 +44,7 @@ MAX_VARIANTS = 10  # distinct question variants listed per group
 # group: merges "运费怎么算" / "运费怎么计算" (0.5) and "我的快递到哪了" / "我的快递到哪里了"
 # (0.62), keeps "退货要多久" / "退货运费谁出" (0.12) apart; tests/unit/test_gaps.py.
 MERGE_SIMILARITY = 0.5
-BUSY_TIMEOUT = 10.0  # seconds a writer waits for another's transaction
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS gap_events (
-    id INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    question TEXT,
-    score REAL,
-    sources TEXT NOT NULL,
-    session_id TEXT,
-    answer_id TEXT,
-    comment TEXT
-);
-CREATE INDEX IF NOT EXISTS gap_events_at ON gap_events (at);
-CREATE TABLE IF NOT EXISTS gap_answers (
-    answer_id TEXT PRIMARY KEY,
-    at TEXT NOT NULL,
-    question TEXT,
-    score REAL,
-    sources TEXT NOT NULL,
-    session_id TEXT
-);
-"""
+_RATINGS = ("thumbs_up", "thumbs_down")
 
 
 def _now() -> str:
@@ -108,36 +87,21 @@ def parse_since(text: str | None) -> datetime | None:
 
 
 class GapLog:
-    """The gap log at ``path`` (created on the first write; reading a missing log gives
-    no groups). See the module docstring."""
+    """The gap log in a state database: an engine, or the settings whose state database is
+    opened on first use (so building the service opens nothing). See the module docstring."""
 
-    def __init__(self, path: Path, *, log_questions: bool, low_confidence: float) -> None:
-        self.path = path
+    def __init__(
+        self, state: Engine | Settings, *, log_questions: bool, low_confidence: float
+    ) -> None:
+        self._state = state
         self.log_questions = log_questions
         self.low_confidence = low_confidence
-        self._ready = False  # schema made (by this object) once
 
-    @contextmanager
-    def _db(self, *, create: bool = True) -> Iterator[sqlite3.Connection]:
-        """A connection for one short transaction (committed, or rolled back, on exit)."""
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)) as db:
-                if not self._ready:
-                    # WAL (kept in the file): readers never block the writer, nor it them.
-                    db.execute("PRAGMA journal_mode=WAL")
-                    db.executescript(_SCHEMA)
-                    self._ready = True
-                with db:
-                    yield db
-        except sqlite3.OperationalError:
-            raise  # locked past the busy timeout, no permission...: the message says
-        except sqlite3.DatabaseError as e:
-            raise CorruptDataError(
-                f"the gap log {self.path} is not a readable SQLite database ({e}): move it "
-                "away; the next answer starts a new one"
-            ) from e
+    @property
+    def engine(self) -> Engine:
+        if not isinstance(self._state, Engine):
+            self._state = state_db.state_engine(self._state)
+        return self._state
 
     def _text(self, text: str | None) -> str | None:
         return text if self.log_questions else None
@@ -153,22 +117,23 @@ class GapLog:
             kind = "refused"
         elif best is None or best < self.low_confidence:
             kind = "low_confidence"
-        now = _now()
-        with self._db() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO gap_answers VALUES (?, ?, ?, ?, ?, ?)",
-                (answer_id, now, question, best, sources, session_id),
-            )
-            # Bounded: the newest REMEMBERED_ANSWERS stay (rowids grow with each insert).
-            db.execute(
-                "DELETE FROM gap_answers WHERE rowid <= (SELECT MAX(rowid) FROM gap_answers) - ?",
-                (REMEMBERED_ANSWERS,),
-            )
+        row = {"at": _now(), "question": question, "score": best, "sources": sources}
+        t = gaps_store.answers
+        with state_db.writing(self.engine) as conn:
+            # Answer ids are fresh per answer; one given twice replaces the first (as before).
+            conn.execute(delete(t).where(t.c.answer_id == answer_id))
+            new_id = conn.execute(
+                t.insert()
+                .values(answer_id=answer_id, session_id=session_id, **row)
+                .returning(t.c.id)
+            ).scalar_one()
+            # Bounded: the newest REMEMBERED_ANSWERS stay (ids grow with each insert).
+            conn.execute(delete(t).where(t.c.id <= new_id - REMEMBERED_ANSWERS))
             if kind is not None:
-                db.execute(
-                    "INSERT INTO gap_events (at, kind, question, score, sources, session_id, "
-                    "answer_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (now, kind, question, best, sources, session_id, answer_id),
+                conn.execute(
+                    gaps_store.events.insert().values(
+                        kind=kind, session_id=session_id, answer_id=answer_id, **row
+                    )
                 )
 
     def record_feedback(
@@ -177,47 +142,43 @@ class GapLog:
         """Record a rating (replacing an earlier one of the same answer); False when
         ``answer_id`` is unknown (or forgotten already)."""
         kind: Kind = "thumbs_down" if rating == "down" else "thumbs_up"
-        with self._db() as db:
-            row = db.execute(
-                "SELECT question, score, sources, session_id FROM gap_answers WHERE answer_id = ?",
-                (answer_id,),
-            ).fetchone()
-            if row is None:
+        a, e = gaps_store.answers, gaps_store.events
+        with state_db.writing(self.engine) as conn:
+            # Locked (PostgreSQL): two ratings of one answer at once still leave one.
+            found = conn.execute(
+                select(a.c.question, a.c.score, a.c.sources, a.c.session_id)
+                .where(a.c.answer_id == answer_id)
+                .with_for_update()
+            ).first()
+            if found is None:
                 return False
-            question, score, sources, session_id = row
             # One rating per answer: rating it again replaces the earlier one.
-            db.execute(
-                "DELETE FROM gap_events WHERE answer_id = ? AND kind IN ('thumbs_up', "
-                "'thumbs_down')",
-                (answer_id,),
-            )
-            db.execute(
-                "INSERT INTO gap_events (at, kind, question, score, sources, session_id, "
-                "answer_id, comment) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    _now(),
-                    kind,
-                    question,
-                    score,
-                    sources,
-                    session_id,
-                    answer_id,
-                    self._text(comment),
-                ),
+            conn.execute(delete(e).where(e.c.answer_id == answer_id, e.c.kind.in_(_RATINGS)))
+            conn.execute(
+                e.insert().values(
+                    at=_now(),
+                    kind=kind,
+                    question=found.question,
+                    score=found.score,
+                    sources=found.sources,
+                    session_id=found.session_id,
+                    answer_id=answer_id,
+                    comment=self._text(comment),
+                )
             )
         return True
 
     def events(self, since: datetime | None = None) -> list[dict[str, Any]]:
         """The logged gaps (thumbs-up left out), oldest first."""
-        if not self.path.is_file():
-            return []
         start = since.astimezone(UTC).isoformat(timespec="seconds") if since else ""
-        with self._db(create=False) as db:
-            rows = db.execute(
-                "SELECT at, kind, question, score, sources, comment FROM gap_events "
-                "WHERE at >= ? AND kind != 'thumbs_up' ORDER BY id",
-                (start,),
-            ).fetchall()
+        e = gaps_store.events
+        query = (
+            select(e.c.at, e.c.kind, e.c.question, e.c.score, e.c.sources, e.c.comment)
+            .where(e.c.at >= start, e.c.kind != "thumbs_up")
+            .order_by(e.c.id)
+        )
+        with state_db.reading(self.engine) as conn:
+            rows = conn.execute(query).all()
         return [
             {
                 "at": at,
@@ -300,16 +261,29 @@ def _cell(text: str, width: int) -> str:
     return text + " " * (width - _width(text))
 
 
+def _where(settings: Settings) -> str:
+    """The state database for a message: its file, or its URL without the password."""
+    location = settings.state_location
+    if not isinstance(location, str):
+        return str(location)
+    from sqlalchemy.engine import make_url
+
+    return make_url(location).render_as_string(hide_password=True)
+
+
 def print_report(settings: Settings, *, since: str | None, as_json: bool) -> int:
     """``rag gaps``: print the grouped report; the exit code."""
     moment = parse_since(since)
-    log = GapLog(
-        settings.gaps_db,
-        log_questions=settings.serve.log_questions,
-        low_confidence=settings.serve.low_confidence,
-    )
-    groups = log.report(moment)
-    empty = "no gaps recorded yet" + (f" since {since}" if since else "") + f" ({log.path})"
+    groups: list[dict[str, Any]] = []
+    # Reading a data folder without a state database creates none.
+    if state_db.state_exists(settings):
+        log = GapLog(
+            settings,
+            log_questions=settings.serve.log_questions,
+            low_confidence=settings.serve.low_confidence,
+        )
+        groups = log.report(moment)
+    empty = "no gaps recorded yet" + (f" since {since}" if since else "") + f" ({_where(settings)})"
     if as_json:
         print(json.dumps(groups, ensure_ascii=False, indent=2))
         if not groups:

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from rag_pipeline.config import Settings
 
 # The files of data folders from before the state database, copied into it once.
-LEGACY_FILES = ("records.sqlite", "keyword.sqlite")
+LEGACY_FILES = ("records.sqlite", "keyword.sqlite", "gaps.sqlite")
 
 metadata = MetaData()
 
@@ -115,10 +115,11 @@ _migrate_lock = threading.Lock()
 
 
 def all_metadata() -> list[MetaData]:
-    """Every schema kept in the state database (imported here: they import this module)."""
-    from rag_pipeline import keyword_store
+    """Every schema kept in the state database. Each is a module of tables only, importing
+    nothing of ours (no import cycle: the code using them imports this module)."""
+    from rag_pipeline import gaps_store, keyword_store, sessions_store
 
-    return [metadata, keyword_store.metadata]
+    return [metadata, keyword_store.metadata, gaps_store.metadata, sessions_store.metadata]
 
 
 def _sqlite_engine(path: Path) -> Engine:

@@ -72,14 +72,15 @@ class ServiceState:
         # (rag_pipeline.locking, taken by ingest) keeps out writers of other processes.
         self.write_lock = threading.Lock()
         cfg = settings.serve
+        # Both in the state database, opened on first use: replicas share them.
         self.sessions = Sessions(
-            turns=cfg.session_turns, ttl=cfg.session_ttl, max_sessions=cfg.max_sessions
+            settings, turns=cfg.session_turns, ttl=cfg.session_ttl, max_sessions=cfg.max_sessions
         )
         from rag_pipeline.gaps import GapLog
         from rag_pipeline.service.eval_api import Evaluations
 
         self.gaps = GapLog(
-            settings.gaps_db,
+            settings,
             log_questions=settings.serve.log_questions,
             low_confidence=settings.serve.low_confidence,
         )

@@ -102,7 +102,7 @@ def test_rag_gaps_on_an_empty_log(tmp_path: Path) -> None:
     done = _rag_gaps(tmp_path / "nothing-here")
     assert done.returncode == 0, done.stderr
     assert "no gaps recorded yet" in done.stdout
-    assert not (tmp_path / "nothing-here" / "gaps.sqlite").exists()
+    assert not (tmp_path / "nothing-here" / "state.sqlite").exists()  # reading created none
 
 
 def test_without_log_questions_no_question_text_is_stored(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_without_log_questions_no_question_text_is_stored(tmp_path: Path) -> Non
         assert httpx.post(live.url + "/v1/feedback", json=down, headers=AS_USER).status_code == 200
         groups = httpx.get(live.url + "/v1/gaps", headers=AS_ADMIN).json()["groups"]
     assert [(g["count"], g["example"], g["questions"]) for g in groups] == [(2, None, [])]
-    stored = b"".join(p.read_bytes() for p in settings.data_dir.glob("gaps.sqlite*"))
-    assert stored  # the log was written ...
+    stored = b"".join(p.read_bytes() for p in settings.data_dir.glob("state.sqlite*"))
+    assert answer_id.encode() in stored  # the log was written ...
     for text in (secret, "13800138000", "13900139000"):
         assert text.encode() not in stored  # ... without the user's words

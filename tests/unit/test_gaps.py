@@ -1,9 +1,12 @@
-"""The knowledge-gap log: what is logged, feedback, grouping of near-duplicates, the report."""
+"""The knowledge-gap log: what is logged, feedback, grouping of near-duplicates, the report,
+and an old data folder's gaps.sqlite carried into the state database."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +26,25 @@ from rag_pipeline.gaps import (
     print_report,
     similarity,
 )
+from rag_pipeline.state_db import open_state, state_engine
+
+# gaps.sqlite as the versions before the state database wrote it (a fixture of that format).
+OLD_SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE gap_events (id INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL,
+    question TEXT, score REAL, sources TEXT NOT NULL, session_id TEXT, answer_id TEXT,
+    comment TEXT);
+CREATE INDEX gap_events_at ON gap_events (at);
+CREATE TABLE gap_answers (answer_id TEXT PRIMARY KEY, at TEXT NOT NULL, question TEXT,
+    score REAL, sources TEXT NOT NULL, session_id TEXT);
+INSERT INTO gap_answers VALUES ('old-1', '2026-11-30T09:00:00+00:00', '运费怎么算', 0.4,
+    '["shipping.txt"]', 's1');
+INSERT INTO gap_answers VALUES ('old-2', '2026-11-30T09:05:00+00:00', '退货流程', 0.95, '[]',
+    NULL);
+INSERT INTO gap_events (at, kind, question, score, sources, session_id, answer_id, comment)
+    VALUES ('2026-11-30T09:00:00+00:00', 'low_confidence', '运费怎么算', 0.4,
+    '["shipping.txt"]', 's1', 'old-1', NULL);
+"""
 
 
 def _answer(question: str, *scores: float, refused: bool = False) -> Answer:
@@ -34,7 +56,8 @@ def _answer(question: str, *scores: float, refused: bool = False) -> Answer:
 
 
 def _log(tmp_path: Path, *, log_questions: bool = True) -> GapLog:
-    return GapLog(tmp_path / "gaps.sqlite", log_questions=log_questions, low_confidence=0.85)
+    engine = open_state(tmp_path / "state.sqlite")
+    return GapLog(engine, log_questions=log_questions, low_confidence=0.85)
 
 
 def _event(question: str | None, kind: str = "refused", **extra: object) -> dict[str, object]:
@@ -145,11 +168,12 @@ def test_remembered_answers_are_bounded(tmp_path: Path, monkeypatch: pytest.Monk
 def test_without_log_questions_no_user_text_is_kept(tmp_path: Path) -> None:
     log = _log(tmp_path, log_questions=False)
     log.record_answer(
-        _answer("我的手机号是13800138000", refused=True), answer_id="a", session_id=None
+        _answer("我的手机号是13800138000", refused=True), answer_id="answer-7f3e", session_id=None
     )
-    log.record_feedback("a", "down", "评论也不留")
-    kept = b"".join(p.read_bytes() for p in tmp_path.glob("gaps.sqlite*"))
-    assert b"13800138000" not in kept and "评论也不留".encode() not in kept
+    log.record_feedback("answer-7f3e", "down", "评论也不留")
+    kept = b"".join(p.read_bytes() for p in tmp_path.glob("state.sqlite*"))
+    assert b"answer-7f3e" in kept  # the state database holds the entries ...
+    assert b"13800138000" not in kept and "评论也不留".encode() not in kept  # ... not the words
     assert [e["question"] for e in log.events()] == [None, None]
 
 
@@ -187,9 +211,9 @@ def test_print_report_table_json_and_empty(
     settings = Settings(data_dir=tmp_path, embeddings={"provider": "fake"})
     assert print_report(settings, since=None, as_json=False) == 0
     assert "no gaps recorded yet" in capsys.readouterr().out
-    assert not settings.gaps_db.exists()  # reading does not create the log
+    assert not settings.state_db.exists()  # reading does not create the state database
 
-    log = GapLog(settings.gaps_db, log_questions=True, low_confidence=0.85)
+    log = GapLog(state_engine(settings), log_questions=True, low_confidence=0.85)
     log.record_answer(_answer("运费怎么算", refused=True), answer_id="a", session_id=None)
     log.record_answer(_answer("运费怎么算?", refused=True), answer_id="b", session_id=None)
     assert print_report(settings, since=None, as_json=True) == 0
@@ -198,3 +222,36 @@ def test_print_report_table_json_and_empty(
     assert print_report(settings, since=None, as_json=False) == 0
     table = capsys.readouterr().out
     assert "refused 2" in table and "运费怎么算" in table
+
+
+def test_an_old_gaps_sqlite_is_carried_into_the_state_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rag_pipeline.gaps as gaps
+
+    with closing(sqlite3.connect(tmp_path / "gaps.sqlite")) as db:
+        db.executescript(OLD_SCHEMA)
+    settings = Settings(data_dir=tmp_path, embeddings={"provider": "fake"})
+    log = GapLog(state_engine(settings), log_questions=True, low_confidence=0.85)
+    assert not list(tmp_path.glob("gaps.sqlite*"))  # copied, then removed
+    assert log.events() == [
+        {
+            "at": "2026-11-30T09:00:00+00:00",
+            "kind": "low_confidence",
+            "question": "运费怎么算",
+            "score": 0.4,
+            "sources": ["shipping.txt"],
+            "comment": None,
+        }
+    ]
+    # An answer given before the upgrade can still be rated, with what it was logged with.
+    assert log.record_feedback("old-2", "down", "不对") is True
+    assert log.events()[-1]["question"] == "退货流程"
+    # New answers come after the old ones: the oldest is still the first forgotten.
+    monkeypatch.setattr(gaps, "REMEMBERED_ANSWERS", 2)
+    log.record_answer(_answer("新问题", 0.95), answer_id="new-1", session_id=None)
+    assert [log.record_feedback(a, "up") for a in ("old-1", "old-2", "new-1")] == [
+        False,
+        True,
+        True,
+    ]
