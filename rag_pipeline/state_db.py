@@ -10,7 +10,8 @@ and ``rag serve`` replicas on several machines share one knowledge base. It hold
 - the source manifest (``rag_sources``), the corpus roots (``rag_roots``) and the layout
   version (``rag_layout``);
 - the keyword index (``keyword_*``, see ``keyword_store``);
-- the gap log (``gaps_*``), and the embedding cache when ``RAG_STATE__CACHE=database``.
+- the gap log and feedback (``gap_*``, see ``gaps_store``), the service's conversations
+  (``rag_sessions``), and the embedding cache when ``RAG_STATE__CACHE=database``.
 
 Data folders written before the state database had ``records.sqlite``, ``keyword.sqlite`` and
 ``gaps.sqlite``; ``state_engine`` copies them into ``state.sqlite`` once, then removes them.
