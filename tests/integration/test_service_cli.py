@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,6 +154,12 @@ def test_two_workers_over_a_chroma_server_answer(tmp_path: Path) -> None:
             wait_until_ready(url)
             headers = {"Authorization": f"Bearer {KEY}"}
             with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+                # Ready on this client's own (kept-alive) connection: /readyz above may have
+                # been answered by the other worker while this one still loads.
+                deadline = time.monotonic() + 120
+                while client.get("/readyz").status_code != 200:
+                    assert time.monotonic() < deadline, "a worker did not get ready"
+                    time.sleep(0.1)
                 answers = [
                     client.post("/v1/ask", json={"question": "不满99元运费多少钱"})
                     for _ in range(12)
