@@ -10,8 +10,10 @@ same index without loading it again.
 
 Writes made elsewhere (another worker's upload, a ``rag ingest`` against a Chroma server) are
 noticed through the keyword index's change counter: at most every ``CHANGE_CHECK_S`` seconds a
-request reads it (one small query) and, when it moved, builds a new snapshot. The keyword side
-answers from the database, so that costs the same at any collection size.
+request starts a background thread that reads it (one small query) and, when it moved, builds
+a new snapshot; requests go on answering from the current one meanwhile, so none waits for a
+rebuild. The keyword side answers from the database, so that costs the same at any collection
+size.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class ServiceState:
         )
         self.evaluations = Evaluations()  # the admin page's runs and their report links
         self._checked = 0.0  # when the change counter was last read
+        self._following: threading.Thread | None = None  # the background check, if running
         self._keyword_index: KeywordIndex | None = None
 
     def load(self) -> None:
@@ -169,6 +172,14 @@ class ServiceState:
         return self._snapshot
 
     def _follow_other_writers(self) -> None:
+        if self._following is not None and self._following.is_alive():
+            return
+        self._following = threading.Thread(
+            target=self._rebuild_if_changed, name="rag-follow-writers", daemon=True
+        )
+        self._following.start()
+
+    def _rebuild_if_changed(self) -> None:
         # An upload of this process refreshes when it is done: never rebuild under it.
         if not self.write_lock.acquire(blocking=False):
             return

@@ -185,8 +185,14 @@ def test_a_replica_started_before_the_ingest_answers_from_both_sides(
         finish(
             start_ingest(worker, make_corpus(tmp_path / "worker" / "kb_a", "a", 8), tmp_path / "w2")
         )
-        time.sleep(1.2)  # the replica checks the change counter at most once a second
-        found = httpx.post(service.url + "/v1/search", json={"query": question}, timeout=30)
+        # The replica reads the change counter at most once a second and rebuilds its
+        # snapshot in the background: a few requests later it answers from the new one.
+        deadline = time.monotonic() + 30
+        while True:
+            found = httpx.post(service.url + "/v1/search", json={"query": question}, timeout=30)
+            if found.json()["results"][0]["source"] == "a006.md" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         top = found.json()["results"][0]
         assert top["source"] == "a006.md", found.json()
         assert top["metadata"]["dense_relevance"] > 0 and top["metadata"]["keyword_coverage"] > 0

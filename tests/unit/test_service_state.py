@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,11 @@ def test_a_write_by_another_process_gives_a_new_snapshot(
         tmp_path / "more", {"invoice.md": "# 发票\n\n电子发票在订单完成后24小时内开具。"}
     )
     ingest([extra], state.settings)
-    second = state.snapshot
-    assert second is not first and second.changes > first.changes
+    deadline = time.monotonic() + 30  # rebuilt in the background: requests never wait for it
+    while (second := state.snapshot) is first:
+        assert time.monotonic() < deadline, "the write was not followed"
+        time.sleep(0.02)
+    assert second.changes > first.changes
     answer = second.assistant.ask("电子发票什么时候开具")
     assert "24小时" in answer.answer and not answer.refused
     assert "24小时" not in first.assistant.ask("电子发票什么时候开具").answer  # the old one
@@ -100,4 +104,6 @@ def test_a_write_by_another_process_gives_a_new_snapshot(
         ingest(
             [write_corpus(tmp_path / "third", {"x.md": "# 积分\n\n积分一年有效。"})], state.settings
         )
-        assert state.snapshot is second
+        for _ in range(20):
+            assert state.snapshot is second
+            time.sleep(0.01)
