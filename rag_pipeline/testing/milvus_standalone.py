@@ -37,7 +37,10 @@ if TYPE_CHECKING:
     from rag_pipeline.config import Settings
 
 START_TIMEOUT = 120.0  # about 10 s on an idle 2-core machine; CI machines are busier
-STOP_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+# Milvus' graceful stop may wait up to common.gracefulStopTimeout (1800 s in the template) for
+# its components; a throwaway server need not wait: it is then killed.
+GRACEFUL_STOP = 1
 # Milvus creates this root user when authorization is on: a public default, not a secret.
 ROOT_TOKEN = "root:Milvus"  # noqa: S105
 INSTALL_HINT = 'pip install "rag-pipeline[milvus-server]" (Linux x86-64)'
@@ -183,6 +186,7 @@ class MilvusServer:
         ports["proxy_port"] = self.port
         config.update(**ports)  # resolve() binds these instead of searching from the defaults
         config.set("authorization_enabled", self.authorization)
+        config.set("common.gracefulStopTimeout", GRACEFUL_STOP)
         for component in COMPONENTS:
             config.set(f"{component}.ip", self.host)
         config.resolve()  # binds each port once (RuntimeError if taken), writes milvus.yaml
