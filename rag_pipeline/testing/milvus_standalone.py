@@ -90,7 +90,12 @@ def _unpack_binaries(milvus: Any, root: Path) -> None:
 class MilvusServer:
     """One Milvus standalone server in a temporary folder (under ``parent``), every port a
     free 127.0.0.1 port: the proxy (clients), the metrics/health port, etcd's client and peer
-    ports and the components' internal ones.
+    ports and the components' internal ones. ``settings`` are milvus.yaml keys written over
+    the package's template (``{"proxy.timeTickInterval": 200}``), on top of
+    ``FAST_SETTINGS``; ``binaries`` a folder several servers unpack the server into once.
+
+    Milvus 2.3 binds its gRPC ports on every interface (only etcd stays on 127.0.0.1), and
+    with ``authorization=False`` anyone who can reach them may use it: a test server only.
 
     >>> server = MilvusServer(port=19999)
     >>> server.url

@@ -162,7 +162,6 @@ def test_reingest_adds_nothing(ingested: tuple[Settings, IngestReport], corpus: 
     assert reopen(settings).count() == first.chunks_added
 
 
-@ON_BOTH
 def test_edited_file_replaces_exactly_its_chunks(
     ingested: tuple[Settings, IngestReport], corpus: Path
 ) -> None:
