@@ -173,6 +173,22 @@ def metric_relevance(metric: str) -> Callable[[float], float]:
     return lambda score: max(0.0, min(1.0, score))
 
 
+# Milvus before 2.4 matches only prefixes with LIKE ("ab%"): our content filters are "%ab%".
+UNSUPPORTED_LIKE = "unsupported pattern"
+
+
+def _content_filters_unsupported(client: MilvusClient) -> ConfigurationError:
+    try:
+        version = str(client.get_server_version())
+    except Exception:  # the message matters more than the version
+        version = "unknown"
+    return ConfigurationError(
+        f"content filters (RAG_RETRIEVER__WHERE_DOCUMENT, --where-document-contains) need "
+        f"Milvus 2.4 or later, which matches text anywhere with LIKE; this server runs "
+        f"{version}: upgrade it, or drop the content filter (metadata filters work)"
+    )
+
+
 def _search(
     client: MilvusClient,
     collection: str,
@@ -184,16 +200,23 @@ def _search(
     with_vectors: bool = False,
 ) -> list[tuple[Document, float, list[float] | None]]:
     """Top-k rows for ``vector``: (document, raw Milvus score, vector if asked), best first."""
+    from pymilvus.exceptions import MilvusException
+
     output = [TEXT_FIELD, "$meta"] + ([VECTOR_FIELD] if with_vectors else [])
-    result = client.search(
-        collection,
-        data=[list(vector)],
-        anns_field=VECTOR_FIELD,
-        limit=k,
-        filter=expr,
-        output_fields=output,
-        search_params=params,
-    )
+    try:
+        result = client.search(
+            collection,
+            data=[list(vector)],
+            anns_field=VECTOR_FIELD,
+            limit=k,
+            filter=expr,
+            output_fields=output,
+            search_params=params,
+        )
+    except MilvusException as e:
+        if UNSUPPORTED_LIKE in str(e):
+            raise _content_filters_unsupported(client) from e
+        raise
     found = []
     for hit in result[0] if result else []:
         entity = dict(hit["entity"])
@@ -645,9 +668,12 @@ class MilvusBackend(VectorBackend):
         return str(value) if value is not None else None
 
     def flush(self) -> None:
-        """Seal what was written. milvus-lite searches unsealed (growing) data by brute force:
-        at 10k chunks about 250 ms a query before a flush, about 35 ms after it."""
-        if self.exists():
+        """Seal what was written, on milvus-lite only. milvus-lite searches unsealed (growing)
+        data by brute force: at 10k chunks about 250 ms a query before a flush, about 35 ms
+        after it. A server seals and indexes segments itself, its write-ahead log already
+        makes the rows durable, and a flush there is slow (3 s on an idle 2.3 standalone) and
+        rate-limited (quotaAndLimits.flushRate), so ingest does not ask for one."""
+        if self.lite and self.exists():
             self.client.flush(self.name)
 
     def drop(self) -> None:

@@ -17,10 +17,15 @@ Fixtures:
   extractive answers, nothing read from the environment. ``rag_settings_factory(**overrides)``
   builds more of them; override ``rag_settings`` in a conftest.py to change them for a folder.
 * ``rag_store``: where ``rag_settings`` stores vectors, ``"persistent"`` (default),
-  ``"memory"``, ``"chroma_server"`` or ``"milvus_lite"``; parametrize it to run a test on several.
+  ``"memory"``, ``"chroma_server"``, ``"milvus_lite"`` or ``"milvus_server"``; parametrize it
+  to run a test on several.
 * ``chroma_server``: one ``chroma run`` process on a free 127.0.0.1 port for the session;
   ``chroma_server.settings(rag_settings)`` points settings at a fresh collection on it.
 * ``milvus_lite``: settings on a milvus-lite file (skipped without the ``[milvus]`` extra).
+* ``milvus_server``: a real Milvus standalone server on free 127.0.0.1 ports for the session
+  (:class:`~rag_pipeline.testing.milvus_standalone.MilvusServer`);
+  ``milvus_server.settings(rag_settings)`` points settings at a fresh collection on it.
+  Skipped without the ``[milvus-server]`` extra (the ``milvus`` package, Linux x86-64).
 * ``postgres_server``: a throwaway PostgreSQL cluster on a free 127.0.0.1 port for the session
   (:class:`~rag_pipeline.testing.postgres.PostgresServer`); ``postgres_server.fresh_database()``
   gives the SQLAlchemy URL of a new empty database. Skipped without the ``[postgres]`` extra;
@@ -63,17 +68,19 @@ if TYPE_CHECKING:
     from rag_pipeline.config import Settings
     from rag_pipeline.indexing import IngestReport
     from rag_pipeline.testing.chroma import ChromaServer
+    from rag_pipeline.testing.milvus_standalone import MilvusServer
     from rag_pipeline.testing.model_api import ModelServer
     from rag_pipeline.testing.postgres import PostgresServer
 
 Ingest = Callable[..., "IngestReport"]
-STORES = ("persistent", "memory", "chroma_server", "milvus_lite")
+STORES = ("persistent", "memory", "chroma_server", "milvus_lite", "milvus_server")
 
 # Names importable from here without importing the modules that define them up front. No
 # submodule may be named like a fixture: importing rag_pipeline.testing.X binds X in this
 # module, and a plugin registered after that would find a module instead of the fixture.
 _LAZY = {
     "ChromaServer": "rag_pipeline.testing.chroma",
+    "MilvusServer": "rag_pipeline.testing.milvus_standalone",
     "ModelServer": "rag_pipeline.testing.model_api",
     "PostgresServer": "rag_pipeline.testing.postgres",
     "isolated_settings": "rag_pipeline.testing.settings",
@@ -82,6 +89,7 @@ _LAZY = {
 __all__ = [
     "ChromaServer",
     "Ingest",
+    "MilvusServer",
     "ModelServer",
     "PostgresServer",
     "assert_answers",
@@ -153,6 +161,15 @@ def rag_settings(
     if rag_store == "milvus_lite":
         milvus: Settings = request.getfixturevalue("milvus_lite")
         return milvus
+    if rag_store == "milvus_server":
+        import importlib.util
+
+        if importlib.util.find_spec("pymilvus") is None:  # the client, not the server
+            pytest.skip(
+                'milvus_server needs the [milvus] extra: pip install "rag-pipeline[milvus]"'
+            )
+        milvus_server: MilvusServer = request.getfixturevalue("milvus_server")
+        return milvus_server.settings(rag_settings_factory())
     settings = rag_settings_factory()
     if rag_store == "memory":
         from rag_pipeline.testing.settings import fresh_collection, override
@@ -186,6 +203,24 @@ def milvus_lite(rag_settings_factory: Callable[..., Settings], tmp_path: Path) -
             )
     uri = str(tmp_path / "milvus.db")
     return rag_settings_factory(store={"backend": "milvus", "uri": uri})
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    """A real Milvus standalone server (the ``milvus`` package's) on free 127.0.0.1 ports in a
+    temporary folder, shared by the session, stopped with its process group at its end;
+    ``milvus_server.settings(rag_settings)`` for settings on a fresh collection. Skipped when
+    the ``[milvus-server]`` extra is not installed."""
+    from rag_pipeline.testing.milvus_standalone import milvus_server as running
+    from rag_pipeline.testing.milvus_standalone import missing_package
+
+    reason = missing_package()
+    if reason is not None:
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("rag-milvus-server")
+    # binaries: other servers of the session can reuse them (MilvusServer(binaries=...)).
+    with running(folder, binaries=folder / "binaries") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
-"""The Milvus backend against a real milvus-lite database in tmp_path, through ``ingest``."""
+"""The Milvus backend against a real milvus-lite database in tmp_path, through ``ingest``;
+the tests marked ``ON_BOTH`` also against the session's real Milvus server (a fresh collection
+each; not all of them: a collection there takes about 3 s to create, index and load)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from rag_pipeline.stores.milvus import (  # noqa: E402
     metric_relevance,
     release_lite,
 )
+from rag_pipeline.testing.milvus_standalone import MilvusServer  # noqa: E402
 from tests.helpers import STORE_CORPUS  # noqa: E402
 from tests.integration.processes import run_python  # noqa: E402
 
@@ -48,11 +51,27 @@ CORPUS = {
 SPLIT = {"chunk_size": 80, "chunk_overlap": 0}
 
 
-def milvus_settings(tmp_path: Path, **embeddings: Any) -> Settings:
+ON_BOTH = pytest.mark.parametrize("target", ["lite", "server"], indirect=True)
+
+
+@pytest.fixture
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """Where the collection lives: a milvus-lite file (default) or, for ``ON_BOTH`` tests,
+    the session's Milvus server (``uri`` and ``collection`` settings)."""
+    if getattr(request, "param", "lite") == "lite":
+        return {"uri": str(tmp_path / "m.db"), "collection": "test_docs"}
+    server: MilvusServer = request.getfixturevalue("milvus_server")
+    return {"uri": server.url, "collection": f"test_{uuid.uuid4().hex[:12]}"}
+
+
+def milvus_settings(
+    tmp_path: Path, target: dict[str, str] | None = None, **embeddings: Any
+) -> Settings:
+    where = target or {"uri": str(tmp_path / "m.db"), "collection": "test_docs"}
     return Settings(
         data_dir=tmp_path / "data",
         embeddings={"provider": "fake", **embeddings},
-        store={"backend": "milvus", "uri": str(tmp_path / "m.db"), "collection": "test_docs"},
+        store={"backend": "milvus", **where},
         split=SPLIT,
     )
 
@@ -88,11 +107,12 @@ def corpus(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ingested(tmp_path: Path, corpus: Path) -> tuple[Settings, IngestReport]:
-    settings = milvus_settings(tmp_path)
+def ingested(tmp_path: Path, corpus: Path, target: dict[str, str]) -> tuple[Settings, IngestReport]:
+    settings = milvus_settings(tmp_path, target)
     return settings, ingest([corpus], settings)
 
 
+@ON_BOTH
 def test_first_ingest_stores_every_chunk(ingested: tuple[Settings, IngestReport]) -> None:
     settings, report = ingested
     assert report.files_failed == []
@@ -108,7 +128,7 @@ def test_first_ingest_stores_every_chunk(ingested: tuple[Settings, IngestReport]
     assert set(per_source) == {f"corpus/{name}" for name in CORPUS}
     assert sum(per_source.values()) == n
     assert store.stored_fingerprint() == "fake:hashed-char-ngrams:256"
-    assert store.namespace == f"milvus/{settings.store.uri}/test_docs"
+    assert store.namespace == f"milvus/{settings.store.uri}/{settings.store.collection}"
     # One record per chunk, under the backend's namespace.
     assert len(record_manager(settings, store.namespace).list_keys()) == n
 
@@ -206,6 +226,7 @@ def test_retrieval_finds_a_chunk_first_with_score_near_one(
     assert docs[0].metadata["source"] == target.metadata["source"]
 
 
+@ON_BOTH
 def test_filters(ingested: tuple[Settings, IngestReport]) -> None:
     settings, _ = ingested
     store = reopen(settings)
@@ -238,6 +259,7 @@ def test_filters(ingested: tuple[Settings, IngestReport]) -> None:
     assert docs and {d.metadata["source"] for d in docs} == {"faq.csv"}
 
 
+@ON_BOTH
 def test_heterogeneous_metadata_round_trips_like_chroma(
     tmp_path: Path, ingested: tuple[Settings, IngestReport], corpus: Path
 ) -> None:
@@ -352,9 +374,9 @@ def test_one_process_at_a_time(ingested: tuple[Settings, IngestReport], tmp_path
 
 
 @pytest.fixture
-def backend(tmp_path: Path) -> Iterator[MilvusBackend]:
+def backend(tmp_path: Path, target: dict[str, str]) -> Iterator[MilvusBackend]:
     """An empty attached collection (256-dim hashing embeddings, cosine)."""
-    settings = milvus_settings(tmp_path)
+    settings = milvus_settings(tmp_path, target)
     with MilvusBackend(settings, HashingEmbeddings(256)) as opened:
         opened.create(settings, "fake:hashed-char-ngrams:256")
         opened.attach()
@@ -367,6 +389,7 @@ def vstore(backend: MilvusBackend) -> MilvusVectorStore:
     return backend.vector_store
 
 
+@ON_BOTH  # a Milvus server keeps duplicate primary keys on insert: the reason for upsert
 def test_store_upserts_instead_of_duplicating(
     backend: MilvusBackend, vstore: MilvusVectorStore
 ) -> None:

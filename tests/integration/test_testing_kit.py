@@ -179,6 +179,38 @@ def test_milvus_lite_is_skipped_with_the_extra_named_when_missing(
     result.stdout.fnmatch_lines(['*[[]milvus[]] extra*pip install "rag-pipeline[[]milvus[]]"*'])
 
 
+def test_milvus_server_is_skipped_with_the_extra_named_when_missing(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        """
+        import sys
+        import pytest
+
+        @pytest.fixture(scope="session", autouse=True)
+        def no_milvus():
+            sys.modules["milvus"] = None  # find_spec: not installed
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_server(milvus_server):
+            pass
+
+        @pytest.mark.parametrize("rag_store", ["milvus_server"])
+        def test_store(rag_settings, rag_store):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(
+        ['*`milvus` package*pip install "rag-pipeline[[]milvus-server[]]"*']
+    )
+
+
 def test_ingested_returns_the_report_and_takes_other_settings(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -22,6 +22,7 @@ from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import EmbeddingModel
 from rag_pipeline.stores import VectorBackend, open_store
 from rag_pipeline.testing.chroma import ChromaServer
+from rag_pipeline.testing.milvus_standalone import MilvusServer
 
 EMBEDDING_SIZE = 6  # langchain_tests' DeterministicFakeEmbedding size
 
@@ -39,18 +40,22 @@ class _OurStore(VectorStoreIntegrationTests):
     """Builds an empty collection through ``open_store`` and drops it afterwards."""
 
     def store_settings(self, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
-        raise NotImplementedError
+        raise NotImplementedError(type(self).__name__)
 
-    @pytest.fixture
-    def vectorstore(self, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[VectorStore]:
+    def open_backend(self, tmp_path: Path, store: dict[str, Any]) -> VectorBackend:
         settings = Settings(
             data_dir=tmp_path / "data",
             embeddings={"provider": "fake", "dimensions": EMBEDDING_SIZE},
-            store=self.store_settings(tmp_path, request),
+            store=store,
         )
         model = EmbeddingModel(self.get_embeddings(), "fake", "deterministic-fake", EMBEDDING_SIZE)
         backend: VectorBackend = open_store(settings, model, create=True)
         assert backend.stored_fingerprint() == f"fake:deterministic-fake:{EMBEDDING_SIZE}"
+        return backend
+
+    @pytest.fixture
+    def vectorstore(self, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[VectorStore]:
+        backend = self.open_backend(tmp_path, self.store_settings(tmp_path, request))
         try:
             yield backend.vector_store
         finally:
@@ -85,3 +90,28 @@ class TestMilvusLite(_OurStore):
         pytest.importorskip("pymilvus")
         pytest.importorskip("milvus_lite")
         return {"backend": "milvus", "uri": str(tmp_path / "milvus.db")}
+
+
+class TestMilvusServer(_OurStore):
+    """One collection for the class, emptied before each test: creating, indexing and loading
+    a collection takes about 3 s on the server, for each of the suite's 25 tests otherwise."""
+
+    @pytest.fixture(scope="class")
+    def shared_backend(
+        self, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    ) -> Iterator[VectorBackend]:
+        pytest.importorskip("pymilvus")
+        server: MilvusServer = request.getfixturevalue("milvus_server")  # the session's
+        store = {"backend": "milvus", "uri": server.url, "collection": unique_collection()}
+        backend = self.open_backend(tmp_path_factory.mktemp("milvus-std"), store)
+        try:
+            yield backend
+        finally:
+            backend.drop()
+            backend.close()
+
+    @pytest.fixture
+    def vectorstore(self, shared_backend: VectorBackend) -> Iterator[VectorStore]:
+        shared_backend.delete([record.id for batch in shared_backend.scan() for record in batch])
+        assert shared_backend.count() == 0
+        yield shared_backend.vector_store

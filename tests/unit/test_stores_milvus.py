@@ -133,3 +133,53 @@ def test_locations_and_namespaces_without_a_database(
         None,
     )
     assert default.location == str(tmp_path / "d2" / "milvus.db")
+
+
+class RecordingClient:
+    """Stands in for pymilvus' MilvusClient: records what it was built with, talks to nobody."""
+
+    built: list[dict[str, Any]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        RecordingClient.built.append(kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_token_reaches_the_client_and_no_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pymilvus = pytest.importorskip("pymilvus")
+    from rag_pipeline.config import load_settings
+    from rag_pipeline.errors import StoreUnavailableError
+
+    monkeypatch.chdir(tmp_path)  # no rag.toml or .env of the developer's
+    monkeypatch.setattr(pymilvus, "MilvusClient", RecordingClient)
+    monkeypatch.setattr(RecordingClient, "built", [])
+    monkeypatch.setenv("RAG_STORE__BACKEND", "milvus")
+    monkeypatch.setenv("RAG_STORE__URI", "https://in01-abc.zillizcloud.com:19530")
+    monkeypatch.setenv("RAG_STORE__TOKEN", "db_admin:s3cret-key")
+    settings = load_settings(data_dir=tmp_path / "data", embeddings={"provider": "fake"})
+    assert "s3cret" not in repr(settings) and "s3cret" not in settings.model_dump_json()
+
+    backend = MilvusBackend(settings, None)
+    assert RecordingClient.built == [
+        {"uri": "https://in01-abc.zillizcloud.com:19530", "token": "db_admin:s3cret-key"}
+    ]
+    assert not backend.lite and "s3cret" not in backend.namespace + backend.location
+
+    # Without a token the client gets "" (pymilvus' own default: no credentials).
+    monkeypatch.delenv("RAG_STORE__TOKEN")
+    MilvusBackend(load_settings(data_dir=tmp_path / "data", embeddings={"provider": "fake"}), None)
+    assert RecordingClient.built[-1]["token"] == ""
+
+    # A client error that repeats the token is reported without it.
+    def refuse(**kwargs: Any) -> None:
+        raise RuntimeError(f"auth failed for token {kwargs['token']}")
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", refuse)
+    with pytest.raises(StoreUnavailableError) as info:
+        MilvusBackend(settings, None)
+    assert "s3cret" not in str(info.value) and "***" in str(info.value)
+    assert "RAG_STORE__TOKEN" in str(info.value)

@@ -8,6 +8,7 @@ import rag_pipeline.testing as plugin
 EXPORTS = [
     "ChromaServer",
     "Ingest",
+    "MilvusServer",
     "ModelServer",
     "PostgresServer",
     "assert_answers",
@@ -21,6 +22,7 @@ FIXTURES = [
     "chroma_server",
     "ingested",
     "milvus_lite",
+    "milvus_server",
     "model_server",
     "postgres_server",
     "rag_corpus",
@@ -44,7 +46,13 @@ def test_fixtures_and_hooks() -> None:
     )
     assert defined == FIXTURES
     assert callable(plugin.pytest_addoption)
-    assert plugin.STORES == ("persistent", "memory", "chroma_server", "milvus_lite")
+    assert plugin.STORES == (
+        "persistent",
+        "memory",
+        "chroma_server",
+        "milvus_lite",
+        "milvus_server",
+    )
 
 
 def test_no_submodule_hides_a_fixture() -> None:
