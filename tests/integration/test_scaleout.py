@@ -47,11 +47,17 @@ def make_corpus(folder: Path, worker: str, count: int) -> Path:
     )
 
 
-def settings_for(data_dir: Path, server: ChromaServer, url: str, collection: str) -> Settings:
+def settings_for(data_dir: Path, server: Any, url: str, collection: str) -> Settings:
+    """Settings of one machine: its own data folder, the shared store server (a Chroma server,
+    or a Milvus server) and the shared state database ``url``."""
+    if isinstance(server, ChromaServer):
+        store = {"mode": "http", "host": server.host, "port": server.port}
+    else:
+        store = {"backend": "milvus", "uri": server.url}
     return Settings(
         data_dir=data_dir,
         embeddings={"provider": "fake"},
-        store={"mode": "http", "host": server.host, "port": server.port, "collection": collection},
+        store={**store, "collection": collection},
         split={"chunk_size": 80, "chunk_overlap": 0},
         retriever={"score_threshold": None},
         state={"url": url},
@@ -60,13 +66,21 @@ def settings_for(data_dir: Path, server: ChromaServer, url: str, collection: str
 
 def env_for(settings: Settings) -> dict[str, str]:
     assert settings.state.url is not None
+    store = settings.store
+    where = (
+        {"RAG_STORE__BACKEND": "milvus", "RAG_STORE__URI": store.uri or ""}
+        if store.backend == "milvus"
+        else {
+            "RAG_STORE__MODE": "http",
+            "RAG_STORE__HOST": store.host,
+            "RAG_STORE__PORT": str(store.port),
+        }
+    )
     return clean_env(
+        **where,
         RAG_DATA_DIR=str(settings.data_dir),
         RAG_EMBEDDINGS__PROVIDER="fake",
-        RAG_STORE__MODE="http",
-        RAG_STORE__HOST=settings.store.host,
-        RAG_STORE__PORT=str(settings.store.port),
-        RAG_STORE__COLLECTION=settings.store.collection,
+        RAG_STORE__COLLECTION=store.collection,
         RAG_SPLIT__CHUNK_SIZE="80",
         RAG_SPLIT__CHUNK_OVERLAP="0",
         RAG_STATE__URL=settings.state.url.get_secret_value(),
@@ -113,13 +127,18 @@ def collection_state(settings: Settings) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("store_server", ["chroma_server", "milvus_server"])
 def test_two_workers_on_two_machines_end_as_one_sequential_run(
-    chroma_server: ChromaServer, postgres_server: Any, tmp_path: Path
+    store_server: str,
+    postgres_server: Any,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
+    server = request.getfixturevalue(store_server)
     url = postgres_server.fresh_database()
     collection = f"c_{uuid.uuid4().hex[:10]}"
     machines = [tmp_path / "machine_a", tmp_path / "machine_b"]
-    workers = [settings_for(m / "data", chroma_server, url, collection) for m in machines]
+    workers = [settings_for(m / "data", server, url, collection) for m in machines]
     folders = [
         make_corpus(machines[0] / "kb_a", "a", 14),
         make_corpus(machines[1] / "kb_b", "b", 14),
@@ -149,7 +168,7 @@ def test_two_workers_on_two_machines_end_as_one_sequential_run(
     # The reference: the final folders ingested one after the other, into a fresh state.
     reference_settings = settings_for(
         tmp_path / "reference" / "data",
-        chroma_server,
+        server,
         postgres_server.fresh_database(),
         f"r_{uuid.uuid4().hex[:10]}",
     )
