@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from rag_pipeline.testing.environment import clean_env
+from rag_pipeline.testing.server_log import LoggedServer
 from rag_pipeline.testing.settings import fresh_collection, override
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-class ChromaServer:
+class ChromaServer(LoggedServer):
     """One ``chroma run --path PATH --host 127.0.0.1 --port PORT`` process.
 
     It runs in the folder that holds ``path`` (never the caller's working directory, whose
@@ -114,8 +115,6 @@ class ChromaServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cannot start a Chroma server: port {self.port} is in use")
             time.sleep(0.2)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
         env = clean_env()  # no RAG_* or provider variables, telemetry off
         command = [
             chroma_executable(),
@@ -127,13 +126,12 @@ class ChromaServer:
             "--port",
             str(self.port),
         ]
-        self._log.write(f"\n$ {' '.join(command)}\n".encode())
-        self._log.flush()
+        log = self._open_log(self.log_path, command)
         # The command is ours: the chroma CLI of this environment and our own arguments.
         self.process = subprocess.Popen(  # noqa: S603
             command,
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
+            stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=self.path.parent,  # never the caller's folder (its .env, rag.toml)
@@ -188,9 +186,7 @@ class ChromaServer:
                     self._signal(process, signal.SIGKILL if os.name != "nt" else signal.SIGTERM)
                     process.wait(timeout=timeout)
         finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+            self._close_log()
 
     @staticmethod
     def _signal(process: subprocess.Popen[bytes], signum: int) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -31,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from rag_pipeline.testing.chroma import HOST, free_port, log_tail
 from rag_pipeline.testing.environment import clean_env
+from rag_pipeline.testing.server_log import LoggedServer
 from rag_pipeline.testing.settings import fresh_collection, override
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def _unpack_binaries(milvus: Any, root: Path) -> None:
     unpack(str(root))
 
 
-class MilvusServer:
+class MilvusServer(LoggedServer):
     """One Milvus standalone server in a temporary folder (under ``parent``), every port a
     free 127.0.0.1 port: the proxy (clients), the metrics/health port, etcd's client and peer
     ports and the components' internal ones. ``settings`` are milvus.yaml keys written over
@@ -103,6 +103,8 @@ class MilvusServer:
     >>> server.token                      # no users: any token or none is accepted
     ''
     """
+
+    kind = "the Milvus server"
 
     def __init__(
         self,
@@ -236,13 +238,11 @@ class MilvusServer:
     def _launch(self, timeout: float) -> None:
         root = self._root()
         command = [str(self._binaries() / "bin" / "milvus"), "run", "standalone"]
-        self._log = self.log_path.open("ab")
-        self._log.write(f"\n$ {' '.join(command)}  # ports {self.ports}\n".encode())
-        self._log.flush()
+        log = self._open_log(self.log_path, command, f"  # ports {self.ports}")
         self.process = subprocess.Popen(  # noqa: S603 - the package's server, our arguments
             command,
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
+            stdout=log,
             stderr=subprocess.STDOUT,
             env=self._environment(),
             cwd=root,  # never the caller's folder
@@ -296,17 +296,7 @@ class MilvusServer:
                 _signal_group(process.pid, signal.SIGKILL)
                 process.wait(timeout=timeout)
         finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
-
-    def remove(self) -> None:
-        """Delete the temporary folder (the server must be stopped)."""
-        if self.process is not None:
-            raise RuntimeError("stop the Milvus server before removing its folder")
-        root, self.root = self.root, None
-        if root is not None:
-            shutil.rmtree(root, ignore_errors=True)
+            self._close_log()
 
 
 def _get(url: str) -> str:

@@ -39,6 +39,7 @@ from typing import IO, Any
 
 from rag_pipeline.testing.chroma import HOST, free_port, log_tail, port_is_free
 from rag_pipeline.testing.environment import clean_env
+from rag_pipeline.testing.server_log import LoggedServer
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -150,7 +151,7 @@ class RunAs:
         return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
 
 
-class PostgresServer:
+class PostgresServer(LoggedServer):
     """A temporary PostgreSQL cluster and its server, for tests and benchmarks.
 
     Constructing it starts and writes nothing; :meth:`start` creates the cluster in a new
@@ -164,6 +165,8 @@ class PostgresServer:
     >>> pg.dsn_for("t1")
     'postgresql://postgres@127.0.0.1:54321/t1'
     """
+
+    kind = "the PostgreSQL server"
 
     database = "postgres"  # the database initdb creates
 
@@ -346,14 +349,12 @@ class PostgresServer:
         if not port_is_free(self.port, self.host):
             message = f"cannot start a PostgreSQL server: port {self.port} is in use"
             raise _PortTaken(message) if self._pick_port else RuntimeError(message)
-        self._log = self.log_path.open("ab")
         command = self.postgres_command(bindir)
-        self._log.write(f"\n$ {' '.join(command)}\n".encode())
-        self._log.flush()
+        log = self._open_log(self.log_path, command)
         self.process = subprocess.Popen(  # noqa: S603 - the server's own program, our arguments
             command,
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
+            stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self._root(),  # never the caller's folder
             start_new_session=True,  # the caller's Ctrl-C is not the server's fast shutdown
@@ -440,17 +441,7 @@ class PostgresServer:
                     except subprocess.TimeoutExpired:
                         continue
         finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
-
-    def remove(self) -> None:
-        """Delete the temporary folder (the server must be stopped)."""
-        if self.process is not None:
-            raise RuntimeError("stop the PostgreSQL server before removing its folder")
-        root, self.root = self.root, None
-        if root is not None:
-            shutil.rmtree(root, ignore_errors=True)
+            self._close_log()
 
     # -- databases -------------------------------------------------------------------------
 
