@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from rag_pipeline.testing.chroma import HOST, free_port, log_tail
 from rag_pipeline.testing.environment import clean_env
-from rag_pipeline.testing.server_log import LoggedServer
+from rag_pipeline.testing.server_log import LoggedServer, running
 from rag_pipeline.testing.settings import fresh_collection, override
 
 if TYPE_CHECKING:
@@ -329,12 +329,5 @@ def milvus_server(
 ) -> Iterator[MilvusServer]:
     """A running :class:`MilvusServer` (``options``: its keyword arguments); always stopped
     and its folder removed on exit."""
-    server = MilvusServer(parent, **options)
-    try:
-        server.start(timeout)
+    with running(MilvusServer(parent, **options), timeout) as server:
         yield server
-    finally:
-        try:
-            server.stop()
-        finally:
-            server.remove()

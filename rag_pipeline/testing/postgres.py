@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from rag_pipeline.testing.chroma import HOST, free_port, log_tail, port_is_free
 from rag_pipeline.testing.environment import clean_env
-from rag_pipeline.testing.server_log import LoggedServer
+from rag_pipeline.testing.server_log import LoggedServer, running
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -512,12 +512,5 @@ def postgres_server(
 ) -> Iterator[PostgresServer]:
     """A running :class:`PostgresServer` (``options``: its keyword arguments); always stopped
     and its folder removed on exit."""
-    server = PostgresServer(parent, **options)
-    try:
-        server.start(timeout)
+    with running(PostgresServer(parent, **options), timeout) as server:
         yield server
-    finally:
-        try:
-            server.stop()
-        finally:
-            server.remove()

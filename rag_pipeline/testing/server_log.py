@@ -4,9 +4,10 @@ start appends to, opened with the command it runs, and a temporary folder remove
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, TypeVar
 
 
 class LoggedServer:
@@ -38,3 +39,25 @@ class LoggedServer:
         root, self.root = self.root, None
         if root is not None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+class _Startable(Protocol):
+    def start(self, timeout: float) -> None: ...
+    def stop(self) -> None: ...
+    def remove(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Startable)
+
+
+@contextmanager
+def running(server: S, timeout: float) -> Iterator[S]:
+    """``server`` started; always stopped and its folder removed on exit."""
+    try:
+        server.start(timeout)
+        yield server
+    finally:
+        try:
+            server.stop()
+        finally:
+            server.remove()

@@ -344,3 +344,34 @@ def test_an_unreachable_state_database_is_one_line_without_the_password(
     assert "RAG_STATE__URL" in err and "s3cret-pw" not in err + out
     code, out, err = run_cli(capsys, "info")
     assert "s3cret-pw" not in err + out
+
+
+def test_the_embedding_cache_in_the_state_database_is_shared_by_machines(
+    postgres_server: Any, tmp_path: Path
+) -> None:
+    from sqlalchemy import func, select
+
+    from rag_pipeline.indexing import ingest
+    from rag_pipeline.state_db import cached_vectors, reading, state_engine
+    from tests.helpers import counting_model
+
+    url = postgres_server.fresh_database()
+    folder = make_corpus(tmp_path / "kb_c", "c", 5)
+    runs = []
+    for machine in ("one", "two"):
+        settings = Settings(
+            data_dir=tmp_path / machine,  # an embedded store each: only the state is shared
+            embeddings={"provider": "fake"},
+            split={"chunk_size": 80, "chunk_overlap": 0},
+            state={"url": url, "cache": "database"},
+            store={"collection": f"c_{machine}"},
+        )
+        model, counter = counting_model()
+        report = ingest([folder], settings, model=model)
+        runs.append((report.chunks_added, counter.documents_embedded))
+        assert not (settings.data_dir / "embedding-cache").exists()
+    (added, embedded), (added_again, embedded_again) = runs
+    assert added == embedded == added_again > 0
+    assert embedded_again == 0  # every vector came from the other machine's cache
+    with reading(state_engine(settings)) as conn:
+        assert conn.execute(select(func.count()).select_from(cached_vectors)).scalar() == added
