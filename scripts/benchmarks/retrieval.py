@@ -529,7 +529,7 @@ def cold_runs(
             question = questions[i % len(questions)]
             started = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-c", probe, kind, question, str(settings.keyword_db)],
+                [sys.executable, "-c", probe, kind, question, str(settings.state_db)],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -615,7 +615,7 @@ def serve_workers(data_dir: Path, settings: Settings, workers: int) -> dict[str,
     server.start()
     remote_settings = server.settings(settings, collection=settings.store.collection)
     remote = connect(remote_settings)
-    KeywordIndex(settings.keyword_db, local.namespace).move_to(remote.namespace)
+    KeywordIndex(settings.state_location, local.namespace).move_to(remote.namespace)
     results: dict[str, Any] = {}
     try:
         for count in (1, workers):
@@ -657,7 +657,7 @@ def serve_workers(data_dir: Path, settings: Settings, workers: int) -> dict[str,
                 except subprocess.TimeoutExpired:
                     process.kill()
     finally:
-        KeywordIndex(settings.keyword_db, remote.namespace).move_to(local.namespace)
+        KeywordIndex(settings.state_location, remote.namespace).move_to(local.namespace)
         remote.close()
         local.close()
         server.stop()
@@ -668,7 +668,7 @@ def serve_workers(data_dir: Path, settings: Settings, workers: int) -> dict[str,
     )
     results["how"] = (
         "fake query vectors, so no model in memory; the keyword index answers from "
-        "keyword.sqlite in every worker; a Chroma server of the ingested folder"
+        "state.sqlite (keyword tables) in every worker; a Chroma server of the ingested folder"
     )
     return results
 
