@@ -293,29 +293,35 @@ def test_readers_never_wait_for_a_writer(tmp_path: Path) -> None:
         )
         while not stub.embedding_requests()[3:] and writer.poll() is None:
             time.sleep(0.01)  # the writer holds the lock and is embedding
+        search = [
+            sys.executable,
+            "-m",
+            "rag_pipeline.cli",
+            "search",
+            "退款多久到账",
+            "--threshold",
+            "0",
+            "--json",
+        ]
         overlapped = 0
-        for _ in range(20):
+        for _ in range(10):  # two readers at a time (2 cores): 20 searches in all
             running = writer.poll() is None
-            search = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "rag_pipeline.cli",
-                    "search",
-                    "退款多久到账",
-                    "--threshold",
-                    "0",
-                    "--json",
-                ],
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert search.returncode == 0, search.stderr
-            assert json.loads(search.stdout)
-            overlapped += running and writer.poll() is None
+            readers = [
+                subprocess.Popen(
+                    search,
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            for reader in readers:
+                out, err = reader.communicate(timeout=120)
+                assert reader.returncode == 0, err
+                assert json.loads(out)
+            overlapped += 2 * (running and writer.poll() is None)
         out, err = writer.communicate(timeout=300)
     assert writer.returncode == 0, err
     assert json.loads(out)["files_ingested"] == len(STORE_CORPUS) + EXTRA
