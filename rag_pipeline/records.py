@@ -93,12 +93,11 @@ class StateRecordManager(RecordManager):
         if time_at_least and now < time_at_least:
             # LangChain's guard: a clock that went back would make cleanup delete new records.
             raise AssertionError(f"Time sync issue: {now} < {time_at_least}")
-        latest = dict(zip(keys, group_ids, strict=True))
+        latest = list(dict(zip(keys, group_ids, strict=True)).items())
         with state_db.writing(self.engine) as conn:
             self._run_joined(conn)
             for start in range(0, len(latest), _IN_BATCH):
-                part = list(latest.items())[start : start + _IN_BATCH]
-                self._upsert(conn, part, now)
+                self._upsert(conn, latest[start : start + _IN_BATCH], now)
 
     def _upsert(self, conn: Connection, rows: list[tuple[str, str | None]], now: float) -> None:
         values = [
