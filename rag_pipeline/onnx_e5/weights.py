@@ -124,7 +124,8 @@ class E5Weights:
         scores = self._array("<f4", n).copy()
         blob = self.data[self._pos : self._pos + blob_len]
         self._pos += blob_len
-        pieces = [blob[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(n)]
+        bounds = offsets.tolist()  # Python ints: indexing a numpy array 250k times is slow
+        pieces = [blob[a:b].decode("utf-8") for a, b in zip(bounds, bounds[1:], strict=False)]
 
         n_norm = int(self._read("i")[0])
         norm_bytes = int(self._read("I")[0])

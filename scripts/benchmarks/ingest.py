@@ -192,7 +192,14 @@ def bench_raw(texts: list[str], settings: Settings, batch_size: int) -> dict[str
     """A fresh LocalE5Embeddings, warmed up, on every chunk text."""
     from rag_pipeline.embeddings import LocalE5Embeddings
 
-    embeddings = LocalE5Embeddings(threads=settings.embeddings.threads, batch_size=batch_size)
+    cfg = settings.embeddings
+    embeddings = LocalE5Embeddings(
+        threads=cfg.threads,
+        batch_size=batch_size,
+        engine=cfg.engine,
+        precision=cfg.precision,
+        cache_dir=cfg.cache_dir,
+    )
     load_s = warm_up(embeddings)
     vectors, timing = measured(lambda: embeddings.embed_documents(texts))
     if len(vectors) != len(texts):

@@ -332,3 +332,26 @@ def test_fused_and_plain_attention_graphs_agree(tiny: Path) -> None:
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         outs.append(session.run(["mean"], {"input_ids": ids, "attention_mask": mask})[0])
     assert np.allclose(outs[0], outs[1], atol=1e-5)
+
+
+def test_a_preloaded_model_is_taken_over_by_the_engine(tiny: Path, tmp_path: Path) -> None:
+    from rag_pipeline.onnx_e5.engine import _preloads, preload
+
+    notices: list[str] = []
+    preload(precision="fp32", cache_dir=tmp_path, weights_path=tiny, notice=notices.append)
+    engine = OnnxE5(precision="fp32", cache_dir=tmp_path, weights_path=tiny)
+    loaded = engine.load()
+    assert loaded.built and len(notices) == 1  # built once, by the preload thread
+    assert not _preloads  # taken, so a later engine opens the cache itself
+    again = OnnxE5(precision="fp32", cache_dir=tmp_path, weights_path=tiny).load()
+    assert not again.built and again.path == loaded.path
+
+
+def test_a_failed_preload_lets_the_engine_raise_its_own_error(tmp_path: Path) -> None:
+    from rag_pipeline.onnx_e5.engine import preload
+    from rag_pipeline.onnx_e5.weights import WeightFileError
+
+    missing = tmp_path / "missing.bin"
+    preload(precision="fp32", cache_dir=tmp_path, weights_path=missing)
+    with pytest.raises(WeightFileError, match="missing.bin"):
+        OnnxE5(precision="fp32", cache_dir=tmp_path, weights_path=missing).load()
