@@ -252,6 +252,9 @@ class IngestSettings(_Section):
     faq_columns: FaqColumnSettings = Field(default_factory=FaqColumnSettings)
     # OCR (the [ocr] extra) drops recognized lines less sure than this (0..1): noise scores low.
     ocr_min_confidence: float = Field(default=DEFAULT_MIN_CONFIDENCE, ge=0, le=1)
+    # The engine's boxes of each image, kept by its pixels so re-ingesting does not OCR again.
+    ocr_cache: bool = True
+    ocr_cache_dir: Path | None = Field(default=None, description="None: <data folder>/ocr-cache")
 
 
 class LLMSettings(_Section):
@@ -420,6 +423,13 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "embedding-cache"
+
+    @property
+    def ocr_cache_location(self) -> Path | None:
+        """Where OCR results are kept: ``ingest.ocr_cache_dir`` or the data folder's."""
+        if not self.ingest.ocr_cache:
+            return None
+        return self.ingest.ocr_cache_dir or self.data_dir / "ocr-cache"
 
     @property
     def documents_dir(self) -> Path:

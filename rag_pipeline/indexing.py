@@ -92,7 +92,8 @@ def _file_groups(
     group: list[Document] = []
     loaded: list[SourceFile] = []
     limit = max_file_chunks()
-    ocr = OcrReader(settings.ingest.ocr_min_confidence)  # one engine for the run, loaded lazily
+    # One engine for the run, loaded lazily.
+    ocr = OcrReader(settings.ingest.ocr_min_confidence, settings.ocr_cache_location)
     for done, file in enumerate(files, start=1):
         problems: list[str] = []  # FAQ rows left out of a file that is otherwise ingested
         try:

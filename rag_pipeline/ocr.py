@@ -10,6 +10,12 @@ into lines (top to bottom, left to right within a line) and ``page_text`` drops 
 whose recognition confidence is under the minimum before joining them (a paragraph the layout
 wrapped mid-sentence is joined back into one line).
 
+With a ``cache_dir`` (ingest passes ``<data folder>/ocr-cache``, or ``RAG_INGEST__OCR_CACHE_DIR``)
+the engine's boxes of each image are kept as JSON under the SHA-256 of its pixels and the
+engine's version: re-ingesting (``--rebuild``, another collection or backend, an edited PDF
+whose scans did not change) reads them instead of running the models again. A cache file that
+cannot be read or parsed is ignored and written again.
+
 >>> boxes = [
 ...     OcrBox("第二行", 0.9, left=10, top=60, right=90, bottom=90),
 ...     OcrBox("右", 0.8, left=120, top=12, right=150, bottom=38),
@@ -21,10 +27,15 @@ wrapped mid-sentence is joined back into one line).
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
 import re
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rag_pipeline.errors import LoadError, MissingExtraError
@@ -217,8 +228,11 @@ class OcrReader:
     '关于春节期间发货的通知\\n...'
     """
 
-    def __init__(self, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> None:
+    def __init__(
+        self, min_confidence: float = DEFAULT_MIN_CONFIDENCE, cache_dir: Path | None = None
+    ) -> None:
         self.min_confidence = min_confidence
+        self.cache_dir = cache_dir
         self._engine: Any = None
 
     def ensure_available(self) -> None:
@@ -233,13 +247,28 @@ class OcrReader:
         return self._engine
 
     def boxes(self, image: Any) -> list[OcrBox]:
-        """The engine's boxes for a decoded (Pillow) image, unordered."""
+        """The engine's boxes for a decoded (Pillow) image, unordered (cached by pixels)."""
+        path = self._cache_path(image)
+        if path is not None:
+            cached = _read_boxes(path)
+            if cached is not None:
+                return cached
         engine = self._get_engine()
         try:
             result, _ = engine(image)
         except Exception as e:  # onnxruntime / OpenCV errors on an odd image
             raise LoadError(f"OCR failed ({type(e).__name__}: {e})") from e
-        return [OcrBox.of(points, str(text), float(score)) for points, text, score in result or []]
+        found = [OcrBox.of(points, str(text), float(score)) for points, text, score in result or []]
+        if path is not None:
+            _write_boxes(path, found)
+        return found
+
+    def _cache_path(self, image: Any) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(f"{engine_version()}|{image.mode}|{image.size}|".encode())
+        digest.update(image.tobytes())
+        return self.cache_dir / f"{digest.hexdigest()}.json"
 
     def read(self, data: bytes) -> OcrText:
         """The text of an image file's bytes, lines in reading order."""
@@ -250,3 +279,40 @@ class OcrReader:
         """The text of a Pillow image (an image of a PDF page), lines in reading order."""
         self.ensure_available()
         return page_text(self.boxes(to_rgb(image)), self.min_confidence)
+
+
+def engine_version() -> str:
+    """The installed OCR engine's version: part of the cache key (new models, new boxes)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rapidocr-onnxruntime")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _read_boxes(path: Path) -> list[OcrBox] | None:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        return [
+            OcrBox(str(t), float(c), float(a), float(b), float(r), float(d))
+            for t, c, a, b, r, d in rows
+        ]
+    except (OSError, ValueError, TypeError):
+        return None  # missing, unreadable or not ours: OCR again
+
+
+def _write_boxes(path: Path, boxes: list[OcrBox]) -> None:
+    rows = [[b.text, b.confidence, b.left, b.top, b.right, b.bottom] for b in boxes]
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole, then renamed: a reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(rows, f, ensure_ascii=False)
+        os.replace(tmp, path)
+    except OSError:
+        # A read-only or full cache folder only costs the next run the OCR time.
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)

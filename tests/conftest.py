@@ -20,16 +20,28 @@ CORPUS_OCR_FILES = frozenset(
 # from its pytest11 entry point, active in the editable install as in a user's; pytester runs
 # the example's tests inside a test.
 pytest_plugins = ["pytester"]
-__all__ = ["CORPUS", "PROVIDER_VARIABLES", "REPO"]
+__all__ = ["CORPUS", "OCR_CACHE_VARIABLE", "PROVIDER_VARIABLES", "REPO"]
+OCR_CACHE_VARIABLE = "RAG_INGEST__OCR_CACHE_DIR"
+
+
+@pytest.fixture(scope="session")
+def shared_ocr_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One OCR cache for the session: the sample corpus's two scans are read by the engine
+    once, not in every test that ingests the corpus (about 7 s each on 2 cores). The OCR
+    tests themselves use readers without it."""
+    return tmp_path_factory.mktemp("ocr-cache")
 
 
 @pytest.fixture(autouse=True)
-def hermetic_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No provider keys, no RAG_* settings, and a fresh working directory (so no stray .env,
-    rag.toml or .rag/ folder of the developer's is read)."""
+def hermetic_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shared_ocr_cache: Path
+) -> None:
+    """No provider keys, no RAG_* settings but the session's OCR cache, and a fresh working
+    directory (so no stray .env, rag.toml or .rag/ folder of the developer's is read)."""
     for name in list(os.environ):
         if is_leaky(name):
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(OCR_CACHE_VARIABLE, str(shared_ocr_cache))
     monkeypatch.setenv("ANONYMIZED_TELEMETRY", "False")
     work = tmp_path / "cwd"
     work.mkdir()

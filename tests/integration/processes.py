@@ -1,20 +1,31 @@
 """Child processes for integration tests, hermetic: a scratch working directory outside the
 repository (so no ``.env``, ``rag.toml`` or ``.rag/`` of the developer's is read) and an
-environment without RAG_* settings or provider keys, with Chroma's telemetry off."""
+environment without RAG_* settings (but the session's OCR cache) or provider keys, with
+Chroma's telemetry off."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from rag_pipeline.testing.environment import clean_env
-from tests.conftest import REPO
+from rag_pipeline.testing import environment
+from tests.conftest import OCR_CACHE_VARIABLE, REPO
 
 SCRIPTS = REPO / "scripts"
 __all__ = ["SCRIPTS", "clean_env", "outside_repo", "run_python", "run_script"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The testing kit's clean environment (plus ``extra``), with the session's OCR cache when
+    one is set: the only RAG_* variable a child process gets unasked."""
+    env = environment.clean_env(**extra)
+    if OCR_CACHE_VARIABLE in os.environ and OCR_CACHE_VARIABLE not in extra:
+        env[OCR_CACHE_VARIABLE] = os.environ[OCR_CACHE_VARIABLE]
+    return env
 
 
 def outside_repo(folder: Path) -> Path:

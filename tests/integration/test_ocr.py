@@ -123,11 +123,55 @@ def test_one_engine_serves_an_ingest_run(
     corpus.mkdir()
     _image(font, LINES[:1]).save(corpus / "a.png")
     _image(font, LINES[1:]).save(corpus / "b.jpg")
-    settings = memory_settings(tmp_path / "data", embeddings={"cache": False})
+    settings = memory_settings(
+        tmp_path / "data", embeddings={"cache": False}, ingest={"ocr_cache": False}
+    )
     model, _ = counting_model()
     report = ingest([corpus], settings, model=model)
     assert report.files_failed == [] and report.files_ingested == 2
     assert len(built) == 1
+
+
+def test_a_second_ingest_takes_the_images_text_from_the_ocr_cache(
+    tmp_path: Path, font: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ocr_module.import_engine()
+    calls: list[int] = []
+
+    def counting_engine(**kwargs: object) -> object:
+        engine = real(**kwargs)
+
+        def run(image: object) -> object:
+            calls.append(1)
+            return engine(image)
+
+        return run
+
+    monkeypatch.setattr(ocr_module, "import_engine", lambda: counting_engine)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _image(font, LINES[:1]).save(corpus / "a.png")  # the scanned page shows both lines
+    _scanned_pdf(corpus / "scan.pdf", font, "ts")
+    cache = tmp_path / "ocr-cache"
+
+    def run_ingest(data: str) -> list[str]:
+        settings = memory_settings(tmp_path / data, ingest={"ocr_cache_dir": cache})
+        model, _ = counting_model()
+        report = ingest([corpus], settings, model=model)
+        assert report.files_failed == [] and report.files_ingested == 2
+        docs = load_file(SourceFile(corpus / "a.png", corpus), ocr=OcrReader(cache_dir=cache))
+        return [d.page_content for d in docs]
+
+    first = run_ingest("one")
+    assert len(calls) == 2  # the image and the scanned page
+    assert len(list(cache.glob("*.json"))) == 2
+    assert run_ingest("two") == first and len(calls) == 2  # nothing read by the engine again
+    # A damaged cache file is not trusted: that image is read again and its file rewritten.
+    damaged = sorted(cache.glob("*.json"))[0]
+    damaged.write_text("{not json", encoding="utf-8")
+    assert run_ingest("three") == first and len(calls) == 3
+    assert damaged.read_text(encoding="utf-8").startswith("[")
+    assert LINES[0] in first[0]
 
 
 def test_the_sample_corpus_images_are_read(reader: OcrReader) -> None:
