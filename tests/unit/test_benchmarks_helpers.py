@@ -79,7 +79,8 @@ def test_paths_are_recorded_relative_to_the_repository_root() -> None:
 
 def test_temp_folders_are_recorded_as_a_placeholder() -> None:
     tmp = Path(tempfile.gettempdir())
-    assert portable_path(tmp / "rag-bench-x" / "data") == "<tmp>/rag-bench-x/data"
+    repo = Path("/srv/checkout")  # a checkout in the temp folder would make it ".." instead
+    assert portable_path(tmp / "rag-bench-x" / "data", repo=repo) == "<tmp>/rag-bench-x/data"
 
 
 def test_other_absolute_paths_keep_only_their_name() -> None:
@@ -90,13 +91,14 @@ def test_other_absolute_paths_keep_only_their_name() -> None:
 
 def test_scrub_paths_rewrites_paths_inside_nested_values_and_messages() -> None:
     tmp = Path(tempfile.gettempdir())
+    repo = Path("/srv/checkout")  # a checkout in the temp folder would make it ".." instead
     results = {
-        "data": {"eval_dir": str(REPO.parent / "shared" / "eval"), "n": 3},
-        "failed": [f"{REPO / 'corpus' / 'a.md'}: not UTF-8"],
+        "data": {"eval_dir": str(repo.parent / "shared" / "eval"), "n": 3},
+        "failed": [f"{repo / 'corpus' / 'a.md'}: not UTF-8"],
         "folder": str(tmp / "rb10k"),
         "url": "https://example.invalid/tmp/x",
     }
-    assert scrub_paths(results) == {
+    assert scrub_paths(results, repo=repo) == {
         "data": {"eval_dir": "../shared/eval", "n": 3},
         "failed": ["corpus/a.md: not UTF-8"],
         "folder": "<tmp>/rb10k",
