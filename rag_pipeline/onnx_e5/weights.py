@@ -86,7 +86,8 @@ class _Entry:
 def _split_pieces(blob: bytes, offsets: np.ndarray) -> list[str]:
     """The pieces of ``blob`` at byte ``offsets``: one decode of the whole blob, then string
     slices at the matching character offsets (a byte that is not a UTF-8 continuation byte
-    starts a character), several times faster than decoding 250k pieces one by one."""
+    starts a character): faster than decoding 250k pieces one by one (the weight file read
+    went from about 0.48 to 0.30 s on a slow 2-core machine)."""
     text = blob.decode("utf-8")
     starts = (np.frombuffer(blob, dtype=np.uint8) & 0xC0) != 0x80
     chars = np.concatenate(([0], np.cumsum(starts)))[offsets.astype(np.int64)].tolist()
