@@ -107,18 +107,30 @@ def test_the_minimum_confidence_drops_lines(tmp_path: Path, font: Path) -> None:
     assert "RAG_INGEST__OCR_MIN_CONFIDENCE" in str(caught.value)
 
 
-def test_one_engine_serves_an_ingest_run(
-    tmp_path: Path, font: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _count_engine(monkeypatch: pytest.MonkeyPatch) -> tuple[list[object], list[int]]:
+    """The real engine, wrapped: the engines built, and one entry per image it reads."""
     real = ocr_module.import_engine()
     built: list[object] = []
+    calls: list[int] = []
 
     def counting_engine(**kwargs: object) -> object:
         engine = real(**kwargs)
         built.append(engine)
-        return engine
+
+        def run(image: object) -> object:
+            calls.append(1)
+            return engine(image)
+
+        return run
 
     monkeypatch.setattr(ocr_module, "import_engine", lambda: counting_engine)
+    return built, calls
+
+
+def test_one_engine_serves_an_ingest_run(
+    tmp_path: Path, font: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built, _ = _count_engine(monkeypatch)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     _image(font, LINES[:1]).save(corpus / "a.png")
@@ -135,19 +147,7 @@ def test_one_engine_serves_an_ingest_run(
 def test_a_second_ingest_takes_the_images_text_from_the_ocr_cache(
     tmp_path: Path, font: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = ocr_module.import_engine()
-    calls: list[int] = []
-
-    def counting_engine(**kwargs: object) -> object:
-        engine = real(**kwargs)
-
-        def run(image: object) -> object:
-            calls.append(1)
-            return engine(image)
-
-        return run
-
-    monkeypatch.setattr(ocr_module, "import_engine", lambda: counting_engine)
+    _, calls = _count_engine(monkeypatch)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     _image(font, LINES[:1]).save(corpus / "a.png")  # the scanned page shows both lines
