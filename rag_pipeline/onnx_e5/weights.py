@@ -84,14 +84,18 @@ class _Entry:
 
 
 def _split_pieces(blob: bytes, offsets: np.ndarray) -> list[str]:
-    """The pieces of ``blob`` at byte ``offsets``: one decode of the whole blob, then string
-    slices at the matching character offsets (a byte that is not a UTF-8 continuation byte
-    starts a character): faster than decoding 250k pieces one by one (the weight file read
-    went from about 0.48 to 0.30 s on a slow 2-core machine)."""
-    text = blob.decode("utf-8")
-    starts = (np.frombuffer(blob, dtype=np.uint8) & 0xC0) != 0x80
-    chars = np.concatenate(([0], np.cumsum(starts)))[offsets.astype(np.int64)].tolist()
-    return [text[a:b] for a, b in zip(chars, chars[1:], strict=False)]
+    """The pieces of ``blob`` at byte ``offsets`` (``n + 1`` of them, the last one the end).
+
+    A NUL byte goes in at each boundary and one ``str.split`` cuts the decoded text: about
+    twice as fast as slicing 250k pieces in a Python loop, itself faster than decoding them
+    one by one. A blob that already holds a NUL, or offsets out of order, takes the loop.
+    """
+    bounds = offsets.astype(np.int64)
+    ordered = bounds[0] == 0 and bounds[-1] == len(blob) and bool(np.all(np.diff(bounds) >= 0))
+    if ordered and b"\x00" not in blob:
+        marked = np.insert(np.frombuffer(blob, dtype=np.uint8), bounds[1:-1], 0)
+        return marked.tobytes().decode("utf-8").split("\x00")
+    return [blob[a:b].decode("utf-8") for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 class WeightFileError(ConfigurationError):

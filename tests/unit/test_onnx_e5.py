@@ -19,6 +19,7 @@ from rag_pipeline.onnx_e5.engine import _batches
 from rag_pipeline.onnx_e5.tokenizer import E5Tokenizer
 from rag_pipeline.onnx_e5.weights import (
     WeightFileError,
+    _split_pieces,
     dequantise,
     read_weights,
 )
@@ -169,6 +170,17 @@ def test_dequantise_puts_low_nibbles_first_then_high_ones(tiny: Path) -> None:
     d = float(block["d"])
     assert row[0] == pytest.approx(((int(block["qs"][0]) & 15) - 8) * d)
     assert row[16] == pytest.approx(((int(block["qs"][0]) >> 4) - 8) * d)
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [["<s>", "", "▁退货", "a", "😀b", ""], ["a\x00b", "退", "", "c"]],
+    ids=["split-at-marks", "blob-holding-a-nul"],
+)
+def test_pieces_are_cut_at_their_byte_offsets(pieces: list[str]) -> None:
+    blob = b"".join(p.encode() for p in pieces)
+    offsets = np.cumsum([0] + [len(p.encode()) for p in pieces]).astype("<u4")
+    assert _split_pieces(blob, offsets) == pieces
 
 
 def test_reader_refuses_a_file_that_is_not_a_model(tmp_path: Path, tiny: Path) -> None:
