@@ -2,9 +2,10 @@
 run again, leaves exactly what one uninterrupted run leaves; files deleted after a kill are
 pruned; a lost record-manager file is found and repaired by `rag verify --repair`.
 
-The ingest runs in a subprocess against the OpenAI-compatible stub on 127.0.0.1, which answers
-each embedding request after a short pause, so the test can kill it by progress (the number of
-embedding requests served), not by wall time.
+An ingest to be killed runs in a subprocess against the OpenAI-compatible stub on 127.0.0.1,
+which answers each embedding request after a short pause, so the test can kill it by progress
+(the number of embedding requests served), not by wall time; the uninterrupted reference runs
+are in this process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.config import Settings
 from rag_pipeline.embeddings import build_embedding_model
+from rag_pipeline.indexing import IngestReport, ingest
 from rag_pipeline.stores import open_store
 from rag_pipeline.testing.model_api import ModelServer, RecordedRequest
 from rag_pipeline.verify import verify
@@ -107,6 +109,13 @@ def run_ingest(corpus: Path, env: dict[str, str], cwd: Path) -> dict[str, object
     return json.loads(out)
 
 
+def ingest_here(corpus: Path, stub: ModelServer, data_dir: Path) -> IngestReport:
+    """An uninterrupted ingest in this process (where no kill is needed: no process start)."""
+    report = ingest([corpus], settings_for(stub, data_dir))
+    assert not report.files_failed, report.files_failed
+    return report
+
+
 def texts_embedded(stub: ModelServer) -> int:
     total = 0
     for request in stub.embedding_requests():
@@ -138,7 +147,7 @@ def test_kill_9_at_three_points_then_rerun_equals_one_clean_run(
 ) -> None:
     corpus = write_corpus(tmp_path / "kb", corpus_files())
     reference_dir = tmp_path / "reference"
-    run_ingest(corpus, environment(stub, reference_dir), tmp_path)
+    ingest_here(corpus, stub, reference_dir)
     reference = snapshot(settings_for(stub, reference_dir))
     total = texts_embedded(stub)
     assert total == len(reference)
@@ -194,10 +203,10 @@ def test_files_deleted_after_a_kill_are_pruned(stub: SlowStub, tmp_path: Path) -
 
 
 def test_a_lost_record_manager_file_is_found_and_repaired(stub: SlowStub, tmp_path: Path) -> None:
+    stub.pause = 0  # nothing is killed here: no need to slow the runs down
     corpus = write_corpus(tmp_path / "kb", corpus_files())
     data_dir = tmp_path / "data"
-    env = environment(stub, data_dir)
-    run_ingest(corpus, env, tmp_path)
+    ingest_here(corpus, stub, data_dir)
     settings = settings_for(stub, data_dir)
     reference = snapshot(settings)
     with sqlite3.connect(settings.state_db) as db:  # the records, sources and roots are lost
@@ -217,7 +226,7 @@ def test_a_lost_record_manager_file_is_found_and_repaired(stub: SlowStub, tmp_pa
     assert snapshot(settings) == reference
     assert any(p.needs and "rag ingest FOLDER" in p.needs for p in first.problems)
     stub.reset()
-    run_ingest(corpus, env, tmp_path)
+    ingest_here(corpus, stub, data_dir)
     assert texts_embedded(stub) == 0  # the chunks of the remaining files were taken over
     second = verify(settings, repair=True)
     assert second.ok, second.to_dict()
@@ -233,6 +242,6 @@ def test_a_lost_record_manager_file_is_found_and_repaired(stub: SlowStub, tmp_pa
         store.close()
     assert verify(settings).problems == []
     stub.reset()
-    again = run_ingest(corpus, env, tmp_path)  # incremental again: nothing to embed or delete
-    assert (again["chunks_added"], again["chunks_deleted"]) == (0, 0)
+    again = ingest_here(corpus, stub, data_dir)  # incremental again: nothing to embed or delete
+    assert (again.chunks_added, again.chunks_deleted) == (0, 0)
     assert texts_embedded(stub) == 0

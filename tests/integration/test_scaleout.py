@@ -20,6 +20,7 @@ import pytest
 
 from rag_pipeline.bookkeeping import Bookkeeping
 from rag_pipeline.config import Settings
+from rag_pipeline.indexing import ingest
 from rag_pipeline.stores import connect
 from rag_pipeline.testing.chroma import ChromaServer
 from tests.helpers import run_cli, use_env, write_corpus
@@ -165,7 +166,8 @@ def test_two_workers_on_two_machines_end_as_one_sequential_run(
     second = [finish(p) for p in running]
     assert second[0]["chunks_deleted"] > 0 and second[1]["chunks_deleted"] > 0
 
-    # The reference: the final folders ingested one after the other, into a fresh state.
+    # The reference: the final folders ingested one after the other, into a fresh state (in
+    # this process: what the workers do concurrently is what is under test).
     reference_settings = settings_for(
         tmp_path / "reference" / "data",
         server,
@@ -173,7 +175,7 @@ def test_two_workers_on_two_machines_end_as_one_sequential_run(
         f"r_{uuid.uuid4().hex[:10]}",
     )
     for folder in folders:
-        finish(start_ingest(reference_settings, folder, tmp_path / "reference" / "cwd"))
+        assert not ingest([folder], reference_settings).files_failed
 
     got, want = collection_state(workers[0]), collection_state(reference_settings)
     assert got["ids"] == want["ids"] and got["count"] == want["count"]
@@ -351,7 +353,6 @@ def test_the_embedding_cache_in_the_state_database_is_shared_by_machines(
 ) -> None:
     from sqlalchemy import func, select
 
-    from rag_pipeline.indexing import ingest
     from rag_pipeline.state_db import cached_vectors, reading, state_engine
     from tests.helpers import counting_model
 
