@@ -10,7 +10,6 @@ are in this process.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import sys
@@ -102,16 +101,13 @@ def start_ingest(corpus: Path, env: dict[str, str], cwd: Path) -> subprocess.Pop
     )
 
 
-def run_ingest(corpus: Path, env: dict[str, str], cwd: Path) -> dict[str, object]:
-    done = start_ingest(corpus, env, cwd)
-    out, err = done.communicate(timeout=600)
-    assert done.returncode == 0, err
-    return json.loads(out)
-
-
-def ingest_here(corpus: Path, stub: ModelServer, data_dir: Path) -> IngestReport:
+def ingest_here(corpus: Path, stub: SlowStub, data_dir: Path) -> IngestReport:
     """An uninterrupted ingest in this process (where no kill is needed: no process start)."""
-    report = ingest([corpus], settings_for(stub, data_dir))
+    paused, stub.pause = stub.pause, 0  # only a run to be killed needs slowing down
+    try:
+        report = ingest([corpus], settings_for(stub, data_dir))
+    finally:
+        stub.pause = paused
     assert not report.files_failed, report.files_failed
     return report
 
@@ -168,7 +164,7 @@ def test_kill_9_at_three_points_then_rerun_equals_one_clean_run(
         process.communicate(timeout=60)
         cached = cached_vectors(data_dir)
         stub.reset()
-        run_ingest(corpus, env, tmp_path)
+        ingest_here(corpus, stub, data_dir)
         assert snapshot(settings_for(stub, data_dir)) == reference, point
         # Nothing embedded twice: what the killed run cached is not asked for again.
         assert texts_embedded(stub) <= total - cached + BATCH, point
@@ -191,7 +187,7 @@ def test_files_deleted_after_a_kill_are_pruned(stub: SlowStub, tmp_path: Path) -
     doomed = [key.split("/", 1)[1] for key, _ in stored[:3]] + ["d3/doc039.md"]
     for name in doomed:
         (corpus / name).unlink()
-    run_ingest(corpus, env, tmp_path)
+    ingest_here(corpus, stub, data_dir)
     ids = snapshot(settings)
     store = open_store(settings, build_embedding_model(settings), create=False)
     try:
@@ -203,7 +199,6 @@ def test_files_deleted_after_a_kill_are_pruned(stub: SlowStub, tmp_path: Path) -
 
 
 def test_a_lost_record_manager_file_is_found_and_repaired(stub: SlowStub, tmp_path: Path) -> None:
-    stub.pause = 0  # nothing is killed here: no need to slow the runs down
     corpus = write_corpus(tmp_path / "kb", corpus_files())
     data_dir = tmp_path / "data"
     ingest_here(corpus, stub, data_dir)
