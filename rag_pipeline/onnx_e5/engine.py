@@ -85,9 +85,11 @@ def preload(
     """Start opening (or building) the model in a background thread; the first ``OnnxE5``
     with the same arguments takes it over instead of loading its own.
 
-    A cold ``rag ask`` spends about a second importing LangChain and Chroma; ONNX Runtime
-    opens its session and hashes the files with the GIL released, so this overlaps them. An
-    error in the thread is not raised here: the engine then loads again and raises it.
+    A cold ``rag ask`` spends about a second importing LangChain and Chroma; reading and
+    hashing the files release the GIL and overlap them. Creating the ONNX Runtime session
+    (about 0.2-0.3 s) does not: the importing thread ran at about a sixth of its speed while
+    it did (measured 2 December). An error in the thread is not raised here: the engine then
+    loads again and raises it.
     """
     key = _preload_key(precision, threads, cache_dir, weights_path)
     with _preloads_lock:
