@@ -324,10 +324,20 @@ def test_asks_during_an_upload_see_all_of_it_or_none(tmp_path: Path, search_type
             thread.join(120)
         assert done.status_code == 200, done.text
         assert not errors, errors
-        total = done.json()["chunks_added"]
-        assert total >= 70
-        assert set(seen) <= {0, total}, sorted(set(seen))
-        assert seen.count(total) >= 16  # each asker's last ask came after the upload
+        assert done.json()["chunks_added"] == 80
+        whole = 80
+        if search_type == "similarity":
+            # "All of it" is what the finished store returns with nothing hidden: Chroma's
+            # HNSW graph can leave one of these near-identical chunks unreachable (seen: 1-2
+            # of 85 in about one build in six), the same for every ask once the upload is
+            # done. Hybrid search finds such a chunk by its keywords.
+            assert state.store is not None and state.model is not None
+            vector = state.model.embeddings.embed_query(f"{TOKEN} 是什么")
+            hits = state.store.search(vector, 100)
+            whole = sum(TOKEN in h.document.page_content for h in hits)
+            assert whole >= 75  # a lost chunk or two, not a partial upload (64 of 80)
+        assert set(seen) <= {0, whole}, sorted(set(seen))
+        assert seen.count(whole) >= 16  # each asker's last ask came after the upload
 
 
 def test_the_upload_route_is_documented_as_multipart(service: LiveService) -> None:
