@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from rag_pipeline.bm25 import KeywordSearcher
     from rag_pipeline.config import Settings
     from rag_pipeline.retrieval import Visibility
+    from rag_pipeline.stores import VectorBackend
     from rag_pipeline.synonyms import Synonyms
 
 Fallback = Literal["extractive", "refuse", "error"]
@@ -166,6 +167,7 @@ class Assistant:
         self._retrieve = prepare_step(retriever, RunnableLambda(lambda x: x["standalone_question"]))
         self.generate = prompt | model | StrOutputParser()
         self.extract = prompt | ExtractiveChatModel() | StrOutputParser()
+        self._owned_store: VectorBackend | None = None  # the store ``close`` releases
 
     @classmethod
     def from_settings(
@@ -194,6 +196,7 @@ class Assistant:
         from rag_pipeline.stores import open_store
 
         embedding_model = model or build_embedding_model(settings)
+        owned = store is None
         store = store or open_store(settings, embedding_model, create=False)
         # The collection's synonym groups, read once: the keyword side and FAQ answers share them.
         if synonyms is None:
@@ -230,7 +233,7 @@ class Assistant:
                 (lambda x: bool(x.get("history")), llm_condense),
                 RunnableLambda(lambda x: x["question"]),
             )
-        return cls(
+        assistant = cls(
             retriever,
             chat,
             prompt,
@@ -241,6 +244,23 @@ class Assistant:
             fallback=settings.llm.fallback,
             synonyms=synonyms,
         )
+        if owned:
+            assistant._owned_store = store
+        return assistant
+
+    def close(self) -> None:
+        """Release the store's client when ``from_settings`` opened it (a store passed in
+        belongs to the caller). A bot keeps one assistant for its life and need not call it; a
+        process that opens assistants over many data folders should, or use ``with``."""
+        if self._owned_store is not None:
+            self._owned_store.close()
+            self._owned_store = None
+
+    def __enter__(self) -> Assistant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def with_retriever(self, retriever: BaseRetriever) -> Assistant:
         """The same assistant over another retriever (the service's per-request ``k`` and

@@ -8,8 +8,10 @@ False
 
 from __future__ import annotations
 
+import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +116,17 @@ class ChromaBackend(VectorBackend):
     def stored_fingerprint(self) -> str | None:
         value = (self._collection.metadata or {}).get(FINGERPRINT_KEY)
         return str(value) if value is not None else None
+
+    def close(self) -> None:
+        """Release this client's share of Chroma's per-folder system. The few folders used
+        last stay open for the next client (see ``_keep_open``); the last client of any other
+        folder frees its database and index files. An in-memory collection lives only as long
+        as its system, so its client stays open."""
+        if self._mode != "memory" and self.client is not None:
+            self.client.close()
+            self.client = None
+            self._collection = None
+            self.vector_store = None  # type: ignore[assignment]
 
     def drop(self) -> None:
         from chromadb.errors import NotFoundError
@@ -257,6 +270,26 @@ def _quiet_configuration() -> Iterator[None]:
         yield
 
 
+# Starting Chroma's engine on a folder takes 0.1-0.2 s, so the folders used last keep one
+# client of ours open (the next ingest, assistant or verify on them starts at once); beyond
+# that many, a folder's files close with its last client, so a process that works on many data
+# folders keeps a bounded number open.
+KEEP_OPEN_FOLDERS = 4
+_kept_open: OrderedDict[str, Any] = OrderedDict()
+_kept_open_lock = threading.Lock()
+
+
+def _keep_open(path: str, new_client: Callable[[], Any]) -> None:
+    with _kept_open_lock:
+        if path in _kept_open:
+            _kept_open.move_to_end(path)
+            return
+        _kept_open[path] = new_client()  # shares the folder's engine with the caller's client
+        while len(_kept_open) > KEEP_OPEN_FOLDERS:
+            _, oldest = _kept_open.popitem(last=False)
+            oldest.close()
+
+
 def _chroma_client(settings: Settings) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
@@ -279,10 +312,20 @@ def _chroma_client(settings: Settings) -> Any:
             # take turns (a fraction of a second each).
             opening = filelock.FileLock(str(settings.data_dir / "chroma-open.lock"), timeout=60)
             with opening:
-                return chromadb.PersistentClient(
+                client = chromadb.PersistentClient(
                     path=str(settings.chroma_dir), settings=chroma_settings
                 )
-        except (ChromaError, OSError) as e:
+                _keep_open(
+                    str(settings.chroma_dir),
+                    lambda: chromadb.PersistentClient(
+                        path=str(settings.chroma_dir), settings=chroma_settings
+                    ),
+                )
+                return client
+        except (ChromaError, OSError, ValueError, AttributeError) as e:
+            # A damaged file shows as a ChromaError in a fresh process; where this process
+            # had the folder open before, Chroma's engine fails later (ValueError) and its
+            # clean-up then raises AttributeError (chromadb 1.5).
             raise CorruptDataError(
                 f"cannot open the Chroma folder {settings.chroma_dir} ({type(e).__name__}: "
                 f"{e}): if a file in it was damaged, restore the folder from a backup, or move "
