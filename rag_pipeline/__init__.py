@@ -8,8 +8,15 @@ Names are imported lazily so that ``import rag_pipeline`` stays instant.
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import Any
+
+# ONNX Runtime (1.29 and later, on Linux and macOS) uploads usage events to Microsoft and writes
+# a device id under ~/.cache unless this is set when it is first imported; our ONNX engine and
+# the OCR loader import it, and the package never reaches the network on its own. A value the
+# user set stays.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 _EXPORTS = {
     "Answer": "rag_pipeline.chain",
