@@ -311,16 +311,14 @@ def _chroma_client(settings: Settings) -> Any:
             # that at once can fail ("table collections already exists"): opens of one folder
             # take turns (a fraction of a second each).
             opening = filelock.FileLock(str(settings.data_dir / "chroma-open.lock"), timeout=60)
+            path = str(settings.chroma_dir)
+
+            def new_client() -> Any:
+                return chromadb.PersistentClient(path=path, settings=chroma_settings)
+
             with opening:
-                client = chromadb.PersistentClient(
-                    path=str(settings.chroma_dir), settings=chroma_settings
-                )
-                _keep_open(
-                    str(settings.chroma_dir),
-                    lambda: chromadb.PersistentClient(
-                        path=str(settings.chroma_dir), settings=chroma_settings
-                    ),
-                )
+                client = new_client()
+                _keep_open(path, new_client)
                 return client
         except (ChromaError, OSError, ValueError, AttributeError) as e:
             # A damaged file shows as a ChromaError in a fresh process; where this process
