@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import REPO
 from tests.integration.processes import clean_env, run_python
 
@@ -59,10 +57,12 @@ def _run(home: Path, who: str, **extra: str) -> tuple[dict[str, str | None], lis
 
 
 def test_onnx_runtime_writes_and_sends_nothing_after_import_rag_pipeline(tmp_path: Path) -> None:
+    import onnxruntime
+
     _, without_us = _run(tmp_path / "plain", "plain")
-    if not without_us:
-        pytest.skip("this onnxruntime keeps no telemetry state (nothing to switch off)")
-    assert any("onnxruntime" in name for name in without_us), without_us
+    # Telemetry came in 1.29: from there on the plain process shows what there is to prevent.
+    if tuple(int(n) for n in onnxruntime.__version__.split(".")[:2]) >= (1, 29):
+        assert any("onnxruntime" in name for name in without_us), without_us
     seen, with_us = _run(tmp_path / "ours", "ours")
     assert seen["setting"] == "1"
     assert with_us == []  # no device id, no offline event store: no uploader was started
