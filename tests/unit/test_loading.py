@@ -50,6 +50,8 @@ def test_big5_is_not_garbled_as_gbk() -> None:
         ("bad.jsonl", b'{"question": "a", "answer": "b"}\nnot json\n', "line 2"),
         ("faq.csv", "question,answer\n只有问题,\n".encode(), "question and an answer"),
     ],
+    # Named by file: random bytes in an id would differ between collections (pytest-xdist).
+    ids=["empty.txt", "blank.md", "broken.pdf", "junk.docx", "nul.txt", "bad.jsonl", "faq.csv"],
 )
 def test_unreadable_files_raise_with_a_reason(
     tmp_path: Path, name: str, data: bytes, reason: str
