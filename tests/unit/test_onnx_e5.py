@@ -18,7 +18,7 @@ from rag_pipeline.onnx_e5 import cache as cache_module
 from rag_pipeline.onnx_e5 import tokenizer as tokenizer_module
 from rag_pipeline.onnx_e5.cache import load_model
 from rag_pipeline.onnx_e5.engine import _batches
-from rag_pipeline.onnx_e5.graph import build_model
+from rag_pipeline.onnx_e5.graph import build_model, int8_weight_bits
 from rag_pipeline.onnx_e5.tokenizer import E5Tokenizer
 from rag_pipeline.onnx_e5.weights import (
     WeightFileError,
@@ -230,6 +230,46 @@ def test_engine_matches_the_reference_forward_pass_in_every_precision(
         floor = 0.9999 if precision == "fp32" else 0.99
         assert cosine.min() > floor, (precision, cosine)
         assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_weights_get_8_bits_only_on_a_cpu_with_vnni() -> None:
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    assert int8_weight_bits(avx2) == 7
+    assert int8_weight_bits(avx2.replace("avx2", "avx2 avx512f avx512_vnni")) == 8
+    assert int8_weight_bits(avx2.replace("avx2", "avx2 avx_vnni")) == 8
+    assert int8_weight_bits("model name\t: something without flags\n") == 7
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+def test_int8_weights_use_the_width_asked_for(tiny: Path, bits: int) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(build_model(read_weights(tiny), "int8", weight_bits=bits))
+    quantised = [
+        numpy_helper.to_array(t)
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and t.dims and len(t.dims) == 2
+    ]
+    assert quantised
+    widest = max(int(np.abs(w.astype(np.int16)).max()) for w in quantised)
+    # Symmetric per channel: the largest weights reach the end of the range, [-64, 64] or
+    # [-127, 127].
+    assert widest == (127 if bits == 8 else 64)
+
+
+def test_int8_models_of_each_weight_width_are_cached_apart(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "int8_weight_bits", lambda: 7)
+    seven = load_model(precision="int8", cache_dir=tmp_path, weights_path=tiny, notice=print)
+    monkeypatch.setattr(cache_module, "int8_weight_bits", lambda: 8)
+    eight = load_model(precision="int8", cache_dir=tmp_path, weights_path=tiny, notice=print)
+    assert seven.built and eight.built  # not the other width's file
+    assert seven.path is not None and "int8w7" in seven.path.name
+    assert eight.path is not None and "int8w8" in eight.path.name
+    again = load_model(precision="int8", cache_dir=tmp_path, weights_path=tiny, notice=print)
+    assert not again.built and again.path == eight.path
 
 
 def test_long_texts_average_their_windows_like_e5c(tiny: Path, tmp_path: Path) -> None:
