@@ -8,6 +8,7 @@ process (so a test can also look at the state it serves).
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -71,10 +72,17 @@ def live_service(
         thread.join(30)
 
 
-def wait_until_ready(url: str, timeout: float = START_TIMEOUT) -> None:
-    """Poll ``/readyz`` of a service started elsewhere (``rag serve`` in a subprocess)."""
+def wait_until_ready(
+    url: str, timeout: float = START_TIMEOUT, process: subprocess.Popen[str] | None = None
+) -> None:
+    """Poll ``/readyz`` of a service started elsewhere (``rag serve`` in a subprocess); when
+    that ``process`` is given and exits first, fail at once with what it printed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            said = ((out or "") + (err or ""))[-3000:]
+            raise RuntimeError(f"the service for {url} exited with {process.returncode}: {said}")
         try:
             if httpx.get(url + "/readyz", timeout=2).status_code == 200:
                 return

@@ -66,7 +66,7 @@ def running(data_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[s
 
 def test_serve_answers_and_stops_on_ctrl_c(running: tuple[subprocess.Popen[str], str]) -> None:
     process, url = running
-    wait_until_ready(url)
+    wait_until_ready(url, process=process)
     assert httpx.get(url + "/healthz").json() == {"status": "ok"}
     headers = {"Authorization": f"Bearer {KEY}"}
     asked = httpx.post(
@@ -151,7 +151,7 @@ def test_two_workers_over_a_chroma_server_answer(tmp_path: Path) -> None:
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_until_ready(url)
+            wait_until_ready(url, process=process)
             headers = {"Authorization": f"Bearer {KEY}"}
             with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
                 # Ready on this client's own (kept-alive) connection: /readyz above may have

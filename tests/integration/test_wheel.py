@@ -127,7 +127,7 @@ def test_the_wheel_serves_the_chat_page_and_its_assets(installed: Path, tmp_path
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_ready(url)
+        wait_until_ready(url, process=server)
         for page in ("/", "/admin"):
             html = httpx.get(url + page).text
             assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
