@@ -268,10 +268,13 @@ def test_keys(service: LiveService) -> None:
 
 
 def test_no_key_or_text_reaches_the_logs(
-    service: LiveService, caplog: pytest.LogCaptureFixture
+    service: LiveService, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "rag_pipeline"):
         caplog.set_level(logging.DEBUG, logger=name)
+        # uvicorn's default log config (applied by any server started earlier in this
+        # process) stops its loggers propagating, which would hide their records from caplog.
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
     caplog.set_level(logging.DEBUG)
     question = "不满99元运费多少钱"
     answered = post(service, "/v1/ask", {"question": question}).json()
