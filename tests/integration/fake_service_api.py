@@ -308,7 +308,10 @@ def fake_app(fake: FakeApi) -> FastAPI:
 def serve(app: FastAPI, timeout: float = 30.0) -> Iterator[str]:
     """Run ``app`` on uvicorn on a free 127.0.0.1 port in a thread; yields its URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level="warning", log_config=None))
+    # log_config=None: uvicorn's default config would stop its loggers propagating for the
+    # rest of this process (other tests capture those records).
+    config = uvicorn.Config(app, host=HOST, port=port, log_level="warning", log_config=None)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-fake", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
