@@ -225,27 +225,21 @@ def faq_parts(passage: str) -> tuple[list[str], str] | None:
     return [p.strip() for p in phrasings if p.strip()], answer.group(1).strip()
 
 
-def faq_contained(question: str, phrasings: list[str]) -> float:
-    """The largest share of one phrasing's character bigrams (phrasings of 3 or more) that
-    the question holds."""
+def faq_matches(question: str, phrasings: list[str]) -> bool:
+    """Whether the question is close enough to one phrasing for the FAQ answer alone: a
+    character-bigram Jaccard of FAQ_FIRST_MATCH (as faq_direct_answer), or FAQ_FIRST_CONTAINED
+    of the phrasing's bigrams held by the question (phrasings of 3 bigrams or more)."""
     asked = _bigram_set(question)
-    best = 0.0
     for phrasing in phrasings:
         known = _bigram_set(phrasing)
-        if len(known) >= 3:
-            best = max(best, len(asked & known) / len(known))
-    return best
-
-
-def faq_similarity(question: str, phrasings: list[str]) -> float:
-    """Best character-bigram Jaccard of the question with any phrasing (as faq_direct_answer)."""
-    asked = _bigram_set(question)
-    best = 0.0
-    for phrasing in phrasings:
-        known = _bigram_set(phrasing)
-        if asked and known:
-            best = max(best, len(asked & known) / len(asked | known))
-    return best
+        if not asked or not known:
+            continue
+        shared = len(asked & known)
+        if shared / len(asked | known) >= FAQ_FIRST_MATCH:
+            return True
+        if len(known) >= 3 and shared / len(known) >= FAQ_FIRST_CONTAINED:
+            return True
+    return False
 
 
 def _clean(line: str) -> str:
@@ -290,18 +284,6 @@ def _is_heading(line: str) -> bool:
     return len(text) <= 30 and not re.search(r"[。！？.!?；;：:，,）)”\"%]$", text)
 
 
-def _introduces_quote(before: list[str]) -> bool:
-    """Whether the last non-blank line of ``before`` announces a quotation: a line outside
-    the quote that ends with a colon (the lines of the quote itself continue it)."""
-    for line in reversed(before):
-        if not line.strip():
-            continue
-        if _QUOTE.match(line):
-            continue  # still inside the same quote: look at what opened it
-        return line.rstrip().endswith(("：", ":"))
-    return False
-
-
 def sentences(passage: str) -> list[list[str]]:
     """The quotable sentences of a passage, grouped by the line (paragraph, list item, table
     row) they come from, in document order. Headings, table header and rule rows, lines that
@@ -312,7 +294,15 @@ def sentences(passage: str) -> list[list[str]]:
     lines = passage.split("\n")
     blocks: list[list[str]] = []
     header: list[str] = []
+    announces = False  # the last non-blank line outside a quote ends with a colon
     for i, raw in enumerate(lines):
+        quoted = bool(_QUOTE.match(raw))
+        if quoted and announces:
+            # A text the document shows after "原文如下：" (a scam message, a sample letter) is
+            # what it warns about or illustrates, not what it says: never quoted as an answer.
+            continue
+        if not quoted and raw.strip():
+            announces = raw.rstrip().endswith(("：", ":"))
         following = lines[i + 1] if i + 1 < len(lines) else ""
         previous = lines[i - 1] if i > 0 else ""
         starts_table = raw.lstrip().startswith("|") and not previous.lstrip().startswith("|")
@@ -325,10 +315,6 @@ def sentences(passage: str) -> list[list[str]]:
             header = _cells(raw)  # the header row of a table: names its columns, never quoted
             continue
         if not raw.strip() or _TABLE_RULE.match(raw):
-            continue
-        if _QUOTE.match(raw) and _introduces_quote(lines[:i]):
-            # A text the document shows after "原文如下：" (a scam message, a sample letter) is
-            # what it warns about or illustrates, not what it says: never quoted as an answer.
             continue
         if raw.lstrip().startswith("|"):
             text = _table_row(raw, header)  # a body row: short, and still a fact
@@ -390,10 +376,7 @@ def extract_answer(passages: list[tuple[int, str]], question: str) -> str:
         return "No passages were given to quote from." if english else "没有可引用的资料。"
     top_number, top_passage = passages[0]
     faq = faq_parts(top_passage)
-    if faq is not None and (
-        faq_similarity(question, faq[0]) >= FAQ_FIRST_MATCH
-        or faq_contained(question, faq[0]) >= FAQ_FIRST_CONTAINED
-    ):
+    if faq is not None and faq_matches(question, faq[0]):
         return f"{faq[1]} [{top_number}]"
     # (rank, number, flat sentence list of the passage)
     candidates = [
